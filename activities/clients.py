@@ -1,0 +1,196 @@
+"""Clients for one tenant: msgraph-sdk for Graph, httpx for EXO InvokeCommand and raw Graph calls.
+
+One retry layer: the SDK's retry middleware is off and every 429/503/5xx becomes an
+`ApplicationError` that Temporal retries, honouring `Retry-After` through `next_retry_delay`.
+Error messages carry Microsoft's code and message, never a token or a request body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.identity.aio import CertificateCredential, ClientSecretCredential
+from kiota_abstractions.api_error import APIError
+from kiota_authentication_azure.azure_identity_authentication_provider import (
+    AzureIdentityAuthenticationProvider,
+)
+from kiota_http.middleware.options import RetryHandlerOption
+from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph_core import GraphClientFactory
+from temporalio.exceptions import ApplicationError
+
+from config.settings import EXO_SCOPE, GRAPH_SCOPE, TenantSettings
+
+RETRYABLE = {429, 500, 502, 503, 504}
+TIMEOUT = httpx.Timeout(30.0)
+
+
+def retry_delay(headers: Any) -> timedelta | None:
+    """`Retry-After` in seconds (Graph and EXO send seconds, not dates)."""
+    value = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
+    try:
+        return timedelta(seconds=max(0.0, float(value))) if value is not None else None
+    except ValueError:
+        return None
+
+
+def api_failure(service: str, status: int, message: str, headers: Any = None) -> ApplicationError:
+    """Map an HTTP failure to the error Temporal should see: retryable or not, with a delay."""
+    kind = "Throttled" if status in (429, 503) else f"Http{status}"
+    return ApplicationError(
+        f"{service} answered {status}: {message}"[:500],
+        type=f"{service}{kind}",
+        non_retryable=status not in RETRYABLE,
+        next_retry_delay=retry_delay(headers) if status in (429, 503) else None,
+    )
+
+
+def graph_failure(error: APIError) -> ApplicationError:
+    status = error.response_status_code or 0
+    return api_failure("Graph", status, error.primary_message or "", error.response_headers)
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    if not isinstance(error, dict):
+        return str(error)[:300]
+    details = error.get("details") or []
+    detail = details[0].get("message", "") if details and isinstance(details[0], dict) else ""
+    return " | ".join(p for p in (error.get("code", ""), error.get("message", ""), detail) if p)
+
+
+class ExoError(Exception):
+    """A cmdlet failed in Exchange (not a transport failure): e.g. object not found."""
+
+
+class ExoClient:
+    """Exchange Online admin REST (`InvokeCommand`): parameters are always a JSON object."""
+
+    def __init__(self, base_url: str, tenant_id: str, credential: AsyncTokenCredential) -> None:
+        self._url = f"{base_url.rstrip('/')}/adminapi/beta/{tenant_id}/InvokeCommand"
+        self._credential = credential
+        self._http = httpx.AsyncClient(timeout=TIMEOUT)
+
+    async def invoke(self, cmdlet: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        token = await self._credential.get_token(EXO_SCOPE)
+        body = {"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters or {}}}
+        response = await self._http.post(
+            self._url,
+            json=body,
+            headers={"Authorization": f"Bearer {token.token}", "X-AnchorMailbox": "APP"},
+        )
+        if response.status_code in RETRYABLE or response.status_code in (401, 403):
+            raise api_failure(f"Exchange {cmdlet}", response.status_code, _error_message(response), response.headers)
+        if response.status_code >= 400:
+            raise ExoError(f"{cmdlet}: {_error_message(response)}"[:500])
+        value = response.json().get("value", [])
+        return value if isinstance(value, list) else [value]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class GraphHttp:
+    """Raw Graph JSON calls for what the SDK models badly (alert comments, hunting results)."""
+
+    def __init__(self, base_url: str, credential: AsyncTokenCredential) -> None:
+        self._base = f"{base_url.rstrip('/')}/v1.0"
+        self._credential = credential
+        self._http = httpx.AsyncClient(timeout=TIMEOUT)
+
+    async def request(self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None) -> Any:
+        token = await self._credential.get_token(GRAPH_SCOPE)
+        response = await self._http.request(
+            method,
+            f"{self._base}{path}",
+            json=json,
+            params=params,
+            headers={"Authorization": f"Bearer {token.token}"},
+        )
+        if response.status_code >= 400:
+            raise api_failure("Graph", response.status_code, _error_message(response), response.headers)
+        return response.json() if response.content else None
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def build_credential(tenant: TenantSettings) -> AsyncTokenCredential:
+    common = {
+        "authority": tenant.authority_host,
+        "disable_instance_discovery": tenant.disable_instance_discovery,
+    }
+    if tenant.certificate_path is not None:
+        return CertificateCredential(
+            tenant.tenant_id, tenant.client_id, certificate_path=str(tenant.certificate_path), **common
+        )
+    assert tenant.client_secret is not None  # enforced by TenantSettings
+    return ClientSecretCredential(
+        tenant.tenant_id, tenant.client_id, tenant.client_secret.get_secret_value(), **common
+    )
+
+
+@dataclass
+class TenantClients:
+    tenant: TenantSettings
+    credential: AsyncTokenCredential
+    graph: GraphServiceClient
+    graph_http: GraphHttp
+    exo: ExoClient
+
+    async def aclose(self) -> None:
+        await self.exo.aclose()
+        await self.graph_http.aclose()
+        await self.credential.close()
+
+
+def build_clients(tenant: TenantSettings) -> TenantClients:
+    credential = build_credential(tenant)
+    http = GraphClientFactory.create_with_default_middleware(
+        client=httpx.AsyncClient(timeout=TIMEOUT),
+        options={RetryHandlerOption.get_key(): RetryHandlerOption(should_retry=False)},
+    )
+    auth = AzureIdentityAuthenticationProvider(
+        credential, scopes=[GRAPH_SCOPE], allowed_hosts=[tenant.graph_host]
+    )
+    adapter = GraphRequestAdapter(auth, http)
+    adapter.base_url = f"{tenant.graph_base_url.rstrip('/')}/v1.0"
+    return TenantClients(
+        tenant=tenant,
+        credential=credential,
+        graph=GraphServiceClient(request_adapter=adapter),
+        graph_http=GraphHttp(tenant.graph_base_url, credential),
+        exo=ExoClient(tenant.exo_base_url, tenant.tenant_id, credential),
+    )
+
+
+class ClientPool:
+    """Clients per tenant, built on first use and shared by every activity of a worker."""
+
+    def __init__(self, tenants: list[TenantSettings]) -> None:
+        self._tenants = {t.tenant_id: t for t in tenants}
+        self._clients: dict[str, TenantClients] = {}
+
+    def for_tenant(self, tenant_id: str) -> TenantClients:
+        if tenant_id not in self._clients:
+            if tenant_id not in self._tenants:
+                raise ApplicationError(
+                    f"tenant {tenant_id} is not configured on this worker",
+                    type="UnknownTenant",
+                    non_retryable=True,
+                )
+            self._clients[tenant_id] = build_clients(self._tenants[tenant_id])
+        return self._clients[tenant_id]
+
+    async def aclose(self) -> None:
+        for clients in self._clients.values():
+            await clients.aclose()
+        self._clients.clear()

@@ -1,0 +1,114 @@
+"""quell settings: environment (`QUELL_…`, `__` for nesting) ahead of a TOML file.
+
+The TOML file is `quell.toml` in the working directory, or the path in `QUELL_CONFIG`.
+`config/quell.example.toml` documents every setting. Secrets are `SecretStr`: they print as
+`**********` and never reach logs, workflow history or errors.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from workflows.types import ApprovalPolicy, Mode, Organization, Thresholds
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+EXO_SCOPE = "https://outlook.office365.com/.default"
+
+
+class TemporalSettings(BaseModel):
+    address: str = "localhost:7233"
+    namespace: str = "default"
+    task_queue: str = "quell-cases"
+
+
+class TenantSettings(BaseModel):
+    """One Microsoft 365 tenant quell responds for, with its app registration."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: SecretStr | None = None
+    certificate_path: Path | None = None
+    """PEM with the private key and certificate, for CertificateCredential (preferred in production)."""
+    authority_host: str = "https://login.microsoftonline.com"
+    disable_instance_discovery: bool = False
+    """True only for a private authority such as the emulator; production keeps discovery on."""
+    graph_base_url: str = "https://graph.microsoft.com"
+    exo_base_url: str = "https://outlook.office365.com"
+    organization: Organization = Organization()
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> TenantSettings:
+        if (self.client_secret is None) == (self.certificate_path is None):
+            raise ValueError(
+                f"tenant {self.tenant_id}: set exactly one of client_secret or certificate_path"
+            )
+        return self
+
+    @property
+    def graph_host(self) -> str:
+        return urlsplit(self.graph_base_url).hostname or ""
+
+
+class IntakeSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8088
+    api_tokens: dict[str, SecretStr] = {}
+    """Bearer tokens for the intake API, by the caller's name (the name is what the audit shows)."""
+    max_body_bytes: int = 1_000_000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="QUELL_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    temporal: TemporalSettings = TemporalSettings()
+    tenants: list[TenantSettings] = []
+    approval: ApprovalPolicy = ApprovalPolicy()
+    thresholds: Thresholds = Thresholds()
+    mode: Mode = "enforce"
+    intake: IntakeSettings = IntakeSettings()
+    notify_webhook: SecretStr | None = None
+    """Optional incoming-webhook URL (Teams/Slack) for approval reminders and escalations."""
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("QUELL_CONFIG", "quell.toml"))
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+        )
+
+    def tenant(self, tenant_id: str) -> TenantSettings:
+        for tenant in self.tenants:
+            if tenant.tenant_id == tenant_id:
+                return tenant
+        raise KeyError(f"unknown tenant {tenant_id}")
+
+
+@lru_cache(maxsize=1)
+def get_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,417 @@
+"""Types that cross the workflow boundary: case input, evidence, findings, plan, approvals, report.
+
+Every model is a frozen pydantic model (or a mutable one where the workflow accumulates state)
+serialised by `temporalio.contrib.pydantic.pydantic_data_converter`. Nothing here holds a
+secret: credentials live only in the worker's settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Direction = Literal["inbound", "outbound"]
+Mode = Literal["enforce", "dry_run"]
+VerdictKind = Literal["true_positive", "benign_positive", "false_positive", "needs_review"]
+
+FindingId = Literal[
+    "p1_p2_mismatch",
+    "empty_sender_object_id",
+    "volume_spike",
+    "internal_recipients",
+    "junk_delivery_spike",
+    "unprovisioned_sender_domain",
+    "sender_ip_not_on_premises",
+    "external_spray",
+    "supply_chain_targeting",
+    "malicious_url",
+    "malicious_attachment",
+    "connector_created",
+    "connector_modified",
+    "change_by_unexpected_actor",
+    "change_approved",
+    "connector_blocked",
+    "admin_bruteforce_success",
+    "admin_unusual_location",
+    "compromised_sender_accounts",
+    "evidence_unavailable",
+    "connector_unresolved",
+]
+
+ActionKind = Literal[
+    "classify_alert",
+    "comment_alert",
+    "disable_connector",
+    "remove_connector",
+    "revert_connector_change",
+    "reset_admin_password",
+    "revoke_sessions",
+    "require_admin_mfa",
+    "unblock_connector",
+    "unblock_sender",
+]
+ACTION_KINDS: tuple[str, ...] = ActionKind.__args__  # type: ignore[attr-defined]
+
+Stage = Literal["contain", "eradicate", "recover", "harden", "report"]
+PolicyKind = Literal["auto", "approve", "two_person", "never"]
+ActionStatus = Literal[
+    "planned",
+    "awaiting_approval",
+    "rejected",
+    "expired",
+    "done",
+    "already_done",
+    "failed",
+    "skipped",
+    "dry_run",
+]
+CaseStatus = Literal["running", "completed", "needs_manual"]
+CaseStage = Literal[
+    "resolving", "collecting", "grading", "awaiting_approval", "remediating", "reporting", "closed"
+]
+
+JsonScalar = str | int | float | bool | None
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- organization
+
+
+class ApprovedChange(Frozen):
+    """A change record (e.g. from a ticketing system) that authorises a connector change."""
+
+    ticket: str
+    connector: str
+    by: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Organization(Frozen):
+    """What the organization knows that no API holds (mirrors SCENARIOS.md `organization`)."""
+
+    on_premises_ip_ranges: list[str] = []
+    connector_admins: list[str] = []
+    expected_high_volume_connectors: list[str] = []
+    partner_domains: list[str] = []
+    approved_changes: list[ApprovedChange] = []
+
+
+class Thresholds(Frozen):
+    """Grading thresholds; defaults are the playbook's (SCENARIOS.md "Default thresholds")."""
+
+    lookback: timedelta = timedelta(days=7)
+    mail_per_hour: int = 100
+    baseline_factor: float = 5.0
+    indicator_min_messages: int = 10
+    junk_min_messages: int = 50
+    junk_min_ratio: float = 0.2
+    spray_min_domains: int = 50
+    compromised_sender_per_hour: int = 100
+    bruteforce_failures_per_minute: int = 100
+    bruteforce_success_within: timedelta = timedelta(seconds=10)
+    unusual_location_min_signins: int = 5
+    unusual_location_max_share: float = 0.2
+
+
+class ApprovalPolicy(Frozen):
+    """Who may approve what, and how long a request waits."""
+
+    approvers: list[str] = []
+    by_action: dict[str, PolicyKind] = {
+        "classify_alert": "auto",
+        "comment_alert": "auto",
+        "remove_connector": "two_person",
+    }
+    default: PolicyKind = "approve"
+    remind_every: timedelta = timedelta(minutes=30)
+    escalate_after_reminders: int = 2
+    expire_after: timedelta = timedelta(hours=8)
+
+    def for_action(self, kind: str) -> PolicyKind:
+        return self.by_action.get(kind, self.default)
+
+
+# --------------------------------------------------------------------------- alert and case input
+
+
+class AnalyzedMessage(Frozen):
+    network_message_id: str
+    sender_ip: str | None = None
+    p1_sender: str | None = None
+    p2_sender: str | None = None
+    recipient: str | None = None
+
+
+class AlertRef(Frozen):
+    """The part of a Defender alert the case needs, normalised by intake."""
+
+    alert_id: str
+    tenant_id: str
+    title: str = "Suspicious connector activity"
+    severity: str = "unknown"
+    created: datetime | None = None
+    ip_addresses: list[str] = []
+    messages: list[AnalyzedMessage] = []
+    connector_hint: str | None = None
+    source: str = "webhook"
+
+
+class CaseInput(Frozen):
+    """Everything the case needs that is not read from the tenant. No credentials."""
+
+    tenant_id: str
+    alert: AlertRef
+    organization: Organization = Organization()
+    thresholds: Thresholds = Thresholds()
+    policy: ApprovalPolicy = ApprovalPolicy()
+    mode: Mode = "enforce"
+    notify_webhook: str | None = None
+
+
+# --------------------------------------------------------------------------- tenant reads
+
+
+class ConnectorConfig(Frozen):
+    """One connector as Get-Inbound/OutboundConnector reports it."""
+
+    guid: str
+    name: str
+    direction: Direction
+    enabled: bool
+    connector_type: str | None = None
+    when_created: datetime | None = None
+    when_changed: datetime | None = None
+    properties: dict[str, Any] = {}
+    """All cmdlet output properties (JSON-safe), kept for revert and the report."""
+
+
+class ConnectorRef(Frozen):
+    tenant_id: str
+    name: str
+    guid: str
+    direction: Direction
+
+
+class ConnectorResolution(Frozen):
+    connector: ConnectorConfig | None = None
+    candidates: list[str] = []
+    method: str = ""
+    reason: str = ""
+
+
+class ConnectorChange(Frozen):
+    """A New-/Set-/Remove-*Connector audit record for the alerted connector."""
+
+    at: datetime
+    operation: str
+    actor: str
+    client_ip: str | None = None
+    parameters: dict[str, Any] = {}
+
+
+# --------------------------------------------------------------------------- findings and verdict
+
+
+class Finding(Frozen):
+    id: FindingId
+    summary: str
+    evidence: dict[str, Any] = {}
+
+
+class Verdict(Frozen):
+    kind: VerdictKind
+    findings: list[Finding]
+    reasons: list[str]
+    """Which findings drove the verdict and which were explained away, in plain words."""
+
+    def has(self, finding_id: str) -> bool:
+        return any(f.id == finding_id for f in self.findings)
+
+
+# --------------------------------------------------------------------------- plan and approvals
+
+
+class PlannedAction(Frozen):
+    id: str
+    """Short id unique within the case, e.g. `a3`."""
+    kind: ActionKind
+    target: str = ""
+    stage: Stage
+    reason: str
+    policy: PolicyKind
+    requires: list[str] = []
+    """Ids of actions that must be executed and verified before this one may run."""
+    params: dict[str, Any] = {}
+
+
+class Plan(Frozen):
+    actions: list[PlannedAction]
+
+    @property
+    def hash(self) -> str:
+        body = json.dumps([a.model_dump(mode="json") for a in self.actions], sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:12]
+
+
+class Decision(Frozen):
+    """An analyst's answer to one pending action (the approval update / signal payload)."""
+
+    action_id: str
+    approver: str
+    plan_hash: str
+    approve: bool = True
+    reason: str = ""
+
+
+class DecisionReceipt(Frozen):
+    action_id: str
+    approver: str
+    plan_hash: str
+    status: ActionStatus
+    approvals: list[str]
+    still_needed: int
+
+
+class ActionRecord(BaseModel):
+    """What happened to one planned action (mutable: the workflow fills it in)."""
+
+    action: PlannedAction
+    status: ActionStatus = "planned"
+    approved_by: list[str] = []
+    rejected_by: str | None = None
+    decision_reason: str = ""
+    decided_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    verified: bool | None = None
+    detail: str = ""
+
+
+class ActionOutcome(Frozen):
+    """What an action activity reports: the state it found, whether it acted, and verification."""
+
+    status: Literal["done", "already_done", "dry_run"]
+    verified: bool
+    detail: str
+
+
+class PendingApproval(Frozen):
+    case_id: str
+    action_id: str
+    kind: ActionKind
+    target: str
+    reason: str
+    policy: PolicyKind
+    plan_hash: str
+    approvals: list[str]
+    still_needed: int
+    expires_at: datetime | None
+
+
+# --------------------------------------------------------------------------- status and report
+
+
+class CaseSummary(Frozen):
+    """What the `status` query returns: enough for `quell cases` and the intake API."""
+
+    case_id: str
+    tenant_id: str
+    stage: CaseStage
+    status: CaseStatus
+    connector: str | None
+    verdict: VerdictKind | None
+    alerts: list[str]
+    pending: list[PendingApproval]
+
+
+class CaseReport(BaseModel):
+    case_id: str
+    tenant_id: str
+    alerts: list[str]
+    case_status: CaseStatus
+    mode: Mode
+    connector: str | None
+    connector_config: ConnectorConfig | None = None
+    verdict: VerdictKind
+    findings: list[Finding]
+    reasons: list[str]
+    plan_hash: str | None = None
+    actions: list[ActionRecord] = []
+    notes: dict[str, Any] = {}
+    """What the playbook says to keep: message ids sample and counts, source IPs, change history."""
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+class MailStats(Frozen):
+    """Summary of the alerted connector's mail in the lookback (rows summarised in the activity)."""
+
+    messages: int = 0
+    p1_p2_mismatch: int = 0
+    empty_sender_object_id: int = 0
+    unprovisioned_sender_domain: int = 0
+    junk_or_quarantined: int = 0
+    hourly_counts: dict[str, int] = {}
+    """Messages per clock hour (ISO hour start -> count) over the baseline window; missing = 0."""
+    external_recipient_domains: int = 0
+    """Distinct recipient domains that are neither accepted nor partner domains."""
+    spoofed_to_partners: int = 0
+    spoofed_to_internal: int = 0
+    malicious_url_messages: int = 0
+    malicious_attachment_messages: int = 0
+    sender_ips: list[str] = []
+    spoofed_header_senders: list[str] = []
+    """Header From (P2) addresses of the connector's spoofed mail."""
+    sample_message_ids: list[str] = []
+
+
+class AdminSignIns(Frozen):
+    """The acting admin's sign-in evidence."""
+
+    upn: str
+    object_id: str | None = None
+    roles: list[str] = []
+    bruteforce: dict[str, Any] | None = None
+    """The failure burst and the success that followed, when the playbook's pattern matched."""
+    successful_signins: int = 0
+    countries: dict[str, int] = {}
+
+
+class Evidence(Frozen):
+    """Everything grading and planning need, collected by activities."""
+
+    connector: ConnectorConfig
+    changes: list[ConnectorChange] = []
+    """Audit records for the connector (any age; grading applies the lookback)."""
+    mail: MailStats = MailStats()
+    accepted_domains: list[str] = []
+    blocked_connector: bool = False
+    blocked_senders: list[str] = []
+    admins: list[AdminSignIns] = []
+    compromised_senders: list[str] = []
+    """Internal SenderObjectIds with unusual outbound volume (tenant-wide)."""
+    unavailable: list[str] = []
+    """Sources that could not be read after retries."""
+    collected_at: datetime
+
+
+class ActionInput(Frozen):
+    """Input of every `action.*` activity."""
+
+    tenant_id: str
+    case_id: str
+    action: PlannedAction
+    mode: Mode = "enforce"
