@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr, model_validator
+from pydantic import BaseModel, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     notify_webhook: SecretStr | None = None
     """Optional incoming-webhook URL (Teams/Slack) for approval reminders and escalations."""
     log_level: str = "INFO"
+
+    @field_validator("notify_webhook", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
 
     @classmethod
     def settings_customise_sources(

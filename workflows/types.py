@@ -175,7 +175,6 @@ class CaseInput(Frozen):
     thresholds: Thresholds = Thresholds()
     policy: ApprovalPolicy = ApprovalPolicy()
     mode: Mode = "enforce"
-    notify_webhook: str | None = None
 
 
 # --------------------------------------------------------------------------- tenant reads

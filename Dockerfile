@@ -1,0 +1,12 @@
+# quell worker and intake image (one image, two commands).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY workflows workflows
+COPY activities activities
+COPY workers workers
+COPY config config
+COPY emulator emulator
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 quell
+USER quell
+ENTRYPOINT ["quell"]

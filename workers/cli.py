@@ -1,0 +1,239 @@
+"""The `quell` command line: run the processes, answer approvals, read cases, run scenarios."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import uvicorn
+
+from config.settings import Settings
+from workers import cases
+from workers.logging import configure_logging
+from workflows.types import Decision
+
+app = typer.Typer(no_args_is_help=True, help="quell: respond to compromised Exchange Online connectors.")
+scenario_app = typer.Typer(no_args_is_help=True, help="Run scenario files against the emulator.")
+app.add_typer(scenario_app, name="scenario")
+
+TemporalAddress = Annotated[
+    Optional[str], typer.Option("--temporal-address", help="host:port; default from settings")
+]
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+async def _client(address: str | None):
+    from workers.worker import connect
+
+    return await connect(_settings(), address)
+
+
+def _run(coro) -> None:
+    asyncio.run(coro)
+
+
+@app.command()
+def worker() -> None:
+    """Run the Temporal worker (case workflow and every activity)."""
+    from workers.worker import run_worker
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    _run(main())
+
+
+@app.command()
+def intake(host: Optional[str] = None, port: Optional[int] = None) -> None:
+    """Run the intake service (alert webhook, case status, approvals API)."""
+    from workers.intake import create_app
+    from workers.worker import connect
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    api = create_app(settings, lambda: connect(settings))
+    uvicorn.run(api, host=host or settings.intake.host, port=port or settings.intake.port, log_config=None)
+
+
+@app.command()
+def emulator(
+    scenario: Annotated[Path, typer.Option(help="scenario YAML to load")],
+    port: int = 8443,
+    host: str = "127.0.0.1",
+    cert_dir: Path = Path(".quell/certs"),
+) -> None:
+    """Serve the Microsoft 365 tenant emulator over HTTPS with a scenario loaded."""
+    from emulator.server import serve
+
+    configure_logging()
+    serve(scenario, host=host, port=port, cert_dir=cert_dir)
+
+
+def _decide(case: str, action: str, who: str, approve: bool, plan: str | None, reason: str, address: str | None) -> None:
+    async def main() -> None:
+        client = await _client(address)
+        plan_hash = plan or await cases.current_plan_hash(client, case)
+        if plan is None:
+            typer.echo(f"plan {plan_hash} (as shown by `quell pending`)")
+        try:
+            receipt = await cases.decide(
+                client, case, Decision(action_id=action, approver=who, plan_hash=plan_hash, approve=approve, reason=reason)
+            )
+        except cases.DecisionRefused as refused:
+            typer.echo(f"refused: {refused}", err=True)
+            raise typer.Exit(1) from None
+        more = f", {receipt.still_needed} more approval(s) needed" if receipt.still_needed else ""
+        typer.echo(f"{case} {action}: {receipt.status} by {', '.join(receipt.approvals) or who}{more}")
+
+    _run(main())
+
+
+@app.command()
+def approve(
+    case: str,
+    action: str,
+    as_: Annotated[str, typer.Option("--as", help="approver account, e.g. soc1@contoso.com")],
+    plan: Annotated[Optional[str], typer.Option(help="plan hash you reviewed (default: current)")] = None,
+    reason: str = "",
+    temporal_address: TemporalAddress = None,
+) -> None:
+    """Approve a pending action of a case."""
+    _decide(case, action, as_, True, plan, reason, temporal_address)
+
+
+@app.command()
+def reject(
+    case: str,
+    action: str,
+    as_: Annotated[str, typer.Option("--as", help="approver account")],
+    reason: Annotated[str, typer.Option(help="why the action must not run")],
+    plan: Optional[str] = None,
+    temporal_address: TemporalAddress = None,
+) -> None:
+    """Reject a pending action of a case."""
+    _decide(case, action, as_, False, plan, reason, temporal_address)
+
+
+@app.command()
+def pending(case: Optional[str] = None, temporal_address: TemporalAddress = None) -> None:
+    """List actions waiting for approval (of one case, or of every open case)."""
+
+    async def main() -> None:
+        client = await _client(temporal_address)
+        found = await (cases.pending(client, case) if case else cases.all_pending(client))
+        if not found:
+            typer.echo("nothing is waiting for approval")
+        for p in found:
+            typer.echo(
+                f"{p.case_id}  {p.action_id}  {p.kind}  {p.target or '-'}  policy={p.policy} "
+                f"needs={p.still_needed} plan={p.plan_hash}\n    {p.reason}"
+            )
+
+    _run(main())
+
+
+@app.command("cases")
+def list_cases(temporal_address: TemporalAddress = None) -> None:
+    """List open cases with stage, verdict and connector."""
+
+    async def main() -> None:
+        client = await _client(temporal_address)
+        for case in await cases.open_cases(client):
+            s = await cases.status(client, case)
+            typer.echo(f"{s.case_id}  stage={s.stage}  verdict={s.verdict or '-'}  connector={s.connector or '-'}  pending={len(s.pending)}")
+
+    _run(main())
+
+
+@app.command()
+def report(case: str, as_json: Annotated[bool, typer.Option("--json")] = False, temporal_address: TemporalAddress = None) -> None:
+    """Print a case report (Markdown, or JSON with --json)."""
+    from workflows.report import report_markdown
+
+    async def main() -> None:
+        client = await _client(temporal_address)
+        found = await cases.report(client, case)
+        typer.echo(found.model_dump_json(indent=2) if as_json else report_markdown(found))
+
+    _run(main())
+
+
+@app.command()
+def demo(
+    auto_approve: Annotated[bool, typer.Option(help="approve every request as the scenario's analysts")] = False,
+    scenario: Path = Path("emulator/scenarios/tp-hijacked-hybrid-connector.yaml"),
+) -> None:
+    """Run a full case against the emulator with a Temporal dev server and its UI."""
+    from workers.demo import run_demo
+
+    configure_logging("WARNING")
+    _run(run_demo(scenario, auto_approve))
+
+
+@scenario_app.command("run")
+def scenario_run(
+    file: Path,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    temporal_address: TemporalAddress = None,
+    approval_timeout: float = 5.0,
+) -> None:
+    """Run one scenario and print its result."""
+    from emulator.scenario import load_scenario
+    from workers import scenarios
+
+    configure_logging("WARNING")
+    scenarios.trust_emulator_ca()
+
+    async def main() -> None:
+        async with scenarios.temporal_client(temporal_address) as client:
+            result = await scenarios.run_scenario(
+                client, load_scenario(file), scenarios.RunOptions(approval_timeout=approval_timeout)
+            )
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+        else:
+            typer.echo(f"{result['scenario']}: {result['verdict']} ({result['case_status']}), connector {result['connector']}")
+            for a in result["actions"]:
+                typer.echo(f"  {a['id']} {a['kind']} {a['target'] or '-'}: {a['status']}")
+
+    _run(main())
+
+
+@scenario_app.command("check")
+def scenario_check(
+    files: list[Path],
+    temporal_address: TemporalAddress = None,
+    approval_timeout: float = 5.0,
+) -> None:
+    """Run scenarios and compare each with its `expected` block; exits 1 if any fails."""
+    from workers import scenarios
+
+    configure_logging("ERROR")
+    scenarios.trust_emulator_ca()
+
+    async def main() -> int:
+        async with scenarios.temporal_client(temporal_address) as client:
+            passed, failed, lines = await scenarios.check(
+                client, files, scenarios.RunOptions(approval_timeout=approval_timeout)
+            )
+        for line in lines:
+            typer.echo(line)
+        typer.echo(f"{passed} passed, {failed} failed")
+        return failed
+
+    if asyncio.run(main()):
+        raise typer.Exit(1)

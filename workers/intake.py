@@ -1,0 +1,146 @@
+"""Intake service: alert webhook, case status, and the approvals API.
+
+Every route but `/healthz` needs `Authorization: Bearer <token>`; tokens come from settings
+(`intake.api_tokens`, by caller name) and are compared in constant time. The caller's name is
+the approver of a decision sent here, so nobody approves in someone else's name. Errors say
+what is wrong without echoing the payload. 202 means Temporal acknowledged the case start or
+signal; if Temporal is unreachable the answer is 503 so the sender retries.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio.client import Client, RPCError
+from temporalio.service import RPCStatusCode
+
+from config.settings import Settings
+from workers import cases
+from workers.alert_payloads import PayloadError, parse_alert
+from workflows.types import CaseReport, CaseSummary, Decision, DecisionReceipt
+
+log = structlog.get_logger("quell.intake")
+
+MAX_DEPTH = 32
+
+
+class Accepted(BaseModel):
+    case_id: str
+    alert_id: str
+    tenant_id: str
+
+
+class ApprovalRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action_id: str = Field(min_length=1, max_length=16)
+    plan_hash: str = Field(min_length=1, max_length=64)
+    approve: bool = True
+    reason: str = Field(default="", max_length=2000)
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def create_app(settings: Settings, connect: Callable[[], Any]) -> FastAPI:
+    """`connect` is an async callable returning a Temporal client (made once, in the lifespan)."""
+
+    app = FastAPI(title="quell intake", version="1")
+    app.state.client = None
+
+    async def temporal(request: Request) -> Client:
+        # Connect lazily so the service starts (and answers 503) while Temporal is down.
+        if request.app.state.client is None:
+            try:
+                request.app.state.client = await connect()
+            except Exception:
+                log.warning("temporal unreachable")
+                raise HTTPException(503, "case service unavailable, retry later") from None
+        return request.app.state.client
+
+    def caller(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
+        match = None
+        for name, token in settings.intake.api_tokens.items():
+            # Compare against every token so timing does not tell which one nearly matched.
+            if hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
+                match = name
+        if match is None:
+            raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
+        return match
+
+    Caller = Annotated[str, Depends(caller)]
+    Temporal = Annotated[Client, Depends(temporal)]
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/alerts", status_code=202, response_model=Accepted)
+    async def post_alert(request: Request, who: Caller) -> Any:
+        raw = await request.body()
+        if len(raw) > settings.intake.max_body_bytes:
+            raise HTTPException(413, f"body larger than {settings.intake.max_body_bytes} bytes")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise HTTPException(400, "body is not valid JSON") from None
+        if _depth(body) > MAX_DEPTH:
+            raise HTTPException(400, f"JSON nested deeper than {MAX_DEPTH} levels")
+        try:
+            alert = parse_alert(body, request.query_params.get("tenant"))
+        except PayloadError as bad:
+            raise HTTPException(422, str(bad)) from None
+        if alert.tenant_id not in {t.tenant_id for t in settings.tenants}:
+            raise HTTPException(422, f"tenant {alert.tenant_id} is not configured")
+        client = await temporal(request)
+        try:
+            case = await cases.open_case(client, cases.case_input(settings, alert), settings.temporal.task_queue)
+        except RPCError as failure:
+            log.warning("case start failed", status=failure.status.name)
+            raise HTTPException(503, "case service unavailable, retry later") from None
+        log.info("alert accepted", case=case, alert=alert.alert_id, source=who)
+        return Accepted(case_id=case, alert_id=alert.alert_id, tenant_id=alert.tenant_id)
+
+    async def _known(client: Client, case: str, read: Callable[..., Any]) -> Any:
+        try:
+            return await read(client, case)
+        except RPCError as failure:
+            if failure.status == RPCStatusCode.NOT_FOUND:
+                raise HTTPException(404, "no such case") from None
+            raise HTTPException(503, "case service unavailable, retry later") from None
+
+    @app.get("/v1/cases/{case_id:path}/report", response_model=CaseReport)
+    async def get_report(case_id: str, who: Caller, client: Temporal) -> Any:
+        return await _known(client, case_id, cases.report)
+
+    @app.post("/v1/cases/{case_id:path}/approvals", response_model=DecisionReceipt)
+    async def post_approval(case_id: str, body: ApprovalRequest, who: Caller, client: Temporal) -> Any:
+        decision = Decision(approver=who, **body.model_dump())
+        try:
+            return await _known(client, case_id, lambda c, k: cases.decide(c, k, decision))
+        except cases.DecisionRefused as refused:
+            return JSONResponse(status_code=409, content={"detail": str(refused)})
+
+    @app.get("/v1/cases/{case_id:path}", response_model=CaseSummary)
+    async def get_case(case_id: str, who: Caller, client: Temporal) -> Any:
+        return await _known(client, case_id, cases.status)
+
+    return app

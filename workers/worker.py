@@ -1,0 +1,55 @@
+"""The Temporal worker: one process runs the case workflow and every activity for all tenants."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.clients import ClientPool
+from activities.evidence import EvidenceActivities
+from activities.notify import NotifyActivities
+from activities.remediation import RemediationActivities
+from config.settings import Settings
+from workflows.case import ConnectorCaseWorkflow
+
+
+async def connect(settings: Settings, address: str | None = None) -> Client:
+    return await Client.connect(
+        address or settings.temporal.address,
+        namespace=settings.temporal.namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def build_activities(settings: Settings, pool: ClientPool) -> list[Callable[..., Any]]:
+    return [
+        *EvidenceActivities(pool).all(),
+        *RemediationActivities(pool).all(),
+        *NotifyActivities(settings.notify_webhook).all(),
+    ]
+
+
+def new_worker(client: Client, settings: Settings, pool: ClientPool, task_queue: str | None = None) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or settings.temporal.task_queue,
+        workflows=[ConnectorCaseWorkflow],
+        activities=build_activities(settings, pool),
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    client = await connect(settings)
+    pool = ClientPool(settings.tenants)
+    try:
+        async with new_worker(client, settings, pool):
+            await stop.wait()
+    finally:
+        await pool.aclose()

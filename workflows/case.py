@@ -1,0 +1,317 @@
+"""The connector case: resolve → collect evidence → grade → plan → approvals → remediate → report.
+
+`run` reads like the playbook; every decision is a pure function (grading, planning, approvals)
+and every side effect an activity. Approvals arrive as the `decide` update (validated, so a
+rejected request leaves no history) or the `decision` signal for tools that can only signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.notify import Notification
+    from workflows import approvals, evidence, grading, planning
+    from workflows import search_attributes as sa
+    from workflows.types import (
+        ActionInput,
+        ActionOutcome,
+        ActionRecord,
+        AlertRef,
+        CaseInput,
+        CaseReport,
+        CaseStage,
+        CaseSummary,
+        ConnectorConfig,
+        Decision,
+        DecisionReceipt,
+        Evidence,
+        PendingApproval,
+        Plan,
+        Verdict,
+    )
+
+ACTION_TIMEOUT = timedelta(minutes=2)
+ACTION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=4
+)
+
+
+def action_activity(kind: str) -> str:
+    return f"action.{kind.replace('_', '-')}"
+
+
+def playbook_notes(collected: Evidence) -> dict[str, object]:
+    """What the playbook says to note: message ids, connector dates and editors, source IPs."""
+    connector = collected.connector
+    return {
+        "messages_through_connector": collected.mail.messages,
+        "sample_network_message_ids": collected.mail.sample_message_ids,
+        "source_ips": collected.mail.sender_ips,
+        "connector_created": connector.when_created.isoformat() if connector.when_created else None,
+        "connector_last_modified": connector.when_changed.isoformat() if connector.when_changed else None,
+        "connector_modified_by": sorted({c.actor for c in collected.changes}),
+        "unavailable_sources": collected.unavailable,
+    }
+
+
+@workflow.defn(name="connector-case")
+class ConnectorCaseWorkflow:
+    @workflow.init
+    def __init__(self, case: CaseInput) -> None:
+        self._case = case
+        self._stage: CaseStage = "resolving"
+        self._alerts: list[str] = [case.alert.alert_id]
+        self._connector: ConnectorConfig | None = None
+        self._verdict: Verdict | None = None
+        self._plan: Plan | None = None
+        self._records: dict[str, ActionRecord] = {}
+        self._deadline: datetime | None = None
+        self._notes: dict[str, object] = {}
+        self._ignored_signals: list[str] = []
+        self._started = workflow.now()
+        self._finished: datetime | None = None
+
+    # ------------------------------------------------------------------ run
+
+    @workflow.run
+    async def run(self, case: CaseInput) -> CaseReport:
+        workflow.upsert_search_attributes([sa.TENANT.value_set(case.tenant_id)])
+        self._set_stage("resolving")
+        resolution = await evidence.resolve_connector(case)
+        collected: Evidence | None = None
+        if resolution.connector is None:
+            self._verdict = grading.connector_unresolved_verdict(resolution)
+        else:
+            self._connector = resolution.connector
+            workflow.upsert_search_attributes([sa.CONNECTOR.value_set(resolution.connector.name)])
+            self._set_stage("collecting")
+            collected = await evidence.collect_evidence(case, resolution.connector, workflow.now())
+            self._set_stage("grading")
+            self._verdict = grading.grade(collected, case.organization, case.thresholds, workflow.now())
+            self._notes = playbook_notes(collected)
+        workflow.upsert_search_attributes([sa.VERDICT.value_set(self._verdict.kind)])
+        workflow.set_current_details(f"Verdict: {self._verdict.kind}")
+
+        self._plan = planning.plan(case, self._verdict, collected)
+        self._records = {a.id: ActionRecord(action=a) for a in self._plan.actions}
+        await self._request_approvals()
+        await self._remediate()
+
+        self._set_stage("closed")
+        self._finished = workflow.now()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._report()
+
+    # ------------------------------------------------------------------ approvals
+
+    async def _request_approvals(self) -> None:
+        gated = [r for r in self._records.values() if approvals.needs_approval(r, self._case.mode)]
+        if not gated:
+            return
+        for record in gated:
+            record.status = "awaiting_approval"
+        self._deadline = workflow.now() + self._case.policy.expire_after
+        self._set_stage("awaiting_approval")
+        await self._notify("approval_requested", gated)
+
+    async def _await_decision(self, record: ActionRecord) -> None:
+        """Wait for this action's decision, reminding and escalating; expire at the deadline."""
+        policy = self._case.policy
+        reminders = 0
+        self._set_stage("awaiting_approval")
+        while record.status == "awaiting_approval" and not approvals.is_approved(record):
+            assert self._deadline is not None
+            remaining = self._deadline - workflow.now()
+            if remaining <= timedelta(0):
+                record.status = "expired"
+                record.decided_at = workflow.now()
+                await self._notify("expired", [record])
+                break
+            try:
+                await workflow.wait_condition(
+                    lambda: record.status != "awaiting_approval" or approvals.is_approved(record),
+                    timeout=min(remaining, policy.remind_every),
+                )
+            except asyncio.TimeoutError:
+                if workflow.now() >= self._deadline:
+                    continue
+                reminders += 1
+                waiting = [r for r in self._records.values() if r.status == "awaiting_approval"]
+                kind = "escalation" if reminders >= policy.escalate_after_reminders else "reminder"
+                await self._notify(kind, waiting)
+        self._set_stage("remediating")
+        self._refresh_pending()
+
+    @workflow.update(name="decide")
+    def decide(self, decision: Decision) -> DecisionReceipt:
+        record = self._records[decision.action_id]
+        approvals.apply(record, decision, workflow.now())
+        workflow.logger.info(
+            "decision recorded",
+            extra={"action": decision.action_id, "approver": decision.approver, "approve": decision.approve},
+        )
+        self._refresh_pending()
+        return approvals.receipt(record, decision)
+
+    @decide.validator
+    def _validate_decide(self, decision: Decision) -> None:
+        approvals.validate(decision, self._plan, self._records, self._case.policy)
+
+    @workflow.signal(name="decision")
+    def decision(self, decision: Decision) -> None:
+        """The same as `decide` for tools that can only signal: invalid ones are logged and dropped."""
+        try:
+            approvals.validate(decision, self._plan, self._records, self._case.policy)
+        except ValueError as invalid:
+            self._ignored_signals.append(f"{decision.action_id} by {decision.approver}: {invalid}")
+            workflow.logger.warning("decision signal ignored", extra={"reason": str(invalid)})
+            return
+        self.decide(decision)
+
+    @workflow.signal(name="alert_received")
+    def alert_received(self, alert: AlertRef) -> None:
+        """A repeated or related alert joins this case."""
+        if alert.alert_id not in self._alerts:
+            self._alerts.append(alert.alert_id)
+
+    # ------------------------------------------------------------------ remediation
+
+    async def _remediate(self) -> None:
+        assert self._plan is not None
+        self._set_stage("remediating")
+        for action in self._plan.actions:
+            record = self._records[action.id]
+            blocked_by = approvals.unmet_requirements(record, self._records)
+            if record.status == "awaiting_approval":
+                if blocked_by:
+                    # Do not make the analyst wait on something that cannot run anyway.
+                    approvals.skip(record, f"requires {', '.join(blocked_by)}", workflow.now())
+                    self._refresh_pending()
+                    continue
+                await self._await_decision(record)
+                if record.status != "awaiting_approval":
+                    continue  # rejected or expired
+            elif record.status == "planned" and action.policy == "never" and self._case.mode == "enforce":
+                record.detail = "policy 'never': planned only"
+                continue
+            if blocked_by := approvals.unmet_requirements(record, self._records):
+                approvals.skip(record, f"requires {', '.join(blocked_by)}", workflow.now())
+                continue
+            await self._execute(record)
+        self._refresh_pending()
+
+    async def _execute(self, record: ActionRecord) -> None:
+        action = record.action
+        record.started_at = workflow.now()
+        approved = f" approved by {', '.join(record.approved_by)}" if record.approved_by else ""
+        try:
+            outcome = await workflow.execute_activity(
+                action_activity(action.kind),
+                ActionInput(
+                    tenant_id=self._case.tenant_id,
+                    case_id=workflow.info().workflow_id,
+                    action=action,
+                    mode=self._case.mode,
+                ),
+                result_type=ActionOutcome,
+                start_to_close_timeout=ACTION_TIMEOUT,
+                retry_policy=ACTION_RETRY,
+                summary=f"{action.id} {action.kind} {action.target}{approved}"[:200],
+            )
+        except ActivityError as failure:
+            record.status = "failed"
+            record.verified = False
+            record.detail = str(failure.cause or failure)[:500]
+        else:
+            record.status = outcome.status
+            record.verified = outcome.verified
+            record.detail = outcome.detail
+        record.finished_at = workflow.now()
+
+    # ------------------------------------------------------------------ queries and helpers
+
+    @workflow.query(name="status")
+    def status(self) -> CaseSummary:
+        return CaseSummary(
+            case_id=workflow.info().workflow_id,
+            tenant_id=self._case.tenant_id,
+            stage=self._stage,
+            status=self._case_status(),
+            connector=self._connector.name if self._connector else None,
+            verdict=self._verdict.kind if self._verdict else None,
+            alerts=list(self._alerts),
+            pending=self.pending(),
+        )
+
+    @workflow.query(name="pending")
+    def pending(self) -> list[PendingApproval]:
+        if self._plan is None:
+            return []
+        return approvals.pending(
+            workflow.info().workflow_id, self._plan, self._records, self._case.policy, self._deadline
+        )
+
+    @workflow.query(name="report")
+    def report(self) -> CaseReport:
+        return self._report()
+
+    def _report(self) -> CaseReport:
+        verdict = self._verdict
+        return CaseReport(
+            case_id=workflow.info().workflow_id,
+            tenant_id=self._case.tenant_id,
+            alerts=list(self._alerts),
+            case_status=self._case_status(),
+            mode=self._case.mode,
+            connector=self._connector.name if self._connector else None,
+            connector_config=self._connector,
+            verdict=verdict.kind if verdict else "needs_review",
+            findings=verdict.findings if verdict else [],
+            reasons=verdict.reasons if verdict else [],
+            plan_hash=self._plan.hash if self._plan else None,
+            actions=list(self._records.values()),
+            notes={**self._notes, "ignored_signals": self._ignored_signals},
+            started_at=self._started,
+            finished_at=self._finished,
+        )
+
+    def _case_status(self):
+        if any(r.status == "failed" for r in self._records.values()):
+            return "needs_manual"
+        return "completed" if self._stage == "closed" else "running"
+
+    def _set_stage(self, stage: CaseStage) -> None:
+        self._stage = stage
+        workflow.upsert_search_attributes([sa.STAGE.value_set(stage)])
+
+    def _refresh_pending(self) -> None:
+        waiting = any(r.status == "awaiting_approval" for r in self._records.values())
+        workflow.upsert_search_attributes([sa.PENDING_APPROVAL.value_set(waiting)])
+
+    async def _notify(self, kind: str, records: list[ActionRecord]) -> None:
+        if not records:
+            return
+        case_id = workflow.info().workflow_id
+        lines = ", ".join(f"{r.action.id} {r.action.kind} {r.action.target}".strip() for r in records)
+        text = {
+            "approval_requested": f"quell case {case_id}: approval needed for {lines}",
+            "reminder": f"Reminder, quell case {case_id} still waits for approval of {lines}",
+            "escalation": f"ESCALATION: quell case {case_id} has waited too long for {lines}",
+            "expired": f"quell case {case_id}: approval expired for {lines}",
+        }[kind]
+        try:
+            await workflow.execute_activity(
+                "notify.send",
+                Notification(case_id=case_id, kind=kind, text=text, action_ids=[r.action.id for r in records]),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError:
+            # A lost reminder must not stop the case; the pending list stays queryable.
+            workflow.logger.warning("notification failed", extra={"kind": kind})

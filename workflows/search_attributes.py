@@ -1,0 +1,25 @@
+"""Typed search attributes: what the Temporal UI and `quell cases` filter on.
+
+They are stored unencrypted, so they hold ids and states only: no secrets, no personal data
+beyond the tenant id and the connector name.
+"""
+
+from temporalio.common import SearchAttributeKey
+
+TENANT = SearchAttributeKey.for_keyword("QuellTenant")
+CONNECTOR = SearchAttributeKey.for_keyword("QuellConnector")
+VERDICT = SearchAttributeKey.for_keyword("QuellVerdict")
+STAGE = SearchAttributeKey.for_keyword("QuellStage")
+PENDING_APPROVAL = SearchAttributeKey.for_bool("QuellPendingApproval")
+
+ALL = (TENANT, CONNECTOR, VERDICT, STAGE, PENDING_APPROVAL)
+
+
+def dev_server_flags() -> list[str]:
+    """`temporal server start-dev` arguments that register every attribute."""
+    kinds = {"KEYWORD": "Keyword", "BOOL": "Bool"}
+    return [
+        arg
+        for key in ALL
+        for arg in ("--search-attribute", f"{key.name}={kinds[key.indexed_value_type.name]}")
+    ]
