@@ -66,6 +66,8 @@ class IntakeSettings(BaseModel):
     port: int = 8088
     api_tokens: dict[str, SecretStr] = {}
     """Bearer tokens for the intake API, by the caller's name (the name is what the audit shows)."""
+    hmac_secrets: dict[str, SecretStr] = {}
+    """Shared secrets of alert sources that sign their webhooks (HMAC-SHA256), by source name."""
     max_body_bytes: int = 1_000_000
 
 

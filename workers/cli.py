@@ -218,6 +218,7 @@ def scenario_check(
     files: list[Path],
     temporal_address: TemporalAddress = None,
     approval_timeout: float = 5.0,
+    history_dir: Annotated[Optional[Path], typer.Option(help="keep each case's history JSON here")] = None,
 ) -> None:
     """Run scenarios and compare each with its `expected` block; exits 1 if any fails."""
     from workers import scenarios
@@ -228,7 +229,7 @@ def scenario_check(
     async def main() -> int:
         async with scenarios.temporal_client(temporal_address) as client:
             passed, failed, lines = await scenarios.check(
-                client, files, scenarios.RunOptions(approval_timeout=approval_timeout)
+                client, files, scenarios.RunOptions(approval_timeout=approval_timeout, history_dir=history_dir)
             )
         for line in lines:
             typer.echo(line)

@@ -21,22 +21,18 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.clients import ClientPool
-from emulator.scenario import load_scenario
-from emulator.server import running_emulator
+from emulator.scenario import Scenario, load_scenario
 from workers import cases, scenarios
-from workers.intake import create_app
-from workers.worker import new_worker
 from workflows import search_attributes as sa
 from workflows.report import report_markdown
-from workflows.types import CaseReport
+from workflows.types import CaseReport, PendingApproval
 
 TEMPORAL_PORT = 7233
 UI_PORT = 8233
 INTAKE_PORT = 8088
 
 
-def approval_instructions(case: str, client: Client, pending: list, approvers: list[str]) -> str:
+def approval_instructions(case: str, pending: list[PendingApproval], approvers: list[str]) -> str:
     lines = [f"Case {case} waits for approval of:"]
     for p in pending:
         lines.append(f"  {p.action_id}  {p.kind}  {p.target or '-'}  ({p.policy}, plan {p.plan_hash})")
@@ -75,47 +71,49 @@ async def run_demo(scenario_path: Path, auto_approve: bool) -> None:
         port=TEMPORAL_PORT,
         ui=True,
         ui_port=UI_PORT,
-    ) as env, running_emulator(scenario, scenarios.CERT_DIR) as emulator:
+    ) as env, scenarios.tenant_stack(env.client, scenario, options, {"demo": token}) as stack:
         client = env.client
-        settings = scenarios.scenario_settings(scenario, emulator.base_url, options, token)
-        typer.echo(f"Tenant emulator ({scenario.id}) at {emulator.base_url}")
-        pool = ClientPool(settings.tenants)
-
-        async def connect() -> Client:
-            return client
-
+        typer.echo(f"Tenant emulator ({scenario.id}) at {stack.emulator.base_url}")
         server = uvicorn.Server(
-            uvicorn.Config(create_app(settings, connect), host="127.0.0.1", port=INTAKE_PORT, log_config=None)
+            uvicorn.Config(stack.intake, host="127.0.0.1", port=INTAKE_PORT, log_config=None)
         )
         serving = asyncio.create_task(server.serve())
         try:
-            async with new_worker(client, settings, pool):
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{INTAKE_PORT}") as http:
-                    while not server.started:
-                        await asyncio.sleep(0.05)
-                    response = await http.post(
-                        "/v1/alerts",
-                        params={"tenant": scenario.tenant.id},
-                        json=scenario.alert,
-                        headers={"Authorization": f"Bearer {token}"},
-                    )
-                    response.raise_for_status()
-                case = response.json()["case_id"]
-                typer.echo(f"Alert {response.json()['alert_id']} accepted by intake: case {case}")
-                result = asyncio.ensure_future(cases.handle(client, case).result())
-                shown = False
-                while not result.done():
-                    waiting = await cases.pending(client, case)
-                    if waiting and not shown:
-                        approvers = scenario.approvals.approvers if scenario.approvals else []
-                        typer.echo(approval_instructions(case, client, waiting, approvers))
-                        shown = True
-                    if auto_approve:
-                        await scenarios.answer_approvals(client, case, scenario)
-                    await asyncio.wait([result], timeout=0.2)
-                report = CaseReport.model_validate(result.result().model_dump())
-                typer.echo("\n" + report_markdown(report))
+            while not server.started:
+                await asyncio.sleep(0.05)
+            case = await post_alert(scenario, token)
+            await follow_case(client, case, scenario, auto_approve)
         finally:
             server.should_exit = True
             await serving
-            await pool.aclose()
+
+
+async def post_alert(scenario: Scenario, token: str) -> str:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{INTAKE_PORT}") as http:
+        response = await http.post(
+            "/v1/alerts",
+            params={"tenant": scenario.tenant.id},
+            json=scenario.alert,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    response.raise_for_status()
+    accepted = response.json()
+    typer.echo(f"Alert {accepted['alert_id']} accepted by intake: case {accepted['case_id']}")
+    return accepted["case_id"]
+
+
+async def follow_case(client: Client, case: str, scenario: Scenario, auto_approve: bool) -> None:
+    """Show what waits for approval once, answer it if asked to, and print the report at the end."""
+    result = asyncio.ensure_future(cases.handle(client, case).result())
+    shown = False
+    while not result.done():
+        waiting = await cases.pending(client, case)
+        if waiting and not shown:
+            approvers = scenario.approvals.approvers if scenario.approvals else []
+            typer.echo(approval_instructions(case, waiting, approvers))
+            shown = True
+        if auto_approve:
+            await scenarios.answer_approvals(client, case, scenario)
+        await asyncio.wait([result], timeout=0.2)
+    report = CaseReport.model_validate(result.result().model_dump())
+    typer.echo("\n" + report_markdown(report))

@@ -1,7 +1,8 @@
 """Intake service: alert webhook, case status, and the approvals API.
 
-Every route but `/healthz` needs `Authorization: Bearer <token>`; tokens come from settings
-(`intake.api_tokens`, by caller name) and are compared in constant time. The caller's name is
+Every route but `/healthz` needs `Authorization: Bearer <token>` (tokens from settings
+`intake.api_tokens`, by caller name); alert sources may sign instead (`intake.hmac_secrets`,
+see `workers/intake_auth.py`). The caller's name is
 the approver of a decision sent here, so nobody approves in someone else's name. Errors say
 what is wrong without echoing the payload. 202 means Temporal acknowledged the case start or
 signal; if Temporal is unreachable the answer is 503 so the sender retries.
@@ -9,7 +10,6 @@ signal; if Temporal is unreachable the answer is 503 so the sender retries.
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -24,6 +24,7 @@ from temporalio.service import RPCStatusCode
 from config.settings import Settings
 from workers import cases
 from workers.alert_payloads import PayloadError, parse_alert
+from workers.intake_auth import UNAUTHORIZED, SignatureVerifier, bearer_caller, read_body
 from workflows.types import CaseReport, CaseSummary, Decision, DecisionReceipt
 
 log = structlog.get_logger("quell.intake")
@@ -72,19 +73,13 @@ def create_app(settings: Settings, connect: Callable[[], Any]) -> FastAPI:
                 raise HTTPException(503, "case service unavailable, retry later") from None
         return request.app.state.client
 
+    signatures = SignatureVerifier(settings.intake.hmac_secrets)
+
     def caller(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not presented:
-            raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
-        match = None
-        for name, token in settings.intake.api_tokens.items():
-            # Compare against every token so timing does not tell which one nearly matched.
-            if hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
-                match = name
-        if match is None:
-            raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
-        return match
+        name = bearer_caller(request, settings.intake.api_tokens)
+        if name is None:
+            raise UNAUTHORIZED
+        return name
 
     Caller = Annotated[str, Depends(caller)]
     Temporal = Annotated[Client, Depends(temporal)]
@@ -94,10 +89,11 @@ def create_app(settings: Settings, connect: Callable[[], Any]) -> FastAPI:
         return {"status": "ok"}
 
     @app.post("/v1/alerts", status_code=202, response_model=Accepted)
-    async def post_alert(request: Request, who: Caller) -> Any:
-        raw = await request.body()
-        if len(raw) > settings.intake.max_body_bytes:
-            raise HTTPException(413, f"body larger than {settings.intake.max_body_bytes} bytes")
+    async def post_alert(request: Request) -> Any:
+        raw = await read_body(request, settings.intake.max_body_bytes)
+        who = signatures.verify(request, raw) or bearer_caller(request, settings.intake.api_tokens)
+        if who is None:
+            raise UNAUTHORIZED
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):

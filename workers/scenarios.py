@@ -23,6 +23,7 @@ from typing import Any
 
 import certifi
 import httpx
+from fastapi import FastAPI
 from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -51,6 +52,8 @@ ANSWER_EVERY = 0.1  # seconds between looks at the pending list
 class RunOptions:
     approval_timeout: float = 5.0
     case_timeout: float = 120.0
+    history_dir: Path | None = None
+    """Where to keep each case's event history (JSON), e.g. for replay tests."""
 
 
 def temporal_binary(name: str) -> str:
@@ -71,17 +74,23 @@ async def temporal_client(address: str | None) -> AsyncIterator[Client]:
         yield env.client
 
 
-def trust_emulator_ca() -> Path:
+def trust_emulator_ca(cert_dir: Path = CERT_DIR) -> Path:
     """Make every HTTPS client in this process trust the emulator CA (and the public roots)."""
-    certs = ensure_certificates(CERT_DIR)
-    bundle = CERT_DIR / "bundle.pem"
-    bundle.write_text(Path(certifi.where()).read_text() + "\n" + Path(certs.ca_cert).read_text())
+    certs = ensure_certificates(cert_dir)
+    bundle = cert_dir / "bundle.pem"
+    # Keep the roots this machine already trusts (its SSL_CERT_FILE, else certifi's).
+    roots = Path(os.environ.get("SSL_CERT_FILE") or certifi.where())
+    if roots.resolve() == bundle.resolve() or not roots.is_file():
+        roots = Path(certifi.where())
+    bundle.write_text(roots.read_text() + "\n" + Path(certs.ca_cert).read_text())
     os.environ["SSL_CERT_FILE"] = str(bundle)
     os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)
     return bundle
 
 
-def scenario_settings(scenario: Scenario, base_url: str, options: RunOptions, token: str) -> Settings:
+def scenario_settings(
+    scenario: Scenario, base_url: str, options: RunOptions, api_tokens: dict[str, str]
+) -> Settings:
     approvals = scenario.approvals
     return Settings(
         temporal=TemporalSettings(task_queue=f"quell-scenario-{uuid.uuid4().hex[:8]}"),
@@ -104,7 +113,7 @@ def scenario_settings(scenario: Scenario, base_url: str, options: RunOptions, to
             expire_after=timedelta(seconds=options.approval_timeout),
         ),
         mode=scenario.mode,
-        intake=IntakeSettings(api_tokens={"scenario-runner": SecretStr(token)}),
+        intake=IntakeSettings(api_tokens={name: SecretStr(t) for name, t in api_tokens.items()}),
     )
 
 
@@ -184,35 +193,58 @@ def result_json(scenario: Scenario, report: CaseReport, state: dict[str, Any], c
     }
 
 
-async def run_scenario(client: Client, scenario: Scenario, options: RunOptions) -> dict[str, Any]:
-    token = secrets.token_urlsafe(24)
-    with running_emulator(scenario, CERT_DIR) as emulator:
-        settings = scenario_settings(scenario, emulator.base_url, options, token)
+@dataclass
+class Stack:
+    """A scenario's tenant, served: the emulator, settings pointing at it, a worker, the intake app."""
+
+    scenario: Scenario
+    settings: Settings
+    emulator: Any
+    intake: FastAPI
+
+    def emulator_state(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.emulator.base_url}/_emulator/state", verify=str(self.emulator.ca_cert))
+        response.raise_for_status()
+        return response.json()
+
+
+@asynccontextmanager
+async def tenant_stack(
+    client: Client, scenario: Scenario, options: RunOptions, api_tokens: dict[str, str], cert_dir: Path = CERT_DIR
+) -> AsyncIterator[Stack]:
+    with running_emulator(scenario, cert_dir) as emulator:
+        settings = scenario_settings(scenario, emulator.base_url, options, api_tokens)
         pool = ClientPool(settings.tenants)
 
         async def connect() -> Client:
             return client
 
-        app = create_app(settings, connect)
         try:
-            async with new_worker(client, settings, pool), httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://intake"
-            ) as intake:
-                case_ids = await deliver_alert(intake, scenario, token)
-                case = case_ids[0]
-                result = asyncio.ensure_future(cases.handle(client, case).result())
-                async with asyncio.timeout(options.case_timeout):
-                    while not result.done():
-                        await answer_approvals(client, case, scenario)
-                        await asyncio.wait([result], timeout=ANSWER_EVERY)
-                report = CaseReport.model_validate(result.result().model_dump())
-                started = [
-                    wf.id
-                    async for wf in client.list_workflows(f"TaskQueue = '{settings.temporal.task_queue}'")
-                ]
+            async with new_worker(client, settings, pool):
+                yield Stack(scenario, settings, emulator, create_app(settings, connect))
         finally:
             await pool.aclose()
-        state = httpx.get(f"{emulator.base_url}/_emulator/state", verify=str(emulator.ca_cert)).json()
+
+
+async def run_scenario(client: Client, scenario: Scenario, options: RunOptions) -> dict[str, Any]:
+    token = secrets.token_urlsafe(24)
+    async with tenant_stack(client, scenario, options, {"scenario-runner": token}) as stack:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=stack.intake), base_url="http://intake") as intake:
+            case_ids = await deliver_alert(intake, scenario, token)
+        case = case_ids[0]
+        result = asyncio.ensure_future(cases.handle(client, case).result())
+        async with asyncio.timeout(options.case_timeout):
+            while not result.done():
+                await answer_approvals(client, case, scenario)
+                await asyncio.wait([result], timeout=ANSWER_EVERY)
+        report = CaseReport.model_validate(result.result().model_dump())
+        if options.history_dir is not None:
+            history = await cases.handle(client, case).fetch_history()
+            options.history_dir.mkdir(parents=True, exist_ok=True)
+            (options.history_dir / f"{scenario.id}.json").write_text(history.to_json())
+        queue = stack.settings.temporal.task_queue
+        started = [wf.id async for wf in client.list_workflows(f"TaskQueue = '{queue}'")]
+        state = stack.emulator_state()
     return result_json(scenario, report, state, len(started))
 
 

