@@ -1,7 +1,8 @@
-"""Alert payloads intake accepts, validated into one `AlertRef`.
+"""Alert payloads intake accepts, validated into `AlertRef`s.
 
 Shapes: a Microsoft Graph security alert (alerts_v2 resource, as Defender raises it for the
-"Suspicious connector activity" policy) and a small generic schema for other tools. A payload
+"Suspicious connector activity" policy), a Microsoft Sentinel incident trigger payload,
+Defender XDR streaming records (AlertInfo / AlertEvidence) and a small generic schema. A payload
 that fits neither is refused with the reason, never guessed at.
 """
 
@@ -123,22 +124,180 @@ def from_generic(body: dict[str, Any]) -> AlertRef:
     )
 
 
-def parse_alert(body: Any, tenant_id: str | None = None) -> AlertRef:
-    """Recognise the shape by its keys: Graph alerts have `id` and `title`, generic ones `alert_id`."""
+class SentinelEntity(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    properties: dict[str, Any] = {}
+
+
+class SentinelAlertProperties(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    alertDisplayName: str
+    providerAlertId: str | None = None
+    systemAlertId: str | None = None
+    severity: str = "unknown"
+    timeGenerated: datetime | None = None
+
+
+class SentinelAlert(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    properties: SentinelAlertProperties
+
+
+class SentinelIncidentProperties(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    title: str
+    incidentNumber: int | None = None
+    alerts: list[SentinelAlert] = []
+    relatedEntities: list[SentinelEntity] = []
+
+
+class SentinelIncident(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    properties: SentinelIncidentProperties
+
+
+def from_sentinel_incident(body: dict[str, Any], tenant_id: str | None) -> list[AlertRef]:
+    """A Microsoft Sentinel incident trigger (automation rule → playbook): `{"object": incident, ...}`.
+
+    Every "Suspicious connector activity" alert of the incident becomes one AlertRef, keyed by
+    its Defender alert id (`providerAlertId`) so the verdict can be written back to it; the
+    incident's Ip and MailMessage entities are the evidence.
+    """
+    try:
+        incident = SentinelIncident.model_validate(body.get("object", body))
+    except ValidationError as invalid:
+        raise PayloadError(f"not a Sentinel incident: {_errors(invalid)}") from None
+    if not tenant_id:
+        raise PayloadError("a Sentinel incident needs the tenant (query parameter 'tenant')")
+    entities = incident.properties.relatedEntities
+    ips = [str(e.properties["address"]) for e in entities if e.kind == "Ip" and e.properties.get("address")]
+    messages = [
+        AnalyzedMessage(
+            network_message_id=str(e.properties["networkMessageId"]),
+            sender_ip=e.properties.get("senderIP"),
+            p1_sender=e.properties.get("p1Sender"),
+            p2_sender=e.properties.get("p2Sender"),
+            recipient=e.properties.get("recipient"),
+        )
+        for e in entities
+        if e.kind == "MailMessage" and e.properties.get("networkMessageId")
+    ]
+    alerts = [
+        a.properties
+        for a in incident.properties.alerts
+        if a.properties.alertDisplayName.strip().casefold() == POLICY_TITLE
+    ]
+    if not alerts:
+        raise PayloadError("the incident holds no 'Suspicious connector activity' alert")
+    if not ips and not messages:
+        raise PayloadError("the incident carries no Ip or MailMessage entity to find the connector by")
+    return [
+        AlertRef(
+            alert_id=a.providerAlertId or a.systemAlertId or incident.name,
+            tenant_id=tenant_id,
+            title=a.alertDisplayName,
+            severity=a.severity.lower(),
+            created=a.timeGenerated,
+            ip_addresses=ips,
+            messages=messages,
+            source="sentinel",
+        )
+        for a in alerts
+    ]
+
+
+def from_defender_stream(body: dict[str, Any], tenant_id: str | None) -> list[AlertRef]:
+    """Defender XDR streaming API records (Event Hub / webhook relay): AlertInfo + AlertEvidence.
+
+    `{"records": [{"tenantId", "category": "AdvancedHunting-AlertInfo" | "AdvancedHunting-AlertEvidence",
+    "properties": {...}}]}`; records of one AlertId are joined into one AlertRef.
+    """
+    records = body.get("records")
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise PayloadError("'records' must be a list of objects")
+    titles: dict[str, dict[str, Any]] = {}
+    ips: dict[str, list[str]] = {}
+    messages: dict[str, list[AnalyzedMessage]] = {}
+    tenants: dict[str, str] = {}
+    for record in records:
+        props = record.get("properties")
+        if not isinstance(props, dict) or not isinstance(props.get("AlertId"), str):
+            raise PayloadError("every record needs properties.AlertId")
+        alert_id = props["AlertId"]
+        tenants[alert_id] = record.get("tenantId") or tenant_id or ""
+        category = record.get("category", "")
+        if category.endswith("AlertInfo"):
+            titles[alert_id] = props
+        elif category.endswith("AlertEvidence"):
+            if props.get("EntityType") == "Ip" and props.get("RemoteIP"):
+                ips.setdefault(alert_id, []).append(str(props["RemoteIP"]))
+            if props.get("EntityType") == "MailMessage" and props.get("NetworkMessageId"):
+                messages.setdefault(alert_id, []).append(
+                    AnalyzedMessage(network_message_id=str(props["NetworkMessageId"]))
+                )
+    found = []
+    for alert_id, info in titles.items():
+        if str(info.get("Title", "")).strip().casefold() != POLICY_TITLE:
+            continue
+        if not tenants[alert_id]:
+            raise PayloadError(f"record for alert {alert_id} names no tenantId")
+        if not ips.get(alert_id) and not messages.get(alert_id):
+            raise PayloadError(f"alert {alert_id} has no Ip or MailMessage evidence record")
+        found.append(
+            AlertRef(
+                alert_id=alert_id,
+                tenant_id=tenants[alert_id],
+                severity=str(info.get("Severity", "unknown")).lower(),
+                ip_addresses=ips.get(alert_id, []),
+                messages=messages.get(alert_id, []),
+                source="defender-stream",
+            )
+        )
+    if not found:
+        raise PayloadError("the records hold no 'Suspicious connector activity' AlertInfo")
+    return found
+
+
+def parse_alerts(body: Any, tenant_id: str | None = None) -> list[AlertRef]:
+    """Recognise the shape by its keys and return every connector alert it carries."""
     if not isinstance(body, dict):
         raise PayloadError("the body must be a JSON object")
     if "alert_id" in body:
-        return from_generic(body)
+        return [from_generic(body)]
+    if "records" in body:
+        return from_defender_stream(body, tenant_id)
+    if "object" in body or body.get("type", "").endswith("/Incidents"):
+        return from_sentinel_incident(body, tenant_id)
     if "id" in body and "title" in body:
-        return from_graph_alert(body, tenant_id, source="webhook")
-    raise PayloadError("unrecognised alert shape: expected a Graph security alert or {tenant, alert_id, ...}")
+        return [from_graph_alert(body, tenant_id, source="webhook")]
+    raise PayloadError(
+        "unrecognised alert shape: expected a Graph security alert, a Sentinel incident, "
+        "Defender streaming records or {tenant, alert_id, ...}"
+    )
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.:@_-]+", "-", text.casefold()).strip("-")
 
 
 def case_key(alert: AlertRef) -> str:
-    """The part of the case id after the tenant: the connector when the alert names it."""
+    """The part of the case id after the tenant, so related alerts meet in one case.
+
+    The connector when the alert names it; else the connector's source IP from the evidence
+    (alerts about one relaying connector carry the same IP); else the alert itself.
+    """
     if alert.connector_hint:
-        return "connector/" + re.sub(r"[^a-z0-9.@_-]+", "-", alert.connector_hint.casefold()).strip("-")
-    return f"alert/{alert.alert_id}"
+        return "connector/" + _slug(alert.connector_hint)
+    if alert.ip_addresses:
+        return "ip/" + _slug(sorted(alert.ip_addresses)[0])
+    return f"alert/{_slug(alert.alert_id)}"
 
 
 def case_id(alert: AlertRef) -> str:

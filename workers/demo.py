@@ -97,7 +97,7 @@ async def post_alert(scenario: Scenario, token: str) -> str:
             headers={"Authorization": f"Bearer {token}"},
         )
     response.raise_for_status()
-    accepted = response.json()
+    accepted = response.json()["accepted"][0]
     typer.echo(f"Alert {accepted['alert_id']} accepted by intake: case {accepted['case_id']}")
     return accepted["case_id"]
 

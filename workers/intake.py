@@ -23,7 +23,7 @@ from temporalio.service import RPCStatusCode
 
 from config.settings import Settings
 from workers import cases
-from workers.alert_payloads import PayloadError, parse_alert
+from workers.alert_payloads import PayloadError, parse_alerts
 from workers.intake_auth import UNAUTHORIZED, SignatureVerifier, bearer_caller, read_body
 from workflows.types import CaseReport, CaseSummary, Decision, DecisionReceipt
 
@@ -32,10 +32,14 @@ log = structlog.get_logger("quell.intake")
 MAX_DEPTH = 32
 
 
-class Accepted(BaseModel):
+class AcceptedAlert(BaseModel):
     case_id: str
     alert_id: str
     tenant_id: str
+
+
+class Accepted(BaseModel):
+    accepted: list[AcceptedAlert]
 
 
 class ApprovalRequest(BaseModel):
@@ -101,19 +105,26 @@ def create_app(settings: Settings, connect: Callable[[], Any]) -> FastAPI:
         if _depth(body) > MAX_DEPTH:
             raise HTTPException(400, f"JSON nested deeper than {MAX_DEPTH} levels")
         try:
-            alert = parse_alert(body, request.query_params.get("tenant"))
+            alerts = parse_alerts(body, request.query_params.get("tenant"))
         except PayloadError as bad:
             raise HTTPException(422, str(bad)) from None
-        if alert.tenant_id not in {t.tenant_id for t in settings.tenants}:
-            raise HTTPException(422, f"tenant {alert.tenant_id} is not configured")
+        configured = {t.tenant_id for t in settings.tenants}
+        for alert in alerts:
+            if alert.tenant_id not in configured:
+                raise HTTPException(422, f"tenant {alert.tenant_id} is not configured")
         client = await temporal(request)
-        try:
-            case = await cases.open_case(client, cases.case_input(settings, alert), settings.temporal.task_queue)
-        except RPCError as failure:
-            log.warning("case start failed", status=failure.status.name)
-            raise HTTPException(503, "case service unavailable, retry later") from None
-        log.info("alert accepted", case=case, alert=alert.alert_id, source=who)
-        return Accepted(case_id=case, alert_id=alert.alert_id, tenant_id=alert.tenant_id)
+        accepted = []
+        for alert in alerts:
+            try:
+                case = await cases.open_case(client, cases.case_input(settings, alert), settings.temporal.task_queue)
+            except RPCError as failure:
+                # Cases opened before this failure are safe to open again: the sender's retry
+                # joins them (signal-with-start on the same id).
+                log.warning("case start failed", status=failure.status.name)
+                raise HTTPException(503, "case service unavailable, retry later") from None
+            log.info("alert accepted", case=case, alert=alert.alert_id, source=who)
+            accepted.append(AcceptedAlert(case_id=case, alert_id=alert.alert_id, tenant_id=alert.tenant_id))
+        return Accepted(accepted=accepted)
 
     async def _known(client: Client, case: str, read: Callable[..., Any]) -> Any:
         try:

@@ -159,7 +159,7 @@ async def deliver_alert(intake: httpx.AsyncClient, scenario: Scenario, token: st
             headers={"Authorization": f"Bearer {token}"},
         )
         response.raise_for_status()
-        case_ids.append(response.json()["case_id"])
+        case_ids.append(response.json()["accepted"][0]["case_id"])
     return case_ids
 
 

@@ -49,13 +49,13 @@ async def test_true_positive_case_runs_to_a_reverted_connector(client, stack, in
         "/v1/alerts", params={"tenant": scenario.tenant.id}, json=scenario.alert, headers=bearer("defender")
     )
     assert posted.status_code == 202, posted.text
-    case = posted.json()["case_id"]
+    case = posted.json()["accepted"][0]["case_id"]
 
     # A repeat of the same alert joins the running case.
     again = await intake.post(
         "/v1/alerts", params={"tenant": scenario.tenant.id}, json=scenario.alert, headers=bearer("defender")
     )
-    assert again.json()["case_id"] == case
+    assert again.json()["accepted"][0]["case_id"] == case
 
     pending = await wait_for_pending(intake, case)
     kinds = {p["kind"] for p in pending}

@@ -2,7 +2,12 @@
 
 import pytest
 
-from workers.alert_payloads import PayloadError, case_id, parse_alert
+from workers.alert_payloads import PayloadError, case_id, parse_alerts
+
+
+def parse_alert(body, tenant_id=None):
+    [alert] = parse_alerts(body, tenant_id)
+    return alert
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 
@@ -30,7 +35,12 @@ def test_graph_alert_is_normalised_with_ip_and_message_evidence():
     assert alert.ip_addresses == ["198.51.100.23"]
     assert alert.messages[0].p1_sender == "bounce-0@qx-mailer.example"
     assert alert.messages[0].p2_sender == "billing@contoso.com"
-    assert case_id(alert) == f"connector-case/{TENANT}/alert/da637f1e2c3b4a5d6e7f80910"
+    assert case_id(alert) == f"connector-case/{TENANT}/ip/198.51.100.23"
+
+
+def test_alert_with_only_message_evidence_is_its_own_case():
+    body = {**GRAPH_ALERT, "evidence": GRAPH_ALERT["evidence"][1:]}
+    assert case_id(parse_alert(body, TENANT)) == f"connector-case/{TENANT}/alert/da637f1e2c3b4a5d6e7f80910"
 
 
 def test_tenant_in_alert_wins_over_query_parameter():
@@ -63,3 +73,68 @@ def test_malformed_alerts_are_refused_with_a_reason(body, reason):
 def test_graph_alert_without_any_tenant_is_refused():
     with pytest.raises(PayloadError, match="tenantId"):
         parse_alert(GRAPH_ALERT)
+
+
+def sentinel_incident(*titles: str) -> dict:
+    """The body a Sentinel automation rule sends a playbook (incident trigger), trimmed."""
+    return {
+        "objectSchemaType": "Incident",
+        "objectEventType": "Create",
+        "workspaceId": "ws-1",
+        "object": {
+            "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.OperationalInsights/workspaces/w"
+                  "/providers/Microsoft.SecurityInsights/Incidents/inc-1",
+            "name": "inc-1",
+            "type": "Microsoft.SecurityInsights/Incidents",
+            "properties": {
+                "title": "Suspicious connector activity involving one user",
+                "severity": "High",
+                "incidentNumber": 42,
+                "alerts": [
+                    {"kind": "SecurityAlert", "properties": {
+                        "alertDisplayName": title, "providerAlertId": f"da-{n}", "systemAlertId": f"sys-{n}",
+                        "severity": "High", "timeGenerated": "2026-11-20T09:45:00Z"}}
+                    for n, title in enumerate(titles)
+                ],
+                "relatedEntities": [
+                    {"kind": "Ip", "properties": {"address": "198.51.100.23", "friendlyName": "198.51.100.23"}},
+                    {"kind": "MailMessage", "properties": {"networkMessageId": "spam-0", "senderIP": "198.51.100.23",
+                                                           "p1Sender": "bounce-0@qx-mailer.example",
+                                                           "p2Sender": "billing@contoso.com"}},
+                    {"kind": "Mailbox", "properties": {"mailboxPrimaryAddress": "billing@contoso.com"}},
+                ],
+            },
+        },
+    }
+
+
+def test_sentinel_incident_with_several_alerts_yields_each_connector_alert():
+    alerts = parse_alerts(
+        sentinel_incident("Suspicious connector activity", "Impossible travel", "Suspicious connector activity"),
+        tenant_id=TENANT,
+    )
+    assert [a.alert_id for a in alerts] == ["da-0", "da-2"]
+    assert all(a.ip_addresses == ["198.51.100.23"] and a.source == "sentinel" for a in alerts)
+    assert alerts[0].messages[0].p2_sender == "billing@contoso.com"
+
+
+def test_sentinel_incident_without_connector_alert_is_refused():
+    with pytest.raises(PayloadError, match="no 'Suspicious connector activity' alert"):
+        parse_alerts(sentinel_incident("Impossible travel"), tenant_id=TENANT)
+
+
+def test_defender_stream_records_are_joined_by_alert_id():
+    body = {"records": [
+        {"tenantId": TENANT, "category": "AdvancedHunting-AlertInfo",
+         "properties": {"AlertId": "da-9", "Title": "Suspicious connector activity", "Severity": "High"}},
+        {"tenantId": TENANT, "category": "AdvancedHunting-AlertEvidence",
+         "properties": {"AlertId": "da-9", "EntityType": "Ip", "RemoteIP": "198.51.100.23"}},
+        {"tenantId": TENANT, "category": "AdvancedHunting-AlertEvidence",
+         "properties": {"AlertId": "da-9", "EntityType": "MailMessage", "NetworkMessageId": "spam-1"}},
+        {"tenantId": TENANT, "category": "AdvancedHunting-AlertInfo",
+         "properties": {"AlertId": "other", "Title": "Malware campaign detected"}},
+    ]}
+    [alert] = parse_alerts(body)
+    assert alert.alert_id == "da-9" and alert.severity == "high"
+    assert alert.ip_addresses == ["198.51.100.23"]
+    assert alert.messages[0].network_message_id == "spam-1"
