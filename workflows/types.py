@@ -375,6 +375,24 @@ class MailStats(Frozen):
     spoofed_header_senders: list[str] = []
     """Header From (P2) addresses of the connector's spoofed mail."""
     sample_message_ids: list[str] = []
+    malicious_sample_message_ids: list[str] = []
+    first_contact_senders: int = 0
+    """Header senders of the last day's connector mail with no established contact (seed 003)."""
+    first_contact_recipient_domains: int = 0
+    """Recipient domains of the last day's connector mail that the tenant never mailed before."""
+
+
+class FailureBurst(Frozen):
+    """A 60-second bin of failed logons for one account, application, ISP and country, and the
+    first success for the same account, ISP and application after the bin's latest failure."""
+
+    failures: int
+    earliest_failure: datetime
+    latest_failure: datetime
+    first_success: datetime | None = None
+    application: str = ""
+    isp: str = ""
+    country: str = ""
 
 
 class AdminSignIns(Frozen):
@@ -387,6 +405,8 @@ class AdminSignIns(Frozen):
     """The failure burst and the success that followed, when the playbook's pattern matched."""
     successful_signins: int = 0
     countries: dict[str, int] = {}
+    failure_bursts: list[FailureBurst] = []
+    """Bursts the playbook's brute-force query found (grading applies the thresholds again)."""
 
 
 class Evidence(Frozen):
@@ -402,6 +422,10 @@ class Evidence(Frozen):
     admins: list[AdminSignIns] = []
     compromised_senders: list[str] = []
     """Internal SenderObjectIds with unusual outbound volume (tenant-wide)."""
+    compromised_sender_addresses: list[str] = []
+    """Their header From addresses, for the report."""
+    changes_source: str = ""
+    """Which audit source answered: graph_audit_log, search_unified_audit_log or cloud_app_events."""
     unavailable: list[str] = []
     """Sources that could not be read after retries."""
     collected_at: datetime

@@ -1,0 +1,652 @@
+"""Evidence activities: read the tenant, summarise inside the activity, return small frozen models.
+
+Row sets (hunting results, audit records, cmdlet output) never leave the activity: each method
+turns them into the few numbers and names grading needs, so workflow history stays small and
+holds no message content. Errors are the `ApplicationError`s `activities.clients` maps
+(429/5xx retryable with Retry-After, other 4xx not), so Temporal is the one retry layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.clients import ClientPool, ExoError, TenantClients
+from activities.hunting import HuntingQuery, default_catalogue, run_hunting_query
+from workflows.grading import ip_networks
+from workflows.types import (
+    AdminSignIns,
+    ConnectorChange,
+    ConnectorConfig,
+    ConnectorResolution,
+    Direction,
+    FailureBurst,
+    Frozen,
+    MailStats,
+)
+
+log = structlog.get_logger("quell.evidence")
+
+CONNECTOR_OPERATIONS = [
+    f"{verb}-{direction}Connector" for verb in ("New", "Set", "Remove") for direction in ("Inbound", "Outbound")
+]
+MULTI_VALUED = frozenset(
+    p.casefold()
+    for p in ("SenderDomains", "RecipientDomains", "SenderIPAddresses", "SmartHosts", "AssociatedAcceptedDomains",
+              "TrustedOrganizations", "EFSkipIPs", "EFUsers")
+)
+"""Connector parameters that hold lists: Exchange logs them as one string, split on "," only."""
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+MS_DATE = re.compile(r"^/Date\((-?\d+)\)/$")
+AUDIT_POLL_FIRST = 1.0
+AUDIT_POLL_MAX = 15.0
+SAMPLE_SIZE = 10
+MAX_LISTED = 100
+
+
+# --------------------------------------------------------------------------- activity models
+
+
+class ResolveConnectorInput(Frozen):
+    tenant_id: str
+    ip_addresses: list[str] = []
+    """The alert's ipEvidence addresses."""
+    message_ids: list[str] = []
+    """The alert's analyzedMessageEvidence networkMessageIds."""
+    since: datetime
+    until: datetime
+
+
+class ConnectorChangesInput(Frozen):
+    tenant_id: str
+    connector_name: str
+    connector_guid: str
+    direction: Direction
+    since: datetime
+    """Audit records from here on (wider than the lookback: revert needs the record before)."""
+    until: datetime
+
+
+class ConnectorChanges(Frozen):
+    changes: list[ConnectorChange]
+    source: str
+    """graph_audit_log, search_unified_audit_log or cloud_app_events (30 days only)."""
+
+
+class MailStatsInput(Frozen):
+    tenant_id: str
+    connector_name: str
+    now: datetime
+    lookback: timedelta
+    accepted_domains: list[str]
+    partner_domains: list[str]
+
+
+class RestrictedEntitiesInput(Frozen):
+    tenant_id: str
+    connector_name: str
+    connector_guid: str
+
+
+class RestrictedEntities(Frozen):
+    blocked_connector: bool
+    blocked_senders: list[str]
+
+
+class TenantInput(Frozen):
+    tenant_id: str
+
+
+class AcceptedDomains(Frozen):
+    domains: list[str]
+
+
+class AdminSignInsInput(Frozen):
+    tenant_id: str
+    upns: list[str]
+    since: datetime
+    until: datetime
+    failure_threshold: int
+    success_within: timedelta
+
+
+class AdminEvidence(Frozen):
+    admins: list[AdminSignIns]
+
+
+class CompromisedSendersInput(Frozen):
+    tenant_id: str
+    since: datetime
+    until: datetime
+    per_hour: int
+
+
+class CompromisedSenders(Frozen):
+    object_ids: list[str]
+    addresses: list[str]
+
+
+# --------------------------------------------------------------------------- parsing helpers
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO 8601 (Graph, EXO REST) or `/Date(ms)/` (older EXO serialisation) as UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    text = str(value).strip()
+    if match := MS_DATE.match(text):
+        return datetime.fromtimestamp(int(match[1]) / 1000, tz=UTC)
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _bool(value: Any, default: bool = False) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().casefold() in ("true", "false"):
+        return value.strip().casefold() == "true"
+    return default
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _fold(value: Any) -> str:
+    return str(value or "").strip().casefold()
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value if v is not None]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def _json_list(value: Any) -> list[str]:
+    """A `make_set` column: a list from Graph JSON, or the JSON text some engines return."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return [value]
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def connector_config(row: Mapping[str, Any], direction: Direction) -> ConnectorConfig:
+    """Get-Inbound/OutboundConnector output as a ConnectorConfig (every property kept for revert)."""
+    return ConnectorConfig(
+        guid=str(row.get("Guid") or row.get("ExchangeObjectId") or row.get("Identity") or ""),
+        name=str(row.get("Name") or row.get("Identity") or ""),
+        direction=direction,
+        enabled=_bool(row.get("Enabled"), default=True),
+        connector_type=row.get("ConnectorType"),
+        when_created=parse_time(row.get("WhenCreatedUTC") or row.get("WhenCreated")),
+        when_changed=parse_time(row.get("WhenChangedUTC") or row.get("WhenChanged")),
+        properties=_json_safe(dict(row)),
+    )
+
+
+def parameter_value(name: str, value: Any) -> Any:
+    """An audit parameter as a value: "True"/"False" → bool; list properties split on "," only
+    (never ";": address spaces such as `smtp:*;1` carry their cost after it)."""
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    if isinstance(value, str) and value.strip().casefold() in ("true", "false"):
+        return value.strip().casefold() == "true"
+    if name.casefold() in MULTI_VALUED:
+        return _as_list(value)
+    return value
+
+
+def parse_parameters(audit_data: Mapping[str, Any]) -> dict[str, Any]:
+    parameters: dict[str, Any] = {}
+    for item in audit_data.get("Parameters") or []:
+        if isinstance(item, Mapping) and item.get("Name"):
+            parameters[str(item["Name"])] = _json_safe(parameter_value(str(item["Name"]), item.get("Value")))
+    return parameters
+
+
+def _audit_data(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def connector_changes(
+    records: Iterable[tuple[datetime, str, str, dict[str, Any]]],
+    name: str,
+    guid: str,
+    direction: Direction,
+) -> list[ConnectorChange]:
+    """The records (at, operation, actor, AuditData) that concern this connector, oldest first.
+
+    A record names its connector by ObjectId, Identity or the Name parameter. Walking from the
+    newest record back, every name a matching record used joins the connector's aliases, so the
+    records from before a rename (Identity = old name, Name = new name) still match. Failed
+    cmdlets (ResultStatus "False") changed nothing and are left out.
+    """
+    noun = f"{direction}connector"
+    aliases = {_fold(name), _fold(guid)} - {""}
+    kept: list[ConnectorChange] = []
+    for at, operation, actor, audit in sorted(records, key=lambda r: r[0], reverse=True):
+        if operation.partition("-")[2].casefold() != noun:
+            continue
+        if _fold(audit.get("ResultStatus")) == "false":
+            continue
+        parameters = parse_parameters(audit)
+        names = {_fold(audit.get("ObjectId")), _fold(parameters.get("Identity")), _fold(parameters.get("Name"))}
+        names.discard("")
+        if not names & aliases:
+            continue
+        aliases |= names
+        kept.append(ConnectorChange(
+            at=at,
+            operation=operation,
+            actor=actor,
+            client_ip=audit.get("ClientIP") or audit.get("ClientIPAddress") or None,
+            parameters=parameters,
+        ))
+    return sorted(kept, key=lambda c: c.at)
+
+
+def address_matches(address: str, entries: Iterable[str]) -> bool:
+    """True when an IP literal falls in one of the entries (literal, CIDR or range; names ignored)."""
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip.version == net.version and ip in net for net in ip_networks(entries))
+
+
+def _single(candidates: list[str], method: str, connectors: list[ConnectorConfig]) -> ConnectorResolution:
+    if len(candidates) > 1:
+        return ConnectorResolution(
+            candidates=candidates, method=method,
+            reason=f"the alert's evidence matches {len(candidates)} connectors ({method}): {', '.join(candidates)}",
+        )
+    by_name = {_fold(c.name): c for c in connectors}
+    config = by_name.get(_fold(candidates[0]))
+    if config is None:
+        return ConnectorResolution(
+            candidates=candidates, method=method,
+            reason=f"{candidates[0]} carried the alert's mail ({method}) but no such connector is configured",
+        )
+    return ConnectorResolution(connector=config, candidates=candidates, method=method)
+
+
+# --------------------------------------------------------------------------- activities
+
+
+class EvidenceActivities:
+    """Every read the case needs, as activities registered on the case worker."""
+
+    def __init__(self, pool: ClientPool, catalogue: Mapping[str, HuntingQuery] | None = None) -> None:
+        self._pool = pool
+        self._catalogue = catalogue or default_catalogue()
+
+    def _clients(self, tenant_id: str) -> TenantClients:
+        return self._pool.for_tenant(tenant_id)
+
+    async def _hunt(self, clients: TenantClients, query_id: str, **params: Any) -> list[dict[str, Any]]:
+        return await run_hunting_query(clients, query_id, params, self._catalogue)
+
+    async def _connectors(self, clients: TenantClients) -> list[ConnectorConfig]:
+        inbound, outbound = await asyncio.gather(
+            clients.exo.invoke("Get-InboundConnector"), clients.exo.invoke("Get-OutboundConnector")
+        )
+        return [connector_config(r, "inbound") for r in inbound] + [connector_config(r, "outbound") for r in outbound]
+
+    @activity.defn(name="evidence.resolve-connector")
+    async def resolve_connector(self, request: ResolveConnectorInput) -> ConnectorResolution:
+        """SCENARIOS.md order: (1) connector IP configuration, (2) EmailEvents rows from the alert's
+        IPs, (3) EmailEvents rows of the alert's messages; the first step that yields any decides."""
+        clients = self._clients(request.tenant_id)
+        connectors = await self._connectors(clients)
+
+        by_config = [
+            c.name
+            for c in connectors
+            if any(
+                address_matches(ip, _as_list(c.properties.get("SenderIPAddresses" if c.direction == "inbound" else "SmartHosts")))
+                for ip in request.ip_addresses
+            )
+        ]
+        if by_config:
+            return _single(sorted(set(by_config)), "connector_ip_configuration", connectors)
+        if not request.ip_addresses and not request.message_ids:
+            return ConnectorResolution(method="none", reason="the alert carries no IP or message evidence")
+
+        rows = await self._hunt(
+            clients, "connector-from-telemetry",
+            ipAddresses=request.ip_addresses, networkMessageIds=request.message_ids,
+            since=request.since, until=request.until,
+        )
+        for column, method in (("ByIp", "email_events_sender_ip"), ("ByMessage", "email_events_message_ids")):
+            names: dict[str, str] = {}
+            for row in rows:
+                if int(row.get(column) or 0) > 0:
+                    for name in _as_list(row.get("Connectors")):
+                        names.setdefault(_fold(name), name)
+            if names:
+                return _single(sorted(names.values()), method, connectors)
+        return ConnectorResolution(
+            method="none",
+            reason="no connector's IP configuration holds the alert's IPs and no EmailEvents row ties them to a connector",
+        )
+
+    @activity.defn(name="evidence.connector-changes")
+    async def connector_changes(self, request: ConnectorChangesInput) -> ConnectorChanges:
+        """Audit records of this connector: Graph audit log query, else Search-UnifiedAuditLog,
+        else CloudAppEvents. A source that answers (even with nothing) decides."""
+        clients = self._clients(request.tenant_id)
+        failures: list[ApplicationError | ExoError] = []
+        sources: list[tuple[str, Callable[[], Any]]] = [
+            ("graph_audit_log", lambda: self._graph_audit(clients, request)),
+            ("search_unified_audit_log", lambda: self._unified_audit(clients, request)),
+            ("cloud_app_events", lambda: self._cloud_app_events(clients, request)),
+        ]
+        for source, read in sources:
+            try:
+                records = await read()
+            except (ApplicationError, ExoError) as failure:
+                log.warning("audit source failed", source=source, error=str(failure)[:200])
+                failures.append(failure)
+                continue
+            changes = connector_changes(records, request.connector_name, request.connector_guid, request.direction)
+            return ConnectorChanges(changes=changes, source=source)
+        retryable = [f for f in failures if isinstance(f, ApplicationError) and not f.non_retryable]
+        delays = [f.next_retry_delay for f in retryable if f.next_retry_delay]
+        raise ApplicationError(
+            "no audit source answered: " + "; ".join(str(f)[:150] for f in failures),
+            type="AuditUnavailable",
+            non_retryable=not retryable,
+            next_retry_delay=max(delays) if delays else None,
+        )
+
+    async def _graph_audit(
+        self, clients: TenantClients, request: ConnectorChangesInput
+    ) -> list[tuple[datetime, str, str, dict[str, Any]]]:
+        # A retried attempt resumes polling the query the earlier attempt created.
+        details = activity.info().heartbeat_details
+        query_id = str(details[0]) if details else ""
+        if not query_id:
+            created = await clients.graph_http.request("POST", "/security/auditLog/queries", json={
+                "displayName": f"quell connector changes {request.connector_guid}",
+                "filterStartDateTime": request.since.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "filterEndDateTime": request.until.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "recordTypeFilters": ["exchangeAdmin"],
+                "operationFilters": CONNECTOR_OPERATIONS,
+            })
+            query_id = str(created["id"])
+        delay = AUDIT_POLL_FIRST
+        while True:
+            activity.heartbeat(query_id)
+            state = await clients.graph_http.request("GET", f"/security/auditLog/queries/{quote(query_id)}")
+            status = _fold(state.get("status"))
+            if status == "succeeded":
+                break
+            if status in ("failed", "cancelled"):
+                raise ApplicationError(f"audit log query {status}", type="AuditQueryFailed", non_retryable=True)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, AUDIT_POLL_MAX)
+        records: list[tuple[datetime, str, str, dict[str, Any]]] = []
+        path: str | None = f"/security/auditLog/queries/{quote(query_id)}/records"
+        while path:
+            activity.heartbeat(query_id)
+            page = await clients.graph_http.request("GET", path)
+            for record in page.get("value", []):
+                at = parse_time(record.get("createdDateTime"))
+                if at is not None:
+                    actor = record.get("userPrincipalName") or record.get("userId") or ""
+                    records.append((at, str(record.get("operation", "")), str(actor), _audit_data(record.get("auditData"))))
+            path = _relative_graph_path(page.get("@odata.nextLink"))
+        return records
+
+    async def _unified_audit(
+        self, clients: TenantClients, request: ConnectorChangesInput
+    ) -> list[tuple[datetime, str, str, dict[str, Any]]]:
+        rows = await clients.exo.invoke("Search-UnifiedAuditLog", {
+            "StartDate": request.since.astimezone(UTC).isoformat(),
+            "EndDate": request.until.astimezone(UTC).isoformat(),
+            "RecordType": "ExchangeAdmin",
+            "Operations": CONNECTOR_OPERATIONS,
+            "ResultSize": 5000,
+        })
+        records = []
+        for row in rows:
+            at = parse_time(row.get("CreationDate"))
+            if at is not None:
+                operation = row.get("Operations") or row.get("Operation") or ""
+                records.append((at, str(operation), str(row.get("UserIds") or ""), _audit_data(row.get("AuditData"))))
+        return records
+
+    async def _cloud_app_events(
+        self, clients: TenantClients, request: ConnectorChangesInput
+    ) -> list[tuple[datetime, str, str, dict[str, Any]]]:
+        since = max(request.since, request.until - timedelta(days=30))  # advanced hunting keeps 30 days
+        rows = await self._hunt(clients, "connector-changes-cloudapp",
+                                operations=CONNECTOR_OPERATIONS, since=since, until=request.until)
+        upns: dict[str, str] = {}
+        records = []
+        for row in rows:
+            at = parse_time(row.get("Timestamp"))
+            audit = _audit_data(row.get("RawEventData"))
+            if at is None:
+                continue
+            actor = str(audit.get("UserId") or "")
+            object_id = str(row.get("AccountObjectId") or "")
+            if not actor and GUID.match(object_id):
+                if object_id not in upns:
+                    user = await clients.graph_http.request(
+                        "GET", f"/users/{object_id}", params={"$select": "userPrincipalName"})
+                    upns[object_id] = str((user or {}).get("userPrincipalName") or object_id)
+                actor = upns[object_id]
+            records.append((at, str(row.get("ActionType") or ""), actor, audit))
+        return records
+
+    @activity.defn(name="evidence.mail-stats")
+    async def mail_stats(self, request: MailStatsInput) -> MailStats:
+        """The connector's mail in the lookback and the 168-hour baseline, from three hunting calls."""
+        clients = self._clients(request.tenant_id)
+        now = request.now.astimezone(UTC)
+        lookback_start = now - request.lookback
+        baseline_start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=167)
+        accepted = sorted({_fold(d) for d in request.accepted_domains})
+        partners = sorted({_fold(d) for d in request.partner_domains})
+        summary, threats, first_contact = await asyncio.gather(
+            self._hunt(clients, "connector-mail-summary",
+                       connectorName=request.connector_name, since=min(lookback_start, baseline_start), until=now,
+                       lookbackStart=lookback_start, acceptedDomains=accepted, partnerDomains=partners),
+            self._hunt(clients, "connector-mail-threats",
+                       connectorName=request.connector_name, since=lookback_start, until=now),
+            self._hunt(clients, "connector-first-contact",
+                       connectorName=request.connector_name, baselineStart=now - timedelta(days=30),
+                       baselineEnd=now - timedelta(days=1), recentStart=now - timedelta(days=1), until=now,
+                       minPriorMessages=3),
+        )
+        return summarise_mail(summary, threats, first_contact)
+
+    @activity.defn(name="evidence.restricted-entities")
+    async def restricted_entities(self, request: RestrictedEntitiesInput) -> RestrictedEntities:
+        clients = self._clients(request.tenant_id)
+        connectors, senders = await asyncio.gather(
+            clients.exo.invoke("Get-BlockedConnector"), clients.exo.invoke("Get-BlockedSenderAddress")
+        )
+        blocked = any(
+            _fold(row.get("ConnectorId")) == _fold(request.connector_guid)
+            or _fold(row.get("ConnectorName")) == _fold(request.connector_name)
+            for row in connectors
+        )
+        addresses = sorted({_fold(row.get("SenderAddress")) for row in senders} - {""})
+        return RestrictedEntities(blocked_connector=blocked, blocked_senders=addresses)
+
+    @activity.defn(name="evidence.accepted-domains")
+    async def accepted_domains(self, request: TenantInput) -> AcceptedDomains:
+        rows = await self._clients(request.tenant_id).exo.invoke("Get-AcceptedDomain")
+        domains = {_fold(row.get("DomainName") or row.get("Name")) for row in rows}
+        return AcceptedDomains(domains=sorted(domains - {""}))
+
+    @activity.defn(name="evidence.admin-sign-ins")
+    async def admin_sign_ins(self, request: AdminSignInsInput) -> AdminEvidence:
+        """Roles, brute force and sign-in countries of the acting admins."""
+        if not request.upns:
+            return AdminEvidence(admins=[])
+        clients = self._clients(request.tenant_id)
+        identities = await asyncio.gather(*(self._identity(clients, upn) for upn in request.upns))
+        object_ids = [oid for _, oid, _ in identities if oid]
+        upns = [_fold(upn) for upn in request.upns]
+        bursts_rows, country_rows = await asyncio.gather(
+            self._hunt(clients, "admin-bruteforce", accountObjectIds=object_ids, since=request.since,
+                       until=request.until, failureThreshold=request.failure_threshold,
+                       successWithinSeconds=int(request.success_within.total_seconds())),
+            self._hunt(clients, "admin-signin-countries", accountObjectIds=object_ids, accountUpns=upns,
+                       since=request.since, until=request.until),
+        )
+        admins = []
+        for upn, object_id, roles in identities:
+            mine = {_fold(upn), _fold(object_id)} - {""}
+
+            def own(row: Mapping[str, Any]) -> bool:
+                return bool({_fold(row.get("AccountObjectId")), _fold(row.get("AccountUpn"))} & mine)
+
+            countries: dict[str, int] = {}
+            for row in filter(own, country_rows):
+                if country := str(row.get("CountryCode") or ""):
+                    countries[country] = countries.get(country, 0) + int(row.get("SignIns") or 0)
+            bursts = [
+                FailureBurst(
+                    failures=int(row["FailedLogonCount"]),
+                    earliest_failure=parse_time(row["EarliestTime"]),
+                    latest_failure=parse_time(row["LatestTime"]),
+                    first_success=parse_time(row.get("FirstSuccess")),
+                    application=str(row.get("Application") or ""),
+                    isp=str(row.get("ISP") or ""),
+                    country=str(row.get("CountryCode") or ""),
+                )
+                for row in filter(own, bursts_rows)
+            ]
+            admins.append(AdminSignIns(
+                upn=upn,
+                object_id=object_id,
+                roles=roles,
+                bruteforce=bursts[0].model_dump(mode="json") if bursts else None,
+                successful_signins=sum(countries.values()),
+                countries=countries,
+                failure_bursts=bursts,
+            ))
+        return AdminEvidence(admins=admins)
+
+    async def _identity(self, clients: TenantClients, upn: str) -> tuple[str, str | None, list[str]]:
+        """(upn, object id, directory role names); an actor with no directory user (a service, a
+        deleted account) keeps its name and no id."""
+        try:
+            user = await clients.graph_http.request(
+                "GET", f"/users/{quote(upn, safe='@')}", params={"$select": "id,userPrincipalName"})
+        except ApplicationError as failure:
+            if failure.type in ("GraphHttp404", "GraphHttp400"):
+                return upn, None, []
+            raise
+        object_id = str((user or {}).get("id") or "")
+        if not GUID.match(object_id):
+            return upn, None, []
+        assignments = await clients.graph_http.request(
+            "GET", "/roleManagement/directory/roleAssignments",
+            params={"$filter": f"principalId eq '{object_id}'", "$expand": "roleDefinition"},
+        )
+        roles = sorted({
+            str((a.get("roleDefinition") or {}).get("displayName") or a.get("roleDefinitionId") or "")
+            for a in (assignments or {}).get("value", [])
+        } - {""})
+        return str(user.get("userPrincipalName") or upn), object_id, roles
+
+    @activity.defn(name="evidence.compromised-senders")
+    async def compromised_senders(self, request: CompromisedSendersInput) -> CompromisedSenders:
+        rows = await self._hunt(self._clients(request.tenant_id), "compromised-sender-accounts",
+                                since=request.since, until=request.until, countThreshold=request.per_hour)
+        object_ids = sorted({str(r.get("SenderObjectId")) for r in rows if r.get("SenderObjectId")})
+        addresses = sorted({_fold(r.get("SenderFromAddress")) for r in rows} - {""})
+        return CompromisedSenders(object_ids=object_ids[:MAX_LISTED], addresses=addresses[:MAX_LISTED])
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.resolve_connector,
+            self.connector_changes,
+            self.mail_stats,
+            self.restricted_entities,
+            self.accepted_domains,
+            self.admin_sign_ins,
+            self.compromised_senders,
+        ]
+
+
+def _relative_graph_path(next_link: Any) -> str | None:
+    """`@odata.nextLink` is absolute; GraphHttp takes the path after the version segment."""
+    if not next_link:
+        return None
+    parts = urlsplit(str(next_link))
+    path = re.sub(r"^/(v1\.0|beta)", "", parts.path)
+    return f"{path}?{parts.query}" if parts.query else path
+
+
+def summarise_mail(
+    summary: list[dict[str, Any]], threats: list[dict[str, Any]], first_contact: list[dict[str, Any]]
+) -> MailStats:
+    """The hunting answers as MailStats (see the catalogue files for each section)."""
+    sections: dict[str, list[dict[str, Any]]] = {}
+    for row in summary:
+        sections.setdefault(str(row.get("Section")), []).append(row)
+    total = (sections.get("total") or [{}])[0]
+    hourly: dict[str, int] = {}
+    for row in sections.get("hour", []):
+        hour = parse_time(row.get("Hour"))
+        if hour is not None:
+            key = hour.isoformat()
+            hourly[key] = hourly.get(key, 0) + int(row.get("Messages") or 0)
+
+    def values(section: str) -> list[str]:
+        rows = sorted(sections.get(section, []), key=lambda r: -int(r.get("Messages") or 0))
+        return [str(r["Value"]) for r in rows if r.get("Value")][:MAX_LISTED]
+
+    by_kind = {str(r.get("Kind")): r for r in threats}
+    malicious_ids = sorted({i for r in threats for i in _json_list(r.get("SampleIds"))})[:SAMPLE_SIZE]
+    contact = {str(r.get("Section")): int(r.get("Distinct") or 0) for r in first_contact}
+
+    def count(name: str) -> int:
+        return int(total.get(name) or 0)
+
+    return MailStats(
+        messages=count("Messages"),
+        p1_p2_mismatch=count("Mismatch"),
+        empty_sender_object_id=count("NoObjectId"),
+        unprovisioned_sender_domain=count("Unprovisioned"),
+        junk_or_quarantined=count("Junk"),
+        hourly_counts=hourly,
+        external_recipient_domains=count("ExternalDomains"),
+        spoofed_to_partners=count("SpoofedToPartner"),
+        spoofed_to_internal=count("SpoofedToInternal"),
+        malicious_url_messages=int((by_kind.get("url") or {}).get("Messages") or 0),
+        malicious_attachment_messages=int((by_kind.get("attachment") or {}).get("Messages") or 0),
+        sender_ips=values("sender_ip"),
+        spoofed_header_senders=values("spoofed_sender"),
+        sample_message_ids=[str(r["Value"]) for r in sections.get("sample", []) if r.get("Value")][:SAMPLE_SIZE],
+        malicious_sample_message_ids=malicious_ids,
+        first_contact_senders=contact.get("new_sender", 0),
+        first_contact_recipient_domains=contact.get("new_recipient_domain", 0),
+    )

@@ -1,0 +1,480 @@
+"""Remediation actions: one idempotent, verified activity per action kind (`action.<kind>`).
+
+Every action reads the current state first and answers `already_done` when the tenant is
+already where the action would put it, so a Temporal retry or a rerun is safe. In `dry_run` it
+reads and reports what it would do, and writes nothing. Otherwise it acts, reads again, and
+raises a retryable `VerificationFailed` when the effect is not visible (Exchange and Graph can
+accept a write and not apply it); after the retries the workflow marks the action failed.
+
+The generated password is never logged, stored, returned or put in an error: it exists only
+inside the PATCH request body.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import structlog
+from kiota_abstractions.api_error import APIError
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from msgraph.generated.models.conditional_access_applications import ConditionalAccessApplications
+from msgraph.generated.models.conditional_access_client_app import ConditionalAccessClientApp
+from msgraph.generated.models.conditional_access_condition_set import ConditionalAccessConditionSet
+from msgraph.generated.models.conditional_access_grant_control import ConditionalAccessGrantControl
+from msgraph.generated.models.conditional_access_grant_controls import ConditionalAccessGrantControls
+from msgraph.generated.models.conditional_access_policy import ConditionalAccessPolicy
+from msgraph.generated.models.conditional_access_policy_state import ConditionalAccessPolicyState
+from msgraph.generated.models.conditional_access_users import ConditionalAccessUsers
+from msgraph.generated.models.password_profile import PasswordProfile
+from msgraph.generated.models.security.alert import Alert
+from msgraph.generated.models.security.alert_classification import AlertClassification
+from msgraph.generated.models.security.alert_determination import AlertDetermination
+from msgraph.generated.models.security.alert_status import AlertStatus
+from msgraph.generated.models.user import User
+from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+from pydantic import BaseModel, ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.clients import ClientPool, ExoClient, ExoError, TenantClients, graph_failure
+from workflows.action_params import (
+    ClassifyParams,
+    CommentParams,
+    ConnectorParams,
+    MfaParams,
+    RevertParams,
+    UnblockConnectorParams,
+    UnblockSenderParams,
+    UserParams,
+)
+from workflows.types import ActionInput, ActionOutcome
+
+log = structlog.get_logger("quell.remediation")
+
+P = TypeVar("P", bound=BaseModel)
+T = TypeVar("T")
+
+# Directory role template ids (the same in every tenant) that the admin MFA policy must cover.
+ADMIN_ROLE_TEMPLATE_IDS = (
+    "62e90394-69f5-4237-9190-012177145e10",  # Global Administrator
+    "29232cdf-9323-42fd-ade2-1d097af3e4de",  # Exchange Administrator
+    "194ae4cb-b126-40b2-bd5b-6091b380977d",  # Security Administrator
+    "7be44c8a-adaf-4e2a-84d6-ab2649e08a13",  # Privileged Authentication Administrator
+    "e8611ab8-c189-46e8-94e1-60213ab1f814",  # Privileged Role Administrator
+    "fe930be7-5e62-47db-91af-98c3a49a38b1",  # User Administrator
+)
+MFA_POLICY_NAME = "quell: require MFA for admin roles"
+ASSIGNEE = "quell"
+PASSWORD_LENGTH = 24
+# Symbols Entra ID accepts in passwords; all four character classes are always present.
+PASSWORD_SYMBOLS = "!@#$%^&*-_=+?"
+USER_MARKERS = ["id", "userPrincipalName", "lastPasswordChangeDateTime", "signInSessionsValidFromDateTime"]
+
+
+class RemediationActivities:
+    """The `action.*` activities; the workflow runs one per approved PlannedAction, in plan order."""
+
+    def __init__(self, pool: ClientPool) -> None:
+        self._pool = pool
+
+    def all(self) -> list[Callable[..., Awaitable[ActionOutcome]]]:
+        return [
+            self.disable_connector,
+            self.remove_connector,
+            self.revert_connector_change,
+            self.reset_admin_password,
+            self.revoke_sessions,
+            self.require_admin_mfa,
+            self.unblock_connector,
+            self.unblock_sender,
+            self.classify_alert,
+            self.comment_alert,
+        ]
+
+    # ------------------------------------------------------------------ Exchange: connectors
+
+    @activity.defn(name="action.disable-connector")
+    async def disable_connector(self, inp: ActionInput) -> ActionOutcome:
+        run, p = _Run(inp), _params(inp, ConnectorParams)
+        exo = self._clients(inp).exo
+        before = await _connector(exo, p)
+        if before is None:
+            raise ApplicationError(f"connector {p.identity} not found", type="ConnectorNotFound", non_retryable=True)
+        if before.get("Enabled") is False:
+            return run.already(f"{before.get('Name')} is already disabled")
+        if run.dry:
+            return run.would(f"disable {before.get('Name')} (enabled now)")
+        await _invoke(exo, f"Set-{_noun(p)}", {"Identity": p.identity, "Enabled": False})
+        after = await _connector(exo, p)
+        if after is None or after.get("Enabled") is not False:
+            raise run.not_verified(f"{before.get('Name')} is still enabled after Set-{_noun(p)}")
+        return run.done(f"disabled {before.get('Name')}")
+
+    @activity.defn(name="action.remove-connector")
+    async def remove_connector(self, inp: ActionInput) -> ActionOutcome:
+        run, p = _Run(inp), _params(inp, ConnectorParams)
+        exo = self._clients(inp).exo
+        before = await _connector(exo, p)
+        if before is None:
+            return run.already(f"connector {p.identity} no longer exists")
+        if run.dry:
+            return run.would(f"remove {before.get('Name')}")
+        await _invoke(exo, f"Remove-{_noun(p)}", {"Identity": p.identity, "Confirm": False})
+        if await _connector(exo, p) is not None:
+            raise run.not_verified(f"{before.get('Name')} still exists after Remove-{_noun(p)}")
+        return run.done(f"removed {before.get('Name')}")
+
+    @activity.defn(name="action.revert-connector-change")
+    async def revert_connector_change(self, inp: ActionInput) -> ActionOutcome:
+        run, p = _Run(inp), _params(inp, RevertParams)
+        exo = self._clients(inp).exo
+        before = await _connector(exo, p)
+        if before is None:
+            raise ApplicationError(f"connector {p.identity} not found", type="ConnectorNotFound", non_retryable=True)
+        differing = {k: v for k, v in p.restore.items() if not _same(before.get(k), v)}
+        if not differing:
+            return run.already(f"{before.get('Name')} already has {_describe(p.restore)}")
+        changes = "; ".join(f"{k} from {_show(before.get(k))} to {_show(v)}" for k, v in differing.items())
+        if run.dry:
+            return run.would(f"set {changes} on {before.get('Name')}")
+        await _invoke(exo, f"Set-{_noun(p)}", {"Identity": p.identity, **differing})
+        after = await _connector(exo, p) or {}
+        if still := [k for k, v in differing.items() if not _same(after.get(k), v)]:
+            raise run.not_verified(f"{', '.join(still)} not restored on {before.get('Name')} after Set-{_noun(p)}")
+        return run.done(f"reverted {before.get('Name')}: {changes}")
+
+    @activity.defn(name="action.unblock-connector")
+    async def unblock_connector(self, inp: ActionInput) -> ActionOutcome:
+        run, p = _Run(inp), _params(inp, UnblockConnectorParams)
+        exo = self._clients(inp).exo
+        if not await _blocked_connector(exo, p.connector_id):
+            return run.already(f"connector {p.connector_id} is not on the Restricted entities list")
+        if run.dry:
+            return run.would(f"remove connector {p.connector_id} from the Restricted entities list")
+        await _invoke(exo, "Remove-BlockedConnector", {"ConnectorId": p.connector_id, "Reason": run.because})
+        if await _blocked_connector(exo, p.connector_id):
+            raise run.not_verified(f"connector {p.connector_id} is still restricted after Remove-BlockedConnector")
+        return run.done(f"connector {p.connector_id} removed from the Restricted entities list")
+
+    @activity.defn(name="action.unblock-sender")
+    async def unblock_sender(self, inp: ActionInput) -> ActionOutcome:
+        run, p = _Run(inp), _params(inp, UnblockSenderParams)
+        exo = self._clients(inp).exo
+        if not await _blocked_sender(exo, p.sender_address):
+            return run.already(f"{p.sender_address} is not restricted")
+        if run.dry:
+            return run.would(f"remove {p.sender_address} from the restricted users")
+        await _invoke(exo, "Remove-BlockedSenderAddress", {"SenderAddress": p.sender_address, "Reason": run.because})
+        if await _blocked_sender(exo, p.sender_address):
+            raise run.not_verified(f"{p.sender_address} is still restricted after Remove-BlockedSenderAddress")
+        return run.done(f"{p.sender_address} removed from the restricted users")
+
+    # ------------------------------------------------------------------ Graph: the acting admin
+
+    @activity.defn(name="action.reset-admin-password")
+    async def reset_admin_password(self, inp: ActionInput) -> ActionOutcome:
+        """Idempotency marker: a password change at or after this activity was first scheduled.
+
+        Temporal keeps `scheduled_time` across retries and sets it after the approval, so a
+        change since then is this action's own earlier attempt; an attacker's change during the
+        approval wait is older and does not count as done.
+        """
+        run, p = _Run(inp), _params(inp, UserParams)
+        users = self._clients(inp).graph.users.by_user_id(p.user)
+        before = await _read(users.get(_select(USER_MARKERS)))
+        since = activity.info().scheduled_time
+        if _at_or_after(before.last_password_change_date_time, since):
+            return run.already(f"password of {before.user_principal_name} already reset at "
+                               f"{before.last_password_change_date_time:%Y-%m-%d %H:%M:%S} UTC")
+        if run.dry:
+            return run.would(f"reset the password of {before.user_principal_name} (change at next sign-in)")
+        # The password is built inside the request body and referenced nowhere else.
+        await _graph(users.patch(User(password_profile=PasswordProfile(
+            password=_new_password(), force_change_password_next_sign_in=True,
+        ))), secret=True)
+        after = await _read(users.get(_select(USER_MARKERS)))
+        if not _moved(before.last_password_change_date_time, after.last_password_change_date_time):
+            raise run.not_verified(f"lastPasswordChangeDateTime of {before.user_principal_name} did not move")
+        return run.done(f"password of {before.user_principal_name} reset; it must be changed at next sign-in")
+
+    @activity.defn(name="action.revoke-sessions")
+    async def revoke_sessions(self, inp: ActionInput) -> ActionOutcome:
+        """Idempotency marker: signInSessionsValidFromDateTime at or after the first scheduling."""
+        run, p = _Run(inp), _params(inp, UserParams)
+        users = self._clients(inp).graph.users.by_user_id(p.user)
+        before = await _read(users.get(_select(USER_MARKERS)))
+        if _at_or_after(before.sign_in_sessions_valid_from_date_time, activity.info().scheduled_time):
+            return run.already(f"sessions of {before.user_principal_name} already revoked at "
+                               f"{before.sign_in_sessions_valid_from_date_time:%Y-%m-%d %H:%M:%S} UTC")
+        if run.dry:
+            return run.would(f"revoke the sign-in sessions of {before.user_principal_name}")
+        await _graph(users.revoke_sign_in_sessions.post())
+        after = await _read(users.get(_select(USER_MARKERS)))
+        if not _moved(before.sign_in_sessions_valid_from_date_time, after.sign_in_sessions_valid_from_date_time):
+            raise run.not_verified(f"signInSessionsValidFromDateTime of {before.user_principal_name} did not move")
+        return run.done(f"sign-in sessions of {before.user_principal_name} revoked")
+
+    @activity.defn(name="action.require-admin-mfa")
+    async def require_admin_mfa(self, inp: ActionInput) -> ActionOutcome:
+        run, p = _Run(inp), _params(inp, MfaParams)
+        policies = self._clients(inp).graph.identity.conditional_access.policies
+        existing = await _admin_mfa_policies(policies)
+        enforced = [x for x in existing if x.state == ConditionalAccessPolicyState.Enabled]
+        if enforced:
+            return run.already(f"policy '{enforced[0].display_name}' already requires MFA for the admin roles")
+        reporting = [x for x in existing if x.state == ConditionalAccessPolicyState.EnabledForReportingButNotEnforced]
+        if p.report_only and reporting:
+            return run.already(f"report-only policy '{reporting[0].display_name}' already covers the admin "
+                               "roles; it is NOT enforced until an admin enables it")
+        state = (ConditionalAccessPolicyState.EnabledForReportingButNotEnforced if p.report_only
+                 else ConditionalAccessPolicyState.Enabled)
+        mode = "report-only (enabledForReportingButNotEnforced), NOT enforced" if p.report_only else "enforced"
+        if run.dry:
+            return run.would(f"create conditional access policy '{MFA_POLICY_NAME}' requiring MFA for "
+                             f"{len(ADMIN_ROLE_TEMPLATE_IDS)} admin roles, {mode}")
+        await _graph(policies.post(ConditionalAccessPolicy(
+            display_name=MFA_POLICY_NAME,
+            state=state,
+            conditions=ConditionalAccessConditionSet(
+                users=ConditionalAccessUsers(include_roles=list(ADMIN_ROLE_TEMPLATE_IDS)),
+                applications=ConditionalAccessApplications(include_applications=["All"]),
+                client_app_types=[ConditionalAccessClientApp.All],
+            ),
+            grant_controls=ConditionalAccessGrantControls(
+                operator="OR", built_in_controls=[ConditionalAccessGrantControl.Mfa],
+            ),
+        )))
+        if not any(x.state == state for x in await _admin_mfa_policies(policies)):
+            raise run.not_verified(f"no {state.value} policy requiring MFA for the admin roles after creating one")
+        return run.done(f"created conditional access policy '{MFA_POLICY_NAME}' requiring MFA for the admin "
+                        f"roles, {mode}")
+
+    # ------------------------------------------------------------------ Graph: the alert
+
+    @activity.defn(name="action.classify-alert")
+    async def classify_alert(self, inp: ActionInput) -> ActionOutcome:
+        run, p = _Run(inp), _params(inp, ClassifyParams)
+        alerts = self._clients(inp).graph.security.alerts_v2.by_alert_id(p.alert_id)
+        wanted = _wanted_alert(p)
+        if _alert_is(await _read(alerts.get()), wanted):
+            return run.already(f"alert {p.alert_id} is already {_describe(wanted)}")
+        if run.dry:
+            return run.would(f"set alert {p.alert_id} to {_describe(wanted)}")
+        await _graph(alerts.patch(Alert(
+            status=AlertStatus(p.status),
+            classification=AlertClassification(p.classification) if p.classification else None,
+            determination=AlertDetermination(p.determination) if p.determination else None,
+            assigned_to=ASSIGNEE,
+        )))
+        if not _alert_is(await _read(alerts.get()), wanted):
+            raise run.not_verified(f"alert {p.alert_id} is not {_describe(wanted)} after the update")
+        return run.done(f"alert {p.alert_id} set to {_describe(wanted)}, assigned to {ASSIGNEE}")
+
+    @activity.defn(name="action.comment-alert")
+    async def comment_alert(self, inp: ActionInput) -> ActionOutcome:
+        """Raw Graph call: the SDK's alert comment model is broken (msgraph-sdk-python#1168).
+
+        Idempotency marker: a last line naming the case and action, found among the alert's comments.
+        """
+        run, p = _Run(inp), _params(inp, CommentParams)
+        http = self._clients(inp).graph_http
+        path = f"/security/alerts_v2/{quote(p.alert_id, safe='')}"
+        marker = f"[quell case {inp.case_id} action {inp.action.id}]"
+        if await _has_comment(http, path, marker):
+            return run.already(f"alert {p.alert_id} already carries this case's comment")
+        if run.dry:
+            return run.would(f"add a comment to alert {p.alert_id} ({len(p.comment)} characters)")
+        await http.request("POST", f"{path}/comments", json={
+            "@odata.type": "microsoft.graph.security.alertComment", "comment": f"{p.comment}\n\n{marker}",
+        })
+        if not await _has_comment(http, path, marker):
+            raise run.not_verified(f"the comment does not show on alert {p.alert_id}")
+        return run.done(f"comment added to alert {p.alert_id}")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _clients(self, inp: ActionInput) -> TenantClients:
+        return self._pool.for_tenant(inp.tenant_id)
+
+
+class _Run:
+    """One execution of one action: bound log context and the outcome/ error constructors."""
+
+    def __init__(self, inp: ActionInput) -> None:
+        self.dry = inp.mode == "dry_run"
+        self.because = f"Remediated by quell case {inp.case_id}"
+        self._log = log.bind(case=inp.case_id, action=inp.action.id, kind=inp.action.kind,
+                             target=inp.action.target, mode=inp.mode, attempt=activity.info().attempt)
+
+    def done(self, detail: str) -> ActionOutcome:
+        self._log.info("action done", detail=detail)
+        return ActionOutcome(status="done", verified=True, detail=detail)
+
+    def already(self, detail: str) -> ActionOutcome:
+        if self.dry:
+            return self.would(f"nothing: {detail}")
+        self._log.info("action already done", detail=detail)
+        return ActionOutcome(status="already_done", verified=True, detail=detail)
+
+    def would(self, detail: str) -> ActionOutcome:
+        self._log.info("dry run", detail=detail)
+        return ActionOutcome(status="dry_run", verified=False, detail=f"dry run: would {detail}")
+
+    def not_verified(self, detail: str) -> ApplicationError:
+        self._log.warning("action not verified", detail=detail)
+        # Retryable: a write that was silently ignored is worth repeating; the retry re-reads first.
+        return ApplicationError(detail, type="VerificationFailed")
+
+
+def _params(inp: ActionInput, model: type[P]) -> P:
+    try:
+        return model.model_validate(inp.action.params)
+    except ValidationError as invalid:
+        raise ApplicationError(
+            f"{inp.action.id} {inp.action.kind}: invalid params: {invalid}"[:500],
+            type="InvalidActionParams",
+            non_retryable=True,
+        ) from None
+
+
+async def _graph(call: Awaitable[T | None], secret: bool = False) -> T | None:
+    """Await an SDK call, mapping Graph errors to the ApplicationError Temporal should see.
+
+    `secret=True` drops the exception chain too, so nothing from a request that carried a
+    password can reach the failure Temporal records.
+    """
+    try:
+        return await call
+    except APIError as error:
+        if secret:
+            raise graph_failure(error) from None
+        raise graph_failure(error) from error
+
+
+async def _read(call: Awaitable[T | None]) -> T:
+    """A Graph read that must return an object (a 204 here means the API answered nonsense)."""
+    result = await _graph(call)
+    if result is None:
+        raise ApplicationError("Graph returned no object for a read", type="GraphEmptyResponse")
+    return result
+
+
+async def _invoke(exo: ExoClient, cmdlet: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        return await exo.invoke(cmdlet, parameters)
+    except ExoError as error:
+        # A cmdlet error (object not found, invalid value) fails the same way on every retry.
+        raise ApplicationError(str(error), type="ExchangeCmdletFailed", non_retryable=True) from error
+
+
+def _noun(p: ConnectorParams) -> str:
+    return "InboundConnector" if p.direction == "inbound" else "OutboundConnector"
+
+
+async def _connector(exo: ExoClient, p: ConnectorParams) -> dict[str, Any] | None:
+    # List and match the Guid: "not found" then is an empty result, not a cmdlet error to parse.
+    rows = await _invoke(exo, f"Get-{_noun(p)}", {})
+    return next((r for r in rows if str(r.get("Guid", "")).casefold() == p.identity.casefold()), None)
+
+
+async def _blocked_connector(exo: ExoClient, connector_id: str) -> bool:
+    rows = await _invoke(exo, "Get-BlockedConnector", {})
+    return any(str(r.get("ConnectorId", "")).casefold() == connector_id.casefold() for r in rows)
+
+
+async def _blocked_sender(exo: ExoClient, address: str) -> bool:
+    rows = await _invoke(exo, "Get-BlockedSenderAddress", {})
+    return any(str(r.get("SenderAddress", "")).casefold() == address.casefold() for r in rows)
+
+
+def _select(fields: list[str]) -> RequestConfiguration:
+    return RequestConfiguration(
+        query_parameters=UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=fields)
+    )
+
+
+def _at_or_after(value: datetime | None, since: datetime) -> bool:
+    return value is not None and value >= since
+
+
+def _moved(before: datetime | None, after: datetime | None) -> bool:
+    return after is not None and (before is None or after > before)
+
+
+def _new_password() -> str:
+    """A random password with all four character classes (Entra ID needs three of four)."""
+    classes = (string.ascii_uppercase, string.ascii_lowercase, string.digits, PASSWORD_SYMBOLS)
+    alphabet = "".join(classes)
+    chars = [secrets.choice(c) for c in classes]
+    chars += [secrets.choice(alphabet) for _ in range(PASSWORD_LENGTH - len(chars))]
+    secrets.SystemRandom().shuffle(chars)
+    return "".join(chars)
+
+
+async def _admin_mfa_policies(policies: Any) -> list[ConditionalAccessPolicy]:
+    """Policies that grant with MFA and include every admin role template id (not excluded)."""
+    page = await _read(policies.get())
+    matching = []
+    for policy in page.value or []:
+        users = policy.conditions.users if policy.conditions else None
+        controls = policy.grant_controls.built_in_controls if policy.grant_controls else None
+        if users is None or ConditionalAccessGrantControl.Mfa not in (controls or []):
+            continue
+        included = {r.casefold() for r in users.include_roles or []}
+        excluded = {r.casefold() for r in users.exclude_roles or []}
+        if all(r in included and r not in excluded for r in ADMIN_ROLE_TEMPLATE_IDS):
+            matching.append(policy)
+    return matching
+
+
+def _wanted_alert(p: ClassifyParams) -> dict[str, str]:
+    wanted = {"status": p.status}
+    if p.classification:
+        wanted["classification"] = p.classification
+    if p.determination:
+        wanted["determination"] = p.determination
+    return wanted
+
+
+def _alert_is(alert: Alert, wanted: dict[str, str]) -> bool:
+    actual = {
+        "status": alert.status.value if alert.status else None,
+        "classification": alert.classification.value if alert.classification else None,
+        "determination": alert.determination.value if alert.determination else None,
+    }
+    return all(actual[k] == v for k, v in wanted.items())
+
+
+async def _has_comment(http: Any, path: str, marker: str) -> bool:
+    alert = await http.request("GET", path)
+    return any(marker in (c.get("comment") or "") for c in (alert or {}).get("comments") or [])
+
+
+def _normal(value: Any) -> Any:
+    """Compare connector values as Exchange does: lists as sets, strings and booleans loosely."""
+    if isinstance(value, list | tuple):
+        return sorted(str(v).strip().casefold() for v in value)
+    if isinstance(value, str) and value.casefold() in ("true", "false"):
+        return value.casefold() == "true"
+    if isinstance(value, str):
+        return value.strip().casefold()
+    return value
+
+
+def _same(actual: Any, wanted: Any) -> bool:
+    if isinstance(wanted, list) and actual is None:
+        return wanted == []
+    return _normal(actual) == _normal(wanted)
+
+
+def _show(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _describe(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {_show(v)}" for k, v in values.items())

@@ -1,0 +1,148 @@
+"""The emulator's ASGI app: identity platform, Graph (/v1.0, /beta), Exchange admin REST, introspection.
+
+Every Graph and Exchange call passes one gate (`microsoft_apis`): the bearer token must be for
+that API's audience, a scenario fault may answer instead of the handler (or let a write succeed
+without effect), and the call is logged with its final status.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import unquote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from emulator import exo
+from emulator.auth import EXCHANGE, GRAPH, Credentials, TokenStore, auth_router
+from emulator.errors import FAULT_MESSAGES, GRAPH_CODES, ExoError, GraphError, exo_error, graph_error
+from emulator.faults import FaultInjector
+from emulator.graph import graph_router
+from emulator.hunting import HuntingEngine
+from emulator.scenario import Scenario
+from emulator.state import TenantState
+
+EXO_PATH = re.compile(r"^/adminapi/beta/([^/]+)/InvokeCommand$", re.IGNORECASE)
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_secret: str = "emulator-secret") -> FastAPI:
+    state = TenantState(scenario)
+    tokens = TokenStore()
+    faults = FaultInjector(scenario.faults)
+    hunting = HuntingEngine(scenario.tables)
+    email_events = scenario.tables.get("EmailEvents", [])
+    tenant_names = {scenario.tenant.id.casefold(), *(d.casefold() for d in scenario.tenant.accepted_domains)}
+
+    app = FastAPI(title=f"quell Microsoft 365 emulator ({scenario.id})", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.tenant = state
+    app.include_router(auth_router(tenant_names, Credentials(client_id, client_secret), tokens))
+    graph = graph_router(state, hunting, client_id)
+    app.include_router(graph, prefix="/v1.0")
+    app.include_router(graph, prefix="/beta")
+
+    @app.middleware("http")
+    async def microsoft_apis(request: Request, call_next: Any) -> Response:
+        path = request.url.path
+        service = "graph" if path.startswith(("/v1.0/", "/beta/")) else "exo" if EXO_PATH.match(path) else None
+        if service is None:
+            return await call_next(request)
+        body = await request.body()
+        query = unquote(request.url.query)
+        detail: dict[str, Any] = {"method": request.method, "path": path, "query": query}
+        if service == "graph":
+            api = f"graph:{request.method} /{path.split('/', 2)[2]}"
+        else:
+            cmdlet, parameters = _cmdlet(body)
+            api = f"exo:{cmdlet}"
+            detail["parameters"] = parameters
+        audience = tokens.audience(request.headers.get("authorization", "").removeprefix("Bearer ").strip())
+        wanted = GRAPH if service == "graph" else EXCHANGE
+        if audience != wanted:
+            response = _unauthorized(service, audience)
+        else:
+            fault = faults.check(api, body.decode("utf-8", "replace"), query)
+            if fault is not None and fault.status is not None:
+                response = _fault_answer(service, fault.status, fault.retry_after_s)
+            else:
+                request.state.discard_writes = fault is not None  # effect: ignore
+                response = await call_next(request)
+        state.record_call(api, response.status_code, detail)
+        return response
+
+    @app.post("/adminapi/beta/{tenant}/InvokeCommand")
+    async def invoke_command(tenant: str, request: Request) -> JSONResponse:
+        if tenant.casefold() not in tenant_names:
+            return graph_error(404, "NotFound", f"Tenant '{tenant}' is not served here.")
+        try:
+            try:
+                body = json.loads(await request.body())
+            except ValueError:
+                raise ExoError("Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+                               "The request body is not valid JSON.") from None
+            tenant_data = state.writable(getattr(request.state, "discard_writes", False))
+            client_ip = request.client.host if request.client else ""
+            value, warnings = exo.invoke(state, tenant_data, body, client_id, client_ip, email_events)
+        except ExoError as error:
+            return exo_error(error)
+        return JSONResponse({
+            "@odata.context": f"{str(request.base_url).rstrip('/')}/adminapi/beta/{tenant}/$metadata#Collection(Exchange.GenericHashTable)",
+            "adminapi.warnings@odata.type": "#Collection(String)",
+            "@adminapi.warnings": warnings,
+            "value": value,
+        })
+
+    @app.get("/_emulator/state")
+    async def emulator_state(request: Request) -> JSONResponse:
+        if request.client is None or request.client.host not in LOOPBACK:
+            return JSONResponse({"error": "introspection answers loopback clients only"}, status_code=403)
+        return JSONResponse({**state.snapshot(), "calls": state.calls, "audit_log": state.data.audit_log})
+
+    @app.get("/_emulator/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok", "scenario": scenario.id, "tenant": scenario.tenant.id})
+
+    @app.exception_handler(GraphError)
+    async def on_graph_error(request: Request, error: GraphError) -> JSONResponse:
+        return graph_error(error.status, error.code, error.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        path = request.url.path
+        if error.status_code == 404:
+            message = f"Resource not found for the segment '{path.rstrip('/').rsplit('/', 1)[-1]}'."
+        else:
+            message = f"{request.method} is not supported on {path}."
+        return graph_error(error.status_code, GRAPH_CODES.get(error.status_code, "BadRequest"), message)
+
+    return app
+
+
+def _cmdlet(body: bytes) -> tuple[str, Any]:
+    """The cmdlet name and parameters a request body names, for the call log and fault matching."""
+    try:
+        cmdlet_input = json.loads(body).get("CmdletInput", {})
+        return str(cmdlet_input.get("CmdletName") or "?"), cmdlet_input.get("Parameters", {})
+    except (ValueError, AttributeError):
+        return "?", None
+
+
+def _unauthorized(service: str, audience: str | None) -> JSONResponse:
+    reason = "Access token is missing or unknown." if audience is None else f"Invalid audience '{audience}'."
+    headers = {"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'}
+    if service == "graph":
+        return graph_error(401, "InvalidAuthenticationToken", f"Access token validation failure. {reason}", headers)
+    return JSONResponse({"error": {"code": "Unauthorized", "message": f"Authentication failed. {reason}"}},
+                        status_code=401, headers=headers)
+
+
+def _fault_answer(service: str, status: int, retry_after_s: float) -> JSONResponse:
+    headers = {"Retry-After": f"{retry_after_s:g}"} if status in (429, 503) else None
+    message = FAULT_MESSAGES.get(status, "An injected fault: the service could not complete the request.")
+    if service == "graph":
+        return graph_error(status, GRAPH_CODES.get(status, "UnknownError"), message, headers)
+    exception = "Microsoft.Exchange.Net.Throttling.ThrottlingException" if status == 429 else "System.Exception"
+    return exo_error(ExoError(exception, message, status), headers)

@@ -1,0 +1,392 @@
+"""Scenario files (docs: ../shared/docs/SCENARIOS.md, a public contract): load, shift, expand, validate.
+
+`load_scenario` reads the YAML with `yaml.safe_load`, moves every ISO 8601 date-time in the file
+by (real now - `now`) rounded down to a whole hour, expands table generators, adds the audit
+log to CloudAppEvents, and validates every block. A malformed file raises `ScenarioError`
+naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from emulator.timestamps import as_utc, format_datetime, parse_datetime
+from workflows.types import ActionKind, FindingId, VerdictKind
+
+TOP_LEVEL_KEYS = (
+    "id", "description", "now", "organization", "tenant", "audit_log", "tables", "alert",
+    "intake", "approvals", "faults", "mode", "expected",
+)
+TENANT_SECTIONS = (
+    "inbound_connectors", "outbound_connectors", "blocked_connectors", "blocked_senders",
+    "users", "conditional_access_policies",
+)
+GENERATOR_KEYS = {"repeat", "start", "every", "row"}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh])$")
+_PLACEHOLDER = re.compile(r"\{i\}|\{cycle:([^{}]*)\}")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used; the message names the file and the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+class ApprovedChange(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    ticket: str
+    connector: str
+    by: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+
+
+class Organization(Strict):
+    on_premises_ip_ranges: list[str] = []
+    connector_admins: list[str] = []
+    expected_high_volume_connectors: list[str] = []
+    partner_domains: list[str] = []
+    approved_changes: list[ApprovedChange] = []
+
+    @field_validator("on_premises_ip_ranges")
+    @classmethod
+    def _ip_ranges(cls, ranges: list[str]) -> list[str]:
+        for item in ranges:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR range") from None
+        return ranges
+
+
+class User(BaseModel):
+    """A Graph user plus the names of the directory roles it holds (other Graph properties kept)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    userPrincipalName: str
+    displayName: str = ""
+    accountEnabled: bool = True
+    roles: list[str] = []
+
+
+def _require(items: list[dict[str, Any]], key: str, what: str) -> list[dict[str, Any]]:
+    for index, item in enumerate(items):
+        if not isinstance(item.get(key), str) or not item[key]:
+            raise ValueError(f"item {index}: a {what} needs a non-empty string {key}")
+    return items
+
+
+class Tenant(Strict):
+    id: str
+    accepted_domains: list[str] = []
+    users: list[User] = []
+    inbound_connectors: list[dict[str, Any]] = []
+    outbound_connectors: list[dict[str, Any]] = []
+    blocked_connectors: list[dict[str, Any]] = []
+    blocked_senders: list[dict[str, Any]] = []
+    conditional_access_policies: list[dict[str, Any]] = []
+
+    @field_validator("inbound_connectors", "outbound_connectors")
+    @classmethod
+    def _connectors(cls, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return _require(items, "Name", "connector")
+
+    @field_validator("blocked_connectors")
+    @classmethod
+    def _blocked_connectors(cls, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return _require(items, "ConnectorId", "blocked connector")
+
+    @field_validator("blocked_senders")
+    @classmethod
+    def _blocked_senders(cls, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return _require(items, "SenderAddress", "blocked sender")
+
+
+class AuditRecord(BaseModel):
+    """A unified audit log record; `AuditData` is the parsed AuditData JSON."""
+
+    model_config = ConfigDict(extra="allow")
+
+    CreationDate: datetime
+    Operation: str
+    UserIds: str
+    RecordType: str = "ExchangeAdmin"
+    AuditData: dict[str, Any] = {}
+
+
+class Intake(Strict):
+    via: Literal["webhook", "sentinel", "poll"] = "webhook"
+    repeat: int = Field(1, ge=1)
+
+
+Answer = Literal["approve", "reject", "ignore"]
+
+
+class Approvals(Strict):
+    approvers: list[str] = []
+    default: Answer = "ignore"
+    by_action: dict[ActionKind, Answer] = {}
+
+
+_FAULT_API = re.compile(r"^(exo:[A-Za-z]+-[A-Za-z]+|graph:(GET|POST|PATCH|PUT|DELETE) /\S*)$")
+
+
+class Fault(Strict):
+    api: str
+    status: int | None = Field(None, ge=400, le=599)
+    times: int | None = Field(None, ge=1)
+    match: str | None = None
+    retry_after_s: float = Field(1, ge=0)
+    effect: Literal["ignore"] | None = None
+
+    @field_validator("api")
+    @classmethod
+    def _api(cls, api: str) -> str:
+        if not _FAULT_API.match(api):
+            raise ValueError(f"{api!r} is neither 'exo:CMDLET' nor 'graph:METHOD /path'")
+        return api
+
+    @model_validator(mode="after")
+    def _status_or_effect(self) -> Fault:
+        if (self.status is None) == (self.effect is None):
+            raise ValueError("give exactly one of status (an error answer) or effect: ignore")
+        return self
+
+
+class Expected(Strict):
+    verdict: VerdictKind | None = None
+    connector: str | None = None
+    findings_include: list[FindingId] = []
+    findings_exclude: list[FindingId] = []
+    actions: list[dict[str, Any]] = []
+    actions_exclude: list[ActionKind] = []
+    order: list[tuple[ActionKind, ActionKind]] = []
+    alert: dict[str, Any] | None = None
+    tenant: dict[str, Any] | None = None
+
+    @field_validator("actions")
+    @classmethod
+    def _actions(cls, actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        kinds = ActionKind.__args__  # type: ignore[attr-defined]
+        for index, action in enumerate(actions):
+            if "kind" in action and action["kind"] not in kinds:
+                raise ValueError(f"item {index}: unknown action kind {action['kind']!r}")
+        return actions
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, tenant: dict[str, Any] | None) -> dict[str, Any] | None:
+        unknown = sorted(set(tenant or {}) - set(TENANT_SECTIONS) - {"id", "accepted_domains"})
+        if unknown:
+            raise ValueError(f"unknown tenant section(s): {', '.join(unknown)}")
+        return tenant
+
+
+class Scenario(Strict):
+    id: str = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
+    description: str = ""
+    now: datetime
+    organization: Organization = Organization()
+    tenant: Tenant
+    audit_log: list[AuditRecord] = []
+    tables: dict[str, list[dict[str, Any]]] = {}
+    alert: dict[str, Any]
+    intake: Intake | None = None
+    approvals: Approvals | None = None
+    faults: list[Fault] = []
+    mode: Literal["enforce", "dry_run"] = "enforce"
+    expected: Expected = Expected()
+
+    @field_validator("tables")
+    @classmethod
+    def _tables(cls, tables: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+        for name, rows in tables.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not a table name")
+            for index, row in enumerate(rows):
+                stamp = row.get("Timestamp")
+                if stamp is not None and (not isinstance(stamp, str) or parse_datetime(stamp) is None):
+                    raise ValueError(f"{name}[{index}].Timestamp: {stamp!r} is not an ISO 8601 date-time")
+        return tables
+
+    @field_validator("alert")
+    @classmethod
+    def _alert(cls, alert: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(alert.get("id"), str) or not alert["id"]:
+            raise ValueError("the alert needs a non-empty string id")
+        return alert
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_scenario(source: str | Path, real_now: datetime | None = None) -> Scenario:
+    """Load a scenario from a file path or from YAML text, shifted so that `now` is about real now."""
+    label, text = _read(source)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ScenarioError(f"{label}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{label}: a scenario is a YAML mapping of the blocks in SCENARIOS.md")
+    unknown = sorted(str(key) for key in data if key not in TOP_LEVEL_KEYS)
+    if unknown:
+        raise ScenarioError(
+            f"{label}: unknown top-level key(s): {', '.join(unknown)} (allowed: {', '.join(TOP_LEVEL_KEYS)})"
+        )
+    now = data.get("now")
+    authored_now = as_utc(now) if isinstance(now, datetime) else parse_datetime(now) if isinstance(now, str) else None
+    if authored_now is None:
+        raise ScenarioError(f"{label}: now: required, an ISO 8601 date-time such as 2026-11-20T10:00:00Z")
+    real = as_utc(real_now or datetime.now(timezone.utc))
+    delta = timedelta(hours=(real - authored_now) // timedelta(hours=1))
+    data = shift_timestamps(data, delta)
+    tables = data.get("tables")
+    if tables is not None:
+        if not isinstance(tables, dict):
+            raise ScenarioError(f"{label}: tables: a mapping of table name to a list of rows")
+        data["tables"] = {name: _expand_table(label, str(name), rows) for name, rows in tables.items()}
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as error:
+        raise ScenarioError(_describe(label, error)) from None
+    users = [u.model_dump() for u in scenario.tenant.users]
+    audit_rows = [audit_cloud_app_event(r.model_dump(mode="json"), users) for r in scenario.audit_log]
+    if audit_rows:
+        scenario.tables["CloudAppEvents"] = [*scenario.tables.get("CloudAppEvents", []), *audit_rows]
+    return scenario
+
+
+def _read(source: str | Path) -> tuple[str, str]:
+    if isinstance(source, Path):
+        return str(source), _read_file(source)
+    if "\n" not in source and source.strip().endswith((".yaml", ".yml")):
+        return source, _read_file(Path(source))
+    return "<scenario text>", source
+
+
+def _read_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ScenarioError(f"{path}: cannot read: {error.strerror or error}") from None
+
+
+def shift_timestamps(value: Any, delta: timedelta) -> Any:
+    """Every ISO 8601 date-time (string or YAML timestamp) at any depth, moved by `delta`."""
+    if isinstance(value, dict):
+        return {key: shift_timestamps(item, delta) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shift_timestamps(item, delta) for item in value]
+    if isinstance(value, datetime):
+        return format_datetime(as_utc(value) + delta)
+    if isinstance(value, date):
+        return value.isoformat()  # a date alone is no date-time: kept, as text like the rest
+    if isinstance(value, str):
+        parsed = parse_datetime(value)
+        return format_datetime(parsed + delta) if parsed is not None else value
+    return value
+
+
+def _expand_table(label: str, name: str, rows: Any) -> list[Any]:
+    if not isinstance(rows, list):
+        raise ScenarioError(f"{label}: tables.{name}: a list of rows")
+    expanded: list[Any] = []
+    for index, item in enumerate(rows):
+        where = f"{label}: tables.{name}[{index}]"
+        if not isinstance(item, dict):
+            raise ScenarioError(f"{where}: a row is a mapping of column to value")
+        if "repeat" in item:
+            expanded.extend(_generate(where, item))
+        else:
+            expanded.append(item)
+    return expanded
+
+
+def _generate(where: str, generator: dict[str, Any]) -> list[dict[str, Any]]:
+    unknown = sorted(set(generator) - GENERATOR_KEYS)
+    if unknown:
+        raise ScenarioError(f"{where}: unknown generator key(s) {', '.join(unknown)} (allowed: repeat, start, every, row)")
+    repeat = generator["repeat"]
+    if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 0:
+        raise ScenarioError(f"{where}.repeat: a non-negative whole number")
+    start = parse_datetime(generator["start"]) if isinstance(generator.get("start"), str) else None
+    if start is None:
+        raise ScenarioError(f"{where}.start: required, an ISO 8601 date-time (the Timestamp of row 0)")
+    step = _duration(f"{where}.every", generator.get("every", "0s"))
+    row = generator.get("row")
+    if not isinstance(row, dict):
+        raise ScenarioError(f"{where}.row: required, a mapping of column to value")
+    if "Timestamp" in row:
+        raise ScenarioError(f"{where}.row.Timestamp: a generator row takes its Timestamp from start and every")
+    return [
+        {"Timestamp": format_datetime(start + step * i), **substitute(row, i)} for i in range(repeat)
+    ]
+
+
+def _duration(where: str, text: Any) -> timedelta:
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ScenarioError(f"{where}: {text!r} is not a duration such as 7s, 0.1s or 15m")
+    try:
+        micros = Decimal(match[1]) * _UNIT_SECONDS[match[2]] * 1_000_000
+    except InvalidOperation:
+        raise ScenarioError(f"{where}: {text!r} is not a duration") from None
+    return timedelta(microseconds=int(micros))
+
+
+def substitute(value: Any, i: int) -> Any:
+    """`{i}` and `{cycle:a,b,c}` in every string at any depth; any other brace text is literal."""
+    if isinstance(value, dict):
+        return {key: substitute(item, i) for key, item in value.items()}
+    if isinstance(value, list):
+        return [substitute(item, i) for item in value]
+    if isinstance(value, str):
+        def one(match: re.Match[str]) -> str:
+            if match[1] is None:
+                return str(i)
+            choices = match[1].split(",")
+            return choices[i % len(choices)]
+
+        return _PLACEHOLDER.sub(one, value)
+    return value
+
+
+def audit_cloud_app_event(record: dict[str, Any], users: list[dict[str, Any]]) -> dict[str, Any]:
+    """The CloudAppEvents row of one audit record (JSON-shaped record, users as Graph dicts)."""
+    actor = str(record.get("UserIds", "")).casefold()
+    user = next((u for u in users if str(u.get("userPrincipalName", "")).casefold() == actor), None)
+    return {
+        "Timestamp": record["CreationDate"],
+        "ActionType": record["Operation"],
+        "RawEventData": record.get("AuditData", {}),
+        "AccountObjectId": user["id"] if user else "",
+        "AccountDisplayName": user.get("displayName", "") if user else "",
+    }
+
+
+def _describe(label: str, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        path = ""
+        for part in item["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        problems.append(f"{path or '(top level)'}: {item['msg']}")
+    return f"{label}: " + "; ".join(problems)

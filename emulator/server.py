@@ -1,0 +1,91 @@
+"""Serving the emulator over HTTPS: `serve` (blocking, for the CLI) and `running_emulator` (a
+background thread on a free loopback port, for tests and the scenario runner)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from emulator.app import create_app
+from emulator.scenario import Scenario, load_scenario
+from emulator.state import TenantState
+from emulator.tls import ensure_certificates
+
+START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class EmulatorHandle:
+    base_url: str
+    """e.g. https://127.0.0.1:51234 — the authority host, Graph base URL and EXO base URL alike."""
+    ca_cert: Path
+    state: TenantState
+
+
+def _config(scenario: Scenario, cert_dir: Path, host: str, port: int) -> tuple[uvicorn.Config, Path]:
+    certs = ensure_certificates(cert_dir)
+    config = uvicorn.Config(
+        create_app(scenario),
+        host=host,
+        port=port,
+        ssl_certfile=str(certs.server_cert),
+        ssl_keyfile=str(certs.server_key),
+        log_level="warning",
+        lifespan="off",
+    )
+    return config, certs.ca_cert
+
+
+def serve(scenario_path: Path | str, host: str = "127.0.0.1", port: int = 8443,
+          cert_dir: Path = Path(".quell/certs")) -> None:
+    """Load the scenario and serve it until interrupted."""
+    scenario = load_scenario(Path(scenario_path))
+    config, ca_cert = _config(scenario, cert_dir, host, port)
+    print(f"quell emulator: scenario {scenario.id}, tenant {scenario.tenant.id}")
+    print(f"  https://{host}:{port}  (trust {ca_cert}: SSL_CERT_FILE / REQUESTS_CA_BUNDLE)")
+    uvicorn.Server(config).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that says when it is up (or gave up), so nobody has to sleep and poll."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+    def run_until_exit(self, listener: socket.socket) -> None:
+        try:
+            self.run(sockets=[listener])
+        finally:
+            self.ready.set()
+
+
+@contextmanager
+def running_emulator(scenario: Scenario, cert_dir: Path, port: int = 0) -> Iterator[EmulatorHandle]:
+    """Serve `scenario` on 127.0.0.1 (a free port unless given) in a background thread."""
+    config, ca_cert = _config(scenario, cert_dir, "127.0.0.1", port)
+    app = config.app
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    server = _Server(config)
+    thread = threading.Thread(target=server.run_until_exit, args=(listener,), name="quell-emulator", daemon=True)
+    thread.start()
+    try:
+        if not server.ready.wait(START_TIMEOUT) or not server.started:
+            raise RuntimeError("the emulator did not start")
+        yield EmulatorHandle(f"https://127.0.0.1:{listener.getsockname()[1]}", ca_cert, app.state.tenant)
+    finally:
+        server.should_exit = True
+        thread.join()
+        listener.close()

@@ -1,0 +1,99 @@
+"""The Markdown case report: every section an analyst and an auditor need."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from workflows.report import report_markdown
+from workflows.types import ActionRecord, CaseReport, ConnectorConfig, Finding, PlannedAction
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+def action(id_: str, kind: str, target: str = "", **fields) -> PlannedAction:
+    return PlannedAction(id=id_, kind=kind, target=target, stage=fields.pop("stage", "contain"),
+                         reason=fields.pop("reason", f"because {kind}"), policy=fields.pop("policy", "approve"),
+                         **fields)
+
+
+def report(**fields) -> CaseReport:
+    base = dict(
+        case_id="connector-case/t1/contoso-hybrid",
+        tenant_id="t1",
+        alerts=["da637"],
+        case_status="completed",
+        mode="enforce",
+        connector="Contoso Hybrid",
+        connector_config=ConnectorConfig(guid="9b0e", name="Contoso Hybrid", direction="inbound", enabled=True),
+        verdict="true_positive",
+        findings=[Finding(id="change_by_unexpected_actor", summary="helpdesk.op changed the connector",
+                          evidence={"actor": "helpdesk.op@contoso.com", "changes": [{"SenderIPAddresses": "198.51.100.23"}]})],
+        reasons=["control and abuse indicators together"],
+        plan_hash="abc123def456",
+        actions=[
+            ActionRecord(action=action("a1", "revert_connector_change", "Contoso Hybrid"), status="done",
+                         approved_by=["soc1@contoso.com"], decided_at=T0, started_at=T0, finished_at=T0,
+                         verified=True, detail="reverted Contoso Hybrid: SenderIPAddresses to 203.0.113.5"),
+            ActionRecord(action=action("a2", "reset_admin_password", "helpdesk.op@contoso.com", stage="eradicate"),
+                         status="failed", approved_by=["soc1@contoso.com"], decided_at=T0, started_at=T0,
+                         finished_at=T0, verified=False, detail="lastPasswordChangeDateTime did not move"),
+            ActionRecord(action=action("a3", "unblock_connector", "Contoso Hybrid", stage="recover",
+                                       requires=["a1", "a2"]),
+                         status="skipped", detail="requires a2"),
+            ActionRecord(action=action("a4", "remove_connector", "Contoso | Hybrid", policy="two_person"),
+                         status="rejected", rejected_by="soc2@contoso.com", decided_at=T0,
+                         decision_reason="keep it for forensics"),
+        ],
+        notes={"source_ips": ["198.51.100.23"], "unavailable_sources": []},
+        started_at=T0,
+        finished_at=T0,
+    )
+    base.update(fields)
+    return CaseReport(**base)
+
+
+def test_report_shows_verdict_findings_evidence_and_every_action():
+    text = report_markdown(report())
+
+    assert text.startswith("# quell case connector-case/t1/contoso-hybrid")
+    assert "**true_positive**" in text and "control and abuse indicators together" in text
+    assert "### change_by_unexpected_actor" in text and "helpdesk.op@contoso.com" in text
+    assert '`[{"SenderIPAddresses": "198.51.100.23"}]`' in text
+    assert "abc123def456" in text
+    table_rows = [line for line in text.splitlines() if line.startswith("| a")]
+    assert [row.split("|")[1].strip() for row in table_rows] == ["a1", "a2", "a3", "a4"]
+    assert "| done | soc1@contoso.com | yes | 2026-11-20 10:00:00 UTC | 2026-11-20 10:00:00 UTC |" in table_rows[0]
+    assert "a1, a2" in table_rows[2]
+    assert "Contoso \\| Hybrid" in table_rows[3], "a pipe in a target must not break the table"
+    assert "rejected by soc2@contoso.com at 2026-11-20 10:00:00 UTC: keep it for forensics" in text
+    assert "- source_ips: `[\"198.51.100.23\"]`" in text and "unavailable_sources" not in text
+
+
+def test_needs_manual_report_says_what_was_and_was_not_done():
+    text = report_markdown(report(case_status="needs_manual"))
+
+    assert "**Needs manual work:**" in text
+    done, not_done = text.split("Not done:")
+    assert "- a1 revert_connector_change Contoso Hybrid" in done.split("Done:")[1]
+    assert "- a2 reset_admin_password helpdesk.op@contoso.com: failed (lastPasswordChangeDateTime did not move)" in not_done
+    assert "- a3 unblock_connector Contoso Hybrid: skipped (requires a2)" in not_done
+    assert "- a4 remove_connector Contoso | Hybrid: rejected" in not_done
+
+
+def test_completed_and_dry_run_reports_carry_no_manual_work_banner():
+    completed = report_markdown(report())
+    dry = report_markdown(report(mode="dry_run", actions=[
+        ActionRecord(action=action("a1", "disable_connector", "Contoso Hybrid"), status="dry_run",
+                     verified=False, detail="dry run: would disable Contoso Hybrid (enabled now)")]))
+
+    assert "Needs manual work" not in completed
+    assert "dry run: nothing in the tenant or the alert was changed" in dry
+    assert "- a1 disable_connector Contoso Hybrid: dry run only (dry run: would disable" in dry
+
+
+def test_unresolved_case_without_plan_renders():
+    text = report_markdown(report(connector=None, connector_config=None, verdict="needs_review", findings=[],
+                                  reasons=[], plan_hash=None, actions=[], notes={}, finished_at=None))
+
+    assert "| Connector | unresolved |" in text and "No actions were planned." in text
+    assert "| Finished | - |" in text and "What was and was not done" not in text

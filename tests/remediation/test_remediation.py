@@ -1,0 +1,350 @@
+"""Action activities against the emulated tenant: act and verify, idempotent reruns, dry runs
+that write nothing, silently ignored writes caught, and a password that never leaves the request."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+import yaml
+from pydantic import SecretStr
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities import remediation
+from activities.clients import ClientPool
+from activities.remediation import ADMIN_ROLE_TEMPLATE_IDS, RemediationActivities
+from config.settings import TenantSettings
+from emulator.scenario import load_scenario
+from emulator.server import running_emulator
+from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
+from workflows.types import ActionInput, PlannedAction
+
+SCENARIO = Path(__file__).parents[3] / "shared" / "scenarios" / "tp-hijacked-hybrid-connector.yaml"
+TENANT = "11111111-2222-3333-4444-555555555555"
+GUID = "9b0e4c50-0000-4000-8000-000000000010"
+ALERT = "da637f1e2c3b4a5d6e7f80910"
+HELPDESK = "2a7d5b20-0000-4000-8000-000000000002"
+CASE = "connector-case/test/contoso-hybrid"
+
+PARAMS: dict[str, dict[str, Any]] = {
+    "disable_connector": {"identity": GUID, "direction": "inbound"},
+    "remove_connector": {"identity": GUID, "direction": "inbound"},
+    "revert_connector_change": {"identity": GUID, "direction": "inbound",
+                                "restore": {"SenderIPAddresses": ["203.0.113.5"]}},
+    "reset_admin_password": {"user": HELPDESK},
+    "revoke_sessions": {"user": HELPDESK},
+    "require_admin_mfa": {"report_only": True},
+    "unblock_connector": {"connector_id": GUID},
+    "unblock_sender": {"sender_address": "billing@contoso.com"},
+    "classify_alert": {"alert_id": ALERT, "status": "resolved", "classification": "truePositive",
+                       "determination": "compromisedAccount"},
+    "comment_alert": {"alert_id": ALERT, "comment": "quell verdict: true_positive"},
+}
+
+
+@dataclasses.dataclass
+class Tenant:
+    emulator: Any
+    acts: RemediationActivities
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.emulator.state.snapshot()
+
+    def writes(self) -> list[dict[str, Any]]:
+        """Logged calls that could change the tenant: any cmdlet but Get-*, any Graph call but GET."""
+        return [c for c in self.emulator.state.calls
+                if (c["api"].startswith("exo:") and not c["api"].startswith("exo:Get-"))
+                or (c["api"].startswith("graph:") and not c["api"].startswith("graph:GET"))]
+
+    def connector(self) -> dict[str, Any]:
+        return next(c for c in self.snapshot()["tenant"]["inbound_connectors"] if c["Guid"] == GUID)
+
+    def user(self) -> dict[str, Any]:
+        return next(u for u in self.snapshot()["tenant"]["users"] if u["id"] == HELPDESK)
+
+    def alert(self) -> dict[str, Any]:
+        return self.snapshot()["alerts"][ALERT]
+
+
+@pytest.fixture
+def tenant_with(cert_dir: Path) -> Callable[..., Any]:
+    """A fresh emulated tenant from the shared example scenario, with optional faults."""
+
+    @contextmanager
+    def start(faults: list[dict[str, Any]] | None = None, **tenant_changes: Any) -> Iterator[Tenant]:
+        data = yaml.safe_load(SCENARIO.read_text())
+        data["faults"] = faults or []
+        data["tenant"].update(tenant_changes)
+        with running_emulator(load_scenario(yaml.safe_dump(data)), cert_dir) as emulator:
+            pool = ClientPool([TenantSettings(
+                tenant_id=TENANT, client_id=EMULATOR_CLIENT_ID, client_secret=SecretStr(EMULATOR_CLIENT_SECRET),
+                authority_host=emulator.base_url, disable_instance_discovery=True,
+                graph_base_url=emulator.base_url, exo_base_url=emulator.base_url,
+            )])
+            yield Tenant(emulator, RemediationActivities(pool))
+            # Closing the pool's httpx clients needs the loop the test runs on; the emulator dies anyway.
+            pool._clients.clear()
+
+    return start
+
+
+@pytest.fixture
+async def tenant(tenant_with) -> AsyncIterator[Tenant]:
+    with tenant_with() as t:
+        yield t
+
+
+def action_input(kind: str, mode: str = "enforce", **params: Any) -> ActionInput:
+    return ActionInput(
+        tenant_id=TENANT, case_id=CASE, mode=mode,  # type: ignore[arg-type]
+        action=PlannedAction(id="a2", kind=kind, target="t", stage="contain", reason="test",  # type: ignore[arg-type]
+                             policy="approve", params={**PARAMS[kind], **params}),
+    )
+
+
+def env(scheduled: datetime | None = None) -> ActivityEnvironment:
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(environment.info, scheduled_time=scheduled or datetime.now(UTC))
+    return environment
+
+
+def activity_for(t: Tenant, kind: str) -> Callable[..., Any]:
+    return getattr(t.acts, kind)
+
+
+# --------------------------------------------------------------------------- act, verify, rerun
+
+
+async def test_disable_connector_acts_verifies_and_then_reports_already_done(tenant):
+    first = await env().run(tenant.acts.disable_connector, action_input("disable_connector"))
+    second = await env().run(tenant.acts.disable_connector, action_input("disable_connector"))
+
+    assert (first.status, first.verified) == ("done", True)
+    assert tenant.connector()["Enabled"] is False
+    assert (second.status, second.verified) == ("already_done", True)
+    assert [c["api"] for c in tenant.writes()] == ["exo:Set-InboundConnector"]
+
+
+async def test_revert_restores_the_audited_value_once(tenant):
+    first = await env().run(tenant.acts.revert_connector_change, action_input("revert_connector_change"))
+    second = await env().run(tenant.acts.revert_connector_change, action_input("revert_connector_change"))
+
+    assert first.status == "done" and "198.51.100.23 to 203.0.113.5" in first.detail
+    assert tenant.connector()["SenderIPAddresses"] == ["203.0.113.5"]
+    assert tenant.connector()["Enabled"] is True
+    assert second.status == "already_done"
+    assert len(tenant.writes()) == 1
+
+
+async def test_remove_connector_then_already_gone(tenant):
+    first = await env().run(tenant.acts.remove_connector, action_input("remove_connector"))
+    second = await env().run(tenant.acts.remove_connector, action_input("remove_connector"))
+
+    assert first.status == "done" and second.status == "already_done"
+    assert all(c["Guid"] != GUID for c in tenant.snapshot()["tenant"]["inbound_connectors"])
+
+
+@pytest.mark.parametrize(("kind", "section"), [
+    ("unblock_connector", "blocked_connectors"),
+    ("unblock_sender", "blocked_senders"),
+])
+async def test_unblocks_empty_the_restricted_lists(tenant, kind, section):
+    first = await env().run(activity_for(tenant, kind), action_input(kind))
+    second = await env().run(activity_for(tenant, kind), action_input(kind))
+
+    assert first.status == "done" and second.status == "already_done"
+    assert tenant.snapshot()["tenant"][section] == []
+
+
+async def test_revoke_sessions_moves_the_marker_and_a_retry_sees_it(tenant):
+    scheduled = datetime.now(UTC)
+    first = await env(scheduled).run(tenant.acts.revoke_sessions, action_input("revoke_sessions"))
+    retry = await env(scheduled).run(tenant.acts.revoke_sessions, action_input("revoke_sessions"))
+
+    assert first.status == "done" and retry.status == "already_done"
+    assert tenant.user()["signInSessionsValidFromDateTime"] is not None
+    assert len(tenant.writes()) == 1
+
+
+async def test_require_admin_mfa_creates_a_report_only_policy_once(tenant):
+    first = await env().run(tenant.acts.require_admin_mfa, action_input("require_admin_mfa"))
+    second = await env().run(tenant.acts.require_admin_mfa, action_input("require_admin_mfa"))
+
+    policies = tenant.snapshot()["tenant"]["conditional_access_policies"]
+    assert first.status == "done" and "NOT enforced" in first.detail
+    assert second.status == "already_done" and "NOT enforced" in second.detail
+    assert len(policies) == 1
+    assert policies[0]["state"] == "enabledForReportingButNotEnforced"
+    assert set(policies[0]["conditions"]["users"]["includeRoles"]) == set(ADMIN_ROLE_TEMPLATE_IDS)
+    assert policies[0]["grantControls"]["builtInControls"] == ["mfa"]
+
+
+async def test_an_enforced_admin_mfa_policy_is_already_done(tenant_with):
+    existing = {"id": "p1", "displayName": "Admins need MFA", "state": "enabled",
+                "conditions": {"users": {"includeRoles": [*ADMIN_ROLE_TEMPLATE_IDS, "extra-role"]},
+                               "applications": {"includeApplications": ["All"]}},
+                "grantControls": {"operator": "OR", "builtInControls": ["mfa"]}}
+    with tenant_with(conditional_access_policies=[existing]) as t:
+        outcome = await env().run(t.acts.require_admin_mfa, action_input("require_admin_mfa", report_only=False))
+
+        assert outcome.status == "already_done" and "Admins need MFA" in outcome.detail
+        assert t.writes() == []
+
+
+async def test_classify_alert_sets_status_classification_and_determination(tenant):
+    first = await env().run(tenant.acts.classify_alert, action_input("classify_alert"))
+    second = await env().run(tenant.acts.classify_alert, action_input("classify_alert"))
+
+    alert = tenant.alert()
+    assert (alert["status"], alert["classification"], alert["determination"], alert["assignedTo"]) == (
+        "resolved", "truePositive", "compromisedAccount", "quell")
+    assert first.status == "done" and second.status == "already_done"
+
+
+async def test_needs_review_classification_only_moves_the_status(tenant):
+    inp = action_input("classify_alert")
+    inp = inp.model_copy(update={"action": inp.action.model_copy(
+        update={"params": {"alert_id": ALERT, "status": "inProgress"}})})
+    outcome = await env().run(tenant.acts.classify_alert, inp)
+
+    assert outcome.status == "done"
+    assert (tenant.alert()["status"], tenant.alert()["classification"]) == ("inProgress", "unknown")
+
+
+async def test_comment_is_posted_once_with_the_case_marker(tenant):
+    first = await env().run(tenant.acts.comment_alert, action_input("comment_alert"))
+    second = await env().run(tenant.acts.comment_alert, action_input("comment_alert"))
+
+    comments = tenant.alert()["comments"]
+    assert first.status == "done" and second.status == "already_done"
+    assert len(comments) == 1
+    assert comments[0]["comment"].startswith("quell verdict: true_positive")
+    assert f"[quell case {CASE} action a2]" in comments[0]["comment"]
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+@pytest.mark.parametrize("kind", list(PARAMS))
+async def test_dry_run_reads_but_never_writes(tenant, kind):
+    before = tenant.snapshot()
+    outcome = await env().run(activity_for(tenant, kind), action_input(kind, mode="dry_run"))
+
+    assert outcome.status == "dry_run" and outcome.detail.startswith("dry run: would ")
+    assert tenant.writes() == []
+    assert tenant.snapshot() == before
+    assert tenant.emulator.state.calls, "a dry run still reads the current state"
+
+
+# --------------------------------------------------------------------------- ignored writes
+
+
+@pytest.mark.parametrize(("kind", "api"), [
+    ("disable_connector", "exo:Set-InboundConnector"),
+    ("revert_connector_change", "exo:Set-InboundConnector"),
+    ("remove_connector", "exo:Remove-InboundConnector"),
+    ("unblock_connector", "exo:Remove-BlockedConnector"),
+    ("unblock_sender", "exo:Remove-BlockedSenderAddress"),
+    ("reset_admin_password", "graph:PATCH /users/{id}"),
+    ("revoke_sessions", "graph:POST /users/{id}/revokeSignInSessions"),
+    ("require_admin_mfa", "graph:POST /identity/conditionalAccess/policies"),
+    ("classify_alert", "graph:PATCH /security/alerts_v2/{id}"),
+    ("comment_alert", "graph:POST /security/alerts_v2/{id}/comments"),
+])
+async def test_a_write_the_tenant_ignores_fails_verification_retryably(tenant_with, kind, api):
+    with tenant_with(faults=[{"api": api, "effect": "ignore", "times": 1}]) as t:
+        with pytest.raises(ApplicationError) as failure:
+            await env().run(activity_for(t, kind), action_input(kind))
+        assert failure.value.type == "VerificationFailed" and not failure.value.non_retryable
+
+        retried = await env().run(activity_for(t, kind), action_input(kind))
+        assert retried.status == "done", "the retry reads again, writes again and verifies"
+
+
+# --------------------------------------------------------------------------- the password
+
+
+@contextmanager
+def captured_logs() -> Iterator[list[str]]:
+    """Every structlog event and stdlib record (any logger, DEBUG and up) as text."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(f"{record.getMessage()} {record.__dict__}")
+
+    handler, root = Keep(level=logging.DEBUG), logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        with structlog.testing.capture_logs() as events:
+            yield lines
+        lines.extend(repr(e) for e in events)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
+@pytest.fixture
+def generated(monkeypatch) -> list[str]:
+    """The passwords the activity generates, seen from outside it."""
+    seen: list[str] = []
+    real = remediation._new_password
+
+    def spy() -> str:
+        seen.append(real())
+        return seen[-1]
+
+    monkeypatch.setattr(remediation, "_new_password", spy)
+    return seen
+
+
+async def test_password_reset_never_exposes_the_password(tenant, generated):
+    scheduled = datetime.now(UTC)
+    with captured_logs() as logs:
+        first = await env(scheduled).run(tenant.acts.reset_admin_password, action_input("reset_admin_password"))
+        retry = await env(scheduled).run(tenant.acts.reset_admin_password, action_input("reset_admin_password"))
+
+    assert (first.status, first.verified, retry.status) == ("done", True, "already_done")
+    assert len(generated) == 1 and len(generated[0]) >= 16
+    password = generated[0]
+    assert logs, "the activity logs its outcome"
+    assert all(password not in line for line in logs)
+    assert password not in first.model_dump_json() and password not in retry.model_dump_json()
+    assert tenant.user()["passwordProfile"]["forceChangePasswordNextSignIn"] is True
+    assert password not in str(tenant.snapshot())
+
+
+async def test_failed_password_reset_keeps_the_password_out_of_the_error(tenant_with, generated):
+    with tenant_with(faults=[{"api": "graph:PATCH /users/{id}", "status": 400}]) as t:
+        with captured_logs() as logs, pytest.raises(ApplicationError) as failure:
+            await env().run(t.acts.reset_admin_password, action_input("reset_admin_password"))
+
+    password = generated[0]
+    chain: list[BaseException] = []
+    error: BaseException | None = failure.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    assert failure.value.non_retryable and failure.value.type == "GraphHttp400"
+    assert all(password not in f"{e!s} {e!r} {getattr(e, 'details', '')}" for e in chain)
+    assert all(password not in line for line in logs)
+
+
+def test_generated_passwords_are_strong_and_distinct():
+    passwords = {remediation._new_password() for _ in range(50)}
+
+    assert len(passwords) == 50
+    for p in passwords:
+        assert len(p) == 24
+        assert any(c.isupper() for c in p) and any(c.islower() for c in p)
+        assert any(c.isdigit() for c in p) and any(c in remediation.PASSWORD_SYMBOLS for c in p)

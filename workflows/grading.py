@@ -1,0 +1,531 @@
+"""Grading: evidence → findings → verdict, exactly as SCENARIOS.md's vocabulary and rules say.
+
+Pure and deterministic (runs inside the workflow): no I/O, no clock but the `now` it is given.
+Every rule names its threshold from `Thresholds`, so configuration changes a number, never logic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import statistics
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from workflows.types import (
+    AdminSignIns,
+    ConnectorChange,
+    ConnectorConfig,
+    ConnectorResolution,
+    Evidence,
+    Finding,
+    FindingId,
+    MailStats,
+    Organization,
+    Thresholds,
+    Verdict,
+    VerdictKind,
+)
+
+BASELINE_HOURS = 168
+"""The volume baseline: the 168 clock hours ending with the hour that holds `now`."""
+
+MODIFYING_PARAMETERS = frozenset(
+    p.casefold()
+    for p in (
+        "Name",
+        "SenderDomains",
+        "RecipientDomains",
+        "SenderIPAddresses",
+        "SmartHosts",
+        "TlsSenderCertificateName",
+        "TlsDomain",
+        "ConnectorType",
+        "RestrictDomainsToIPAddresses",
+    )
+)
+CONNECTOR_OBJECTS = ("inboundconnector", "outboundconnector")
+
+CONNECTOR_INDICATORS: tuple[FindingId, ...] = (
+    "p1_p2_mismatch",
+    "empty_sender_object_id",
+    "volume_spike",
+    "connector_created",
+    "connector_modified",
+)
+CONTROL_INDICATORS: tuple[FindingId, ...] = (
+    "change_by_unexpected_actor",
+    "admin_bruteforce_success",
+    "sender_ip_not_on_premises",
+)
+ABUSE_INDICATORS: tuple[FindingId, ...] = (
+    "p1_p2_mismatch",
+    "empty_sender_object_id",
+    "volume_spike",
+    "junk_delivery_spike",
+    "external_spray",
+    "supply_chain_targeting",
+    "malicious_url",
+    "malicious_attachment",
+    "unprovisioned_sender_domain",
+)
+UNEXPLAINABLE: tuple[FindingId, ...] = (
+    "malicious_url",
+    "malicious_attachment",
+    "change_by_unexpected_actor",
+    "admin_bruteforce_success",
+    "admin_unusual_location",
+    "sender_ip_not_on_premises",
+    "unprovisioned_sender_domain",
+    "external_spray",
+)
+"""Findings that a benign explanation (approved change, expected volume) cannot cover."""
+
+ACCEPTED_DOMAINS_SOURCE = "accepted_domains"
+"""Without accepted domains, "unaccepted" and "external" cannot be told: those findings are skipped
+(the source is already an evidence_unavailable finding, so the verdict is needs_review)."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fold(value: str | None) -> str:
+    return (value or "").strip().casefold()
+
+
+def _in_window(at: datetime, start: datetime, end: datetime) -> bool:
+    return start <= at <= end
+
+
+def _object_kind(operation: str) -> tuple[str, str]:
+    """`("set", "inboundconnector")` from `Set-InboundConnector`; `("", "")` for anything else."""
+    verb, _, noun = operation.partition("-")
+    return (verb.casefold(), noun.casefold()) if noun.casefold() in CONNECTOR_OBJECTS else ("", "")
+
+
+def is_creation(change: ConnectorChange) -> bool:
+    return _object_kind(change.operation)[0] == "new"
+
+
+def is_modification(change: ConnectorChange) -> bool:
+    """A Set- record that touches a property that routes or authenticates mail (not Enabled/Comment)."""
+    verb, _ = _object_kind(change.operation)
+    return verb == "set" and any(_fold(name) in MODIFYING_PARAMETERS for name in change.parameters)
+
+
+def relevant_changes(evidence: Evidence, lookback_start: datetime, now: datetime) -> list[ConnectorChange]:
+    """Creations and modifications of the alerted connector within the lookback, oldest first."""
+    return sorted(
+        (
+            c
+            for c in evidence.changes
+            if _in_window(c.at, lookback_start, now) and (is_creation(c) or is_modification(c))
+        ),
+        key=lambda c: c.at,
+    )
+
+
+def acting_admins(changes: Iterable[ConnectorChange]) -> list[str]:
+    """The accounts that created or changed the connector (lower-cased UPNs), in first-seen order."""
+    seen: list[str] = []
+    for change in changes:
+        if (actor := _fold(change.actor)) and actor not in seen:
+            seen.append(actor)
+    return seen
+
+
+def approval_for(change: ConnectorChange, connector: ConnectorConfig, organization: Organization) -> str | None:
+    """The ticket of the approved change record covering this change's connector, actor and time."""
+    names = {_fold(connector.name), _fold(connector.guid)}
+    for key in ("Identity", "Name"):
+        value = change.parameters.get(key)
+        if isinstance(value, str):
+            names.add(_fold(value))
+    for approved in organization.approved_changes:
+        if (
+            _fold(approved.connector) in names
+            and _fold(approved.by) == _fold(change.actor)
+            and approved.from_ <= change.at <= approved.to
+        ):
+            return approved.ticket
+    return None
+
+
+def hourly_counts(mail: MailStats) -> dict[datetime, int]:
+    counts: dict[datetime, int] = {}
+    for key, value in mail.hourly_counts.items():
+        hour = datetime.fromisoformat(key.replace("Z", "+00:00"))
+        hour = (hour if hour.tzinfo else hour.replace(tzinfo=UTC)).astimezone(UTC)
+        counts[hour] = counts.get(hour, 0) + value
+    return counts
+
+
+def baseline_median(counts: dict[datetime, int], now: datetime) -> float:
+    """Median hourly count over the 168 clock hours ending with now's hour, hours without mail = 0."""
+    now_hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return statistics.median(counts.get(now_hour - timedelta(hours=k), 0) for k in range(BASELINE_HOURS))
+
+
+def ip_networks(values: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """IP literals, CIDR ranges and `first-last` ranges as networks; host names are ignored."""
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for raw in values:
+        text = str(raw).strip()
+        try:
+            if "-" in text and "/" not in text:
+                first, last = (ipaddress.ip_address(p.strip()) for p in text.split("-", 1))
+                networks.extend(ipaddress.summarize_address_range(first, last))  # type: ignore[arg-type]
+            else:
+                networks.append(ipaddress.ip_network(text, strict=False))
+        except (ValueError, TypeError):
+            continue
+    return networks
+
+
+def addresses_outside(addresses: Iterable[str], ranges: Iterable[str]) -> list[str]:
+    """The addresses (literal, CIDR or range) not wholly inside one of `ranges`."""
+    allowed = ip_networks(ranges)
+    outside: list[str] = []
+    for address in addresses:
+        parts = ip_networks([address])
+        if not parts:
+            continue  # a host name: the contract compares IPs only
+        inside = all(
+            any(part.version == net.version and part.subnet_of(net) for net in allowed)  # type: ignore[arg-type]
+            for part in parts
+        )
+        if not inside and address not in outside:
+            outside.append(address)
+    return outside
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def _finding(id: FindingId, summary: str, **evidence: Any) -> Finding:
+    return Finding(id=id, summary=summary, evidence=evidence)
+
+
+# --------------------------------------------------------------------------- mail findings
+
+
+def _mail_findings(evidence: Evidence, organization: Organization, t: Thresholds, now: datetime) -> list[Finding]:
+    mail = evidence.mail
+    domains_known = ACCEPTED_DOMAINS_SOURCE not in evidence.unavailable
+    sample = mail.sample_message_ids[:5]
+    findings: list[Finding] = []
+
+    def at_least(count: int, minimum: int) -> bool:
+        return count >= minimum
+
+    if at_least(mail.p1_p2_mismatch, t.indicator_min_messages):
+        findings.append(_finding(
+            "p1_p2_mismatch",
+            f"{mail.p1_p2_mismatch} of {mail.messages} messages have an envelope (P1) domain other than the header (P2) domain",
+            messages=mail.p1_p2_mismatch, total=mail.messages, sample_message_ids=sample,
+        ))
+    if at_least(mail.empty_sender_object_id, t.indicator_min_messages):
+        findings.append(_finding(
+            "empty_sender_object_id",
+            f"{mail.empty_sender_object_id} of {mail.messages} messages have no SenderObjectId",
+            messages=mail.empty_sender_object_id, total=mail.messages, sample_message_ids=sample,
+        ))
+
+    counts = hourly_counts(mail)
+    median = baseline_median(counts, now)
+    lookback_start = now - t.lookback
+    spikes = sorted(
+        (hour, count)
+        for hour, count in counts.items()
+        if hour + timedelta(hours=1) > lookback_start
+        and hour <= now
+        and count >= t.mail_per_hour
+        and count >= t.baseline_factor * median
+    )
+    if spikes:
+        peak_hour, peak = max(spikes, key=lambda s: s[1])
+        findings.append(_finding(
+            "volume_spike",
+            f"{peak} messages in the hour from {peak_hour:%Y-%m-%d %H:%M}Z against a median of {median:g} an hour",
+            peak_hour=peak_hour.isoformat(), peak_messages=peak, baseline_median=median,
+            spike_hours=[h.isoformat() for h, _ in spikes][:24],
+        ))
+
+    if domains_known and at_least(mail.spoofed_to_internal, t.indicator_min_messages):
+        findings.append(_finding(
+            "internal_recipients",
+            f"{mail.spoofed_to_internal} spoofed messages went to the organization's own domains",
+            messages=mail.spoofed_to_internal,
+        ))
+    if mail.junk_or_quarantined >= t.junk_min_messages and mail.messages > 0 and (
+        mail.junk_or_quarantined >= t.junk_min_ratio * mail.messages
+    ):
+        findings.append(_finding(
+            "junk_delivery_spike",
+            f"{mail.junk_or_quarantined} of {mail.messages} messages were junked, blocked or quarantined",
+            messages=mail.junk_or_quarantined, total=mail.messages,
+        ))
+    if domains_known and at_least(mail.unprovisioned_sender_domain, t.indicator_min_messages):
+        findings.append(_finding(
+            "unprovisioned_sender_domain",
+            f"{mail.unprovisioned_sender_domain} messages come from a header domain that is not accepted",
+            messages=mail.unprovisioned_sender_domain, accepted_domains=evidence.accepted_domains,
+        ))
+
+    connector = evidence.connector
+    if connector.direction == "inbound" and _fold(connector.connector_type) == "onpremises":
+        configured = _as_list(connector.properties.get("SenderIPAddresses"))
+        outside = addresses_outside([*mail.sender_ips, *configured], organization.on_premises_ip_ranges)
+        if outside:
+            findings.append(_finding(
+                "sender_ip_not_on_premises",
+                f"on-premises connector mail or configuration uses {', '.join(outside[:5])}, outside the on-premises ranges",
+                outside=outside[:20], on_premises_ip_ranges=organization.on_premises_ip_ranges,
+                configured=configured, mail_sender_ips=mail.sender_ips[:20],
+            ))
+
+    if domains_known and mail.external_recipient_domains >= t.spray_min_domains:
+        findings.append(_finding(
+            "external_spray",
+            f"mail reached {mail.external_recipient_domains} external domains that are neither accepted nor partners",
+            domains=mail.external_recipient_domains,
+            first_contact_recipient_domains=mail.first_contact_recipient_domains,
+            first_contact_senders=mail.first_contact_senders,
+        ))
+    if at_least(mail.spoofed_to_partners, t.indicator_min_messages):
+        findings.append(_finding(
+            "supply_chain_targeting",
+            f"{mail.spoofed_to_partners} spoofed messages went to partner domains",
+            messages=mail.spoofed_to_partners, partner_domains=organization.partner_domains,
+        ))
+    if mail.malicious_url_messages >= 1:
+        findings.append(_finding(
+            "malicious_url",
+            f"{mail.malicious_url_messages} messages carry a Phish or Malware verdict on a link",
+            messages=mail.malicious_url_messages, sample_message_ids=mail.malicious_sample_message_ids[:5],
+        ))
+    if mail.malicious_attachment_messages >= 1:
+        findings.append(_finding(
+            "malicious_attachment",
+            f"{mail.malicious_attachment_messages} messages carry a Phish or Malware verdict on a file",
+            messages=mail.malicious_attachment_messages, sample_message_ids=mail.malicious_sample_message_ids[:5],
+        ))
+    return findings
+
+
+# --------------------------------------------------------------------------- change and admin findings
+
+
+def _change_summary(change: ConnectorChange, ticket: str | None = None) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "at": change.at.isoformat(),
+        "operation": change.operation,
+        "actor": change.actor,
+        "parameters": sorted(change.parameters),
+    }
+    if change.client_ip:
+        summary["client_ip"] = change.client_ip
+    if ticket:
+        summary["ticket"] = ticket
+    return summary
+
+
+def _change_findings(
+    evidence: Evidence, changes: list[ConnectorChange], organization: Organization
+) -> list[Finding]:
+    connector = evidence.connector
+    admins = {_fold(a) for a in organization.connector_admins}
+    created = [c for c in changes if is_creation(c)]
+    modified = [c for c in changes if is_modification(c)]
+    tickets = {id(c): approval_for(c, connector, organization) for c in changes}
+    approved = [c for c in changes if tickets[id(c)]]
+    unexpected = [c for c in changes if not tickets[id(c)] and _fold(c.actor) not in admins]
+
+    findings: list[Finding] = []
+    if created:
+        findings.append(_finding(
+            "connector_created",
+            f"{connector.name} was created by {created[0].actor} at {created[0].at:%Y-%m-%d %H:%M}Z",
+            changes=[_change_summary(c) for c in created],
+        ))
+    if modified:
+        last = modified[-1]
+        findings.append(_finding(
+            "connector_modified",
+            f"{connector.name} was changed {len(modified)} time(s), last by {last.actor} at {last.at:%Y-%m-%d %H:%M}Z",
+            changes=[_change_summary(c) for c in modified],
+        ))
+    if unexpected:
+        actors = acting_admins(unexpected)
+        findings.append(_finding(
+            "change_by_unexpected_actor",
+            f"{', '.join(actors)} changed {connector.name} without being a connector admin or holding an approved change",
+            actors=actors, changes=[_change_summary(c) for c in unexpected],
+        ))
+    if approved:
+        findings.append(_finding(
+            "change_approved",
+            f"{len(approved)} change(s) match approved change records "
+            f"({', '.join(sorted({str(tickets[id(c)]) for c in approved}))})",
+            changes=[_change_summary(c, tickets[id(c)]) for c in approved],
+        ))
+    return findings
+
+
+def _admin_findings(admins: list[AdminSignIns], acting: list[str], t: Thresholds) -> list[Finding]:
+    relevant = [a for a in admins if _fold(a.upn) in acting]
+    findings: list[Finding] = []
+    bursts = [
+        (admin, burst)
+        for admin in relevant
+        for burst in admin.failure_bursts
+        if burst.failures > t.bruteforce_failures_per_minute
+        and burst.first_success is not None
+        and timedelta(0) <= burst.first_success - burst.latest_failure <= t.bruteforce_success_within
+    ]
+    if bursts:
+        admin, burst = bursts[0]
+        assert burst.first_success is not None
+        findings.append(_finding(
+            "admin_bruteforce_success",
+            f"{admin.upn}: {burst.failures} failed logons in a minute, then a success "
+            f"{(burst.first_success - burst.latest_failure).total_seconds():g} s later",
+            accounts=sorted({a.upn for a, _ in bursts}), failures=burst.failures,
+            latest_failure=burst.latest_failure.isoformat(), success=burst.first_success.isoformat(),
+            isp=burst.isp, country=burst.country, application=burst.application,
+        ))
+    unusual: list[dict[str, Any]] = []
+    for admin in relevant:
+        total = admin.successful_signins
+        if total < t.unusual_location_min_signins:
+            continue
+        rare = sorted(c for c, n in admin.countries.items() if c and n < t.unusual_location_max_share * total)
+        if rare:
+            unusual.append({"upn": admin.upn, "rare_countries": rare, "countries": admin.countries, "signins": total})
+    if unusual:
+        findings.append(_finding(
+            "admin_unusual_location",
+            "; ".join(f"{u['upn']} signed in from {', '.join(u['rare_countries'])}, rare among its sign-ins" for u in unusual),
+            accounts=unusual,
+        ))
+    return findings
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def grade(evidence: Evidence, organization: Organization, thresholds: Thresholds, now: datetime) -> Verdict:
+    lookback_start = now - thresholds.lookback
+    changes = relevant_changes(evidence, lookback_start, now)
+    acting = acting_admins(changes)
+
+    findings = [
+        *_mail_findings(evidence, organization, thresholds, now),
+        *_change_findings(evidence, changes, organization),
+    ]
+    if evidence.blocked_connector:
+        findings.append(_finding(
+            "connector_blocked",
+            f"{evidence.connector.name} is on the Restricted entities list",
+            connector=evidence.connector.name,
+        ))
+    findings.extend(_admin_findings(evidence.admins, acting, thresholds))
+    if evidence.compromised_senders:
+        findings.append(_finding(
+            "compromised_sender_accounts",
+            f"{len(evidence.compromised_senders)} internal account(s) sent more than "
+            f"{thresholds.compromised_sender_per_hour} external messages in an hour",
+            object_ids=evidence.compromised_senders[:20], addresses=evidence.compromised_sender_addresses[:20],
+        ))
+    if evidence.unavailable:
+        findings.append(_finding(
+            "evidence_unavailable",
+            f"could not read: {', '.join(evidence.unavailable)}",
+            sources=list(evidence.unavailable),
+        ))
+
+    kind, reasons = decide(findings, evidence, organization, changes)
+    return Verdict(kind=kind, findings=findings, reasons=reasons)
+
+
+def decide(
+    findings: list[Finding],
+    evidence: Evidence,
+    organization: Organization,
+    changes: list[ConnectorChange],
+) -> tuple[VerdictKind, list[str]]:
+    """The verdict rules in SCENARIOS.md order; the first that holds wins."""
+    present = {f.id for f in findings}
+
+    def named(ids: Iterable[str]) -> list[str]:
+        return [i for i in ids if i in present]
+
+    if blocking := named(("evidence_unavailable", "connector_unresolved")):
+        return "needs_review", [f"{', '.join(blocking)}: the evidence is incomplete, so no verdict can be trusted"]
+
+    control, abuse = named(CONTROL_INDICATORS), named(ABUSE_INDICATORS)
+    reproduced = named(CONNECTOR_INDICATORS)
+    approved_only = bool(changes) and "change_approved" in present and not any(
+        approval_for(c, evidence.connector, organization) is None for c in changes
+    )
+    high_volume = _fold(evidence.connector.name) in {_fold(n) for n in organization.expected_high_volume_connectors}
+    approved_note = (
+        ["change_approved: the connector's changes in the lookback match approved change records"]
+        if "change_approved" in present
+        else []
+    )
+
+    if control and abuse:
+        return "true_positive", [
+            f"control indicator(s) {', '.join(control)} together with abuse indicator(s) {', '.join(abuse)}",
+            *approved_note,
+        ]
+
+    unexplainable = named(UNEXPLAINABLE)
+    if reproduced and (approved_only or high_volume) and not unexplainable:
+        why = "every change in the lookback is approved" if approved_only else "it is an expected high-volume connector"
+        return "benign_positive", [f"{', '.join(reproduced)} reproduce but are explained: {why}"]
+
+    if not reproduced:
+        return "false_positive", [
+            "none of the connector indicators (" + ", ".join(CONNECTOR_INDICATORS) + ") reproduce",
+            *(["connector_blocked is Defender's own restriction, not independent evidence"] if "connector_blocked" in present else []),
+        ]
+
+    reasons = [f"{', '.join(reproduced)} reproduce"]
+    if unexplainable:
+        reasons.append(f"{', '.join(unexplainable)} cannot be explained away")
+    if not (approved_only or high_volume):
+        reasons.append("no approved change or expected high volume explains them")
+    if control and not abuse:
+        reasons.append(f"{', '.join(control)} without an abuse indicator")
+    if abuse and not control:
+        reasons.append(f"{', '.join(abuse)} without a control indicator")
+    return "needs_review", reasons
+
+
+def connector_unresolved_verdict(resolution: ConnectorResolution) -> Verdict:
+    """needs_review when the alert's evidence matches no connector, several, or could not be read."""
+    findings = [
+        _finding(
+            "connector_unresolved",
+            resolution.reason or "the alert's evidence matches no connector",
+            candidates=resolution.candidates, method=resolution.method,
+        )
+    ]
+    if resolution.method == "unavailable":
+        findings.insert(0, _finding(
+            "evidence_unavailable",
+            f"could not read: connector_resolution ({resolution.reason})",
+            sources=["connector_resolution"],
+        ))
+    return Verdict(
+        kind="needs_review",
+        findings=findings,
+        reasons=[f"{', '.join(f.id for f in findings)}: {resolution.reason or 'no connector'}; nothing is changed"],
+    )
