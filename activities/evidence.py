@@ -229,7 +229,7 @@ def _audit_data(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
-def connector_changes(
+def changes_of_connector(
     records: Iterable[tuple[datetime, str, str, dict[str, Any]]],
     name: str,
     guid: str,
@@ -369,7 +369,7 @@ class EvidenceActivities:
                 log.warning("audit source failed", source=source, error=str(failure)[:200])
                 failures.append(failure)
                 continue
-            changes = connector_changes(records, request.connector_name, request.connector_guid, request.direction)
+            changes = changes_of_connector(records, request.connector_name, request.connector_guid, request.direction)
             return ConnectorChanges(changes=changes, source=source)
         retryable = [f for f in failures if isinstance(f, ApplicationError) and not f.non_retryable]
         delays = [f.next_retry_delay for f in retryable if f.next_retry_delay]

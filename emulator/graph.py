@@ -193,7 +193,8 @@ def graph_router(state: TenantState, hunting: HuntingEngine, app_name: str) -> A
     async def update_user(user_key: str, request: Request) -> Response:
         tenant = data(request)
         user = find_user(tenant, user_key)
-        body = await _json_object(request)
+        # OData annotations (the SDK sends "@odata.type") are metadata, not properties.
+        body = {k: v for k, v in (await _json_object(request)).items() if not k.startswith("@odata.")}
         for key, value in body.items():
             kind = USER_WRITABLE.get(key)
             if kind is None:
@@ -408,6 +409,7 @@ def _role_definition(name: str) -> dict[str, Any]:
 
 
 def _reset_password(tenant: TenantData, user: dict[str, Any], profile: dict[str, Any]) -> None:
+    profile = {k: v for k, v in profile.items() if not k.startswith("@odata.")}
     password = profile.get("password")
     unknown = set(profile) - {"password", "forceChangePasswordNextSignIn", "forceChangePasswordNextSignInWithMfa"}
     if unknown:

@@ -3,6 +3,7 @@ background thread on a free loopback port, for tests and the scenario runner).""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from emulator.state import TenantState
 from emulator.tls import ensure_certificates
 
 START_TIMEOUT = 30.0
+SHUTDOWN_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,18 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         self.ready.set()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Graceful first; then drop connections whose peers never answer the TLS close (idle
+        keep-alive clients would otherwise hold the stop for asyncio's 30 s SSL shutdown timeout)."""
+        stopping = asyncio.ensure_future(super().shutdown(sockets))
+        done, _ = await asyncio.wait({stopping}, timeout=SHUTDOWN_GRACE)
+        if not done:
+            for connection in list(self.server_state.connections):
+                transport = getattr(connection, "transport", None)
+                if transport is not None:
+                    transport.abort()
+        await stopping
 
     def run_until_exit(self, listener: socket.socket) -> None:
         try:

@@ -7,7 +7,7 @@ decisions are sent as the validated `decide` update.
 from __future__ import annotations
 
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.common import TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from config.settings import Settings
 from workers.alert_payloads import case_id
@@ -50,7 +50,7 @@ async def open_case(client: Client, case: CaseInput, task_queue: str) -> str:
         task_queue=task_queue,
         start_signal="alert_received",
         start_signal_args=[case.alert],
-        search_attributes=TypedSearchAttributes([sa.TENANT.value_set(case.tenant_id)]),
+        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.TENANT, case.tenant_id)]),
         static_summary=f"Suspicious connector activity, alert {case.alert.alert_id}",
     )
     return workflow_id

@@ -8,7 +8,6 @@ what is wrong without echoing the payload. 202 means Temporal acknowledged the c
 signal; if Temporal is unreachable the answer is 503 so the sender retries.
 """
 
-from __future__ import annotations
 
 import json
 from collections.abc import Callable
