@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -43,8 +45,16 @@ async def client(dev_server: WorkflowEnvironment) -> Client:
 
 @pytest.fixture
 async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server, with quell's search attributes registered by operator service."""
     async with await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=temporal_binary("temporal-test-server"),
     ) as env:
+        kinds = {"KEYWORD": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, "BOOL": IndexedValueType.INDEXED_VALUE_TYPE_BOOL}
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace="default",
+                search_attributes={key.name: kinds[key.indexed_value_type.name] for key in sa.ALL},
+            )
+        )
         yield env

@@ -40,10 +40,10 @@ def case_input(settings: Settings, alert: AlertRef) -> CaseInput:
     )
 
 
-async def open_case(client: Client, case: CaseInput, task_queue: str) -> str:
+async def open_case(client: Client, case: CaseInput, task_queue: str) -> WorkflowHandle:
     """Start the case or, if it is running, hand it the alert (signal-with-start)."""
     workflow_id = case_id(case.alert)
-    await client.start_workflow(
+    return await client.start_workflow(
         ConnectorCaseWorkflow.run,
         case,
         id=workflow_id,
@@ -53,7 +53,6 @@ async def open_case(client: Client, case: CaseInput, task_queue: str) -> str:
         search_attributes=TypedSearchAttributes([SearchAttributePair(sa.TENANT, case.tenant_id)]),
         static_summary=f"Suspicious connector activity, alert {case.alert.alert_id}",
     )
-    return workflow_id
 
 
 def handle(client: Client, case: str) -> WorkflowHandle:

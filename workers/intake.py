@@ -115,14 +115,14 @@ def create_app(settings: Settings, connect: Callable[[], Any]) -> FastAPI:
         accepted = []
         for alert in alerts:
             try:
-                case = await cases.open_case(client, cases.case_input(settings, alert), settings.temporal.task_queue)
+                handle = await cases.open_case(client, cases.case_input(settings, alert), settings.temporal.task_queue)
             except RPCError as failure:
                 # Cases opened before this failure are safe to open again: the sender's retry
                 # joins them (signal-with-start on the same id).
                 log.warning("case start failed", status=failure.status.name)
                 raise HTTPException(503, "case service unavailable, retry later") from None
-            log.info("alert accepted", case=case, alert=alert.alert_id, source=who)
-            accepted.append(AcceptedAlert(case_id=case, alert_id=alert.alert_id, tenant_id=alert.tenant_id))
+            log.info("alert accepted", case=handle.id, alert=alert.alert_id, source=who)
+            accepted.append(AcceptedAlert(case_id=handle.id, alert_id=alert.alert_id, tenant_id=alert.tenant_id))
         return Accepted(accepted=accepted)
 
     async def _known(client: Client, case: str, read: Callable[..., Any]) -> Any:

@@ -1,7 +1,7 @@
 """Waiting for analysts, on the time-skipping server: reminders, escalation and expiry.
 
-Real activities run against the emulator; only time is skipped. The audit of what was sent is
-read from the workflow history, as an operator would in the Temporal UI.
+Real activities run against the emulator; only the waiting is skipped. What was sent is read
+from the workflow history, as an operator would in the Temporal UI.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from temporalio.api.enums.v1 import EventType
 
 from emulator.scenario import load_scenario
 from workers import cases
-from workers.alert_payloads import parse_alert
+from workers.alert_payloads import parse_alerts
 from workers.scenarios import RunOptions, tenant_stack
 from workflows.types import ApprovalPolicy
 from tests.conftest import PROJECT_SCENARIOS
@@ -31,8 +31,9 @@ async def notifications_sent(handle) -> list[str]:
 
 
 async def test_unanswered_approvals_remind_escalate_and_expire(time_skipping, cert_dir):
+    client = time_skipping.client
     scenario = load_scenario(PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml")
-    async with tenant_stack(time_skipping.client, scenario, RunOptions(), {}, cert_dir) as stack:
+    async with tenant_stack(client, scenario, RunOptions(), {}, cert_dir) as stack:
         settings = stack.settings.model_copy(
             update={"approval": ApprovalPolicy(
                 approvers=["soc1@contoso.com"],
@@ -41,11 +42,9 @@ async def test_unanswered_approvals_remind_escalate_and_expire(time_skipping, ce
                 expire_after=timedelta(hours=3, minutes=30),
             )}
         )
-        alert = parse_alert(scenario.alert, scenario.tenant.id)
-        case = await cases.open_case(time_skipping.client, cases.case_input(settings, alert),
-                                     settings.temporal.task_queue)
-        handle = cases.handle(time_skipping.client, case)
-        report = await handle.result()  # the server skips the 3.5 hours of waiting
+        [alert] = parse_alerts(scenario.alert, scenario.tenant.id)
+        handle = await cases.open_case(client, cases.case_input(settings, alert), settings.temporal.task_queue)
+        report = await handle.result()  # the server skips the three and a half hours
 
     statuses = {r.action.kind: r.status for r in report.actions}
     assert statuses["revert_connector_change"] == "expired"
@@ -56,3 +55,20 @@ async def test_unanswered_approvals_remind_escalate_and_expire(time_skipping, ce
     assert sent[0] == "approval_requested"
     assert sent.count("reminder") == 1 and sent.count("escalation") >= 1
     assert "expired" in sent
+
+
+async def test_a_day_long_wait_expires_on_the_time_skipping_server(time_skipping, cert_dir):
+    """Eight hours of an unanswered approval pass in test time; the case still closes."""
+    scenario = load_scenario(PROJECT_SCENARIOS / "fp-scanner-relay-normal-traffic.yaml")
+    async with tenant_stack(time_skipping.client, scenario, RunOptions(), {}, cert_dir) as stack:
+        settings = stack.settings.model_copy(update={"approval": ApprovalPolicy(approvers=["soc1@contoso.com"])})
+        [alert] = parse_alerts(scenario.alert, scenario.tenant.id)
+        # The handle from the start is the time-skipping one: awaiting it lets the server skip.
+        handle = await cases.open_case(time_skipping.client, cases.case_input(settings, alert),
+                                       settings.temporal.task_queue)
+        report = await handle.result()
+    statuses = {r.action.kind: r.status for r in report.actions}
+    assert report.verdict == "false_positive"
+    assert statuses == {"comment_alert": "done", "unblock_connector": "expired", "classify_alert": "done"}
+    unblock = next(r for r in report.actions if r.action.kind == "unblock_connector")
+    assert unblock.decided_at - report.started_at >= timedelta(hours=8)
