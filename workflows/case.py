@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         Evidence,
         PendingApproval,
         Plan,
+        PlannedAction,
         Verdict,
     )
 
@@ -40,6 +41,9 @@ ACTION_TIMEOUT = timedelta(minutes=2)
 ACTION_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=4
 )
+
+
+ALERT_ACTIONS = ("classify_alert", "comment_alert")
 
 
 def action_activity(kind: str) -> str:
@@ -207,32 +211,42 @@ class ConnectorCaseWorkflow:
         self._refresh_pending()
 
     async def _execute(self, record: ActionRecord) -> None:
-        action = record.action
+        """Run the action's activity; alert write-backs run once for every alert the case absorbed."""
         record.started_at = workflow.now()
-        approved = f" approved by {', '.join(record.approved_by)}" if record.approved_by else ""
+        outcomes: list[ActionOutcome] = []
         try:
-            outcome = await workflow.execute_activity(
-                action_activity(action.kind),
-                ActionInput(
-                    tenant_id=self._case.tenant_id,
-                    case_id=workflow.info().workflow_id,
-                    action=action,
-                    mode=self._case.mode,
-                ),
-                result_type=ActionOutcome,
-                start_to_close_timeout=ACTION_TIMEOUT,
-                retry_policy=ACTION_RETRY,
-                summary=f"{action.id} {action.kind} {action.target}{approved}"[:200],
-            )
+            for action in self._per_alert(record.action):
+                outcomes.append(await self._run_action(action, record.approved_by))
         except ActivityError as failure:
             record.status = "failed"
             record.verified = False
-            record.detail = str(failure.cause or failure)[:500]
+            record.detail = "; ".join([o.detail for o in outcomes] + [str(failure.cause or failure)[:500]])
         else:
-            record.status = outcome.status
-            record.verified = outcome.verified
-            record.detail = outcome.detail
+            record.status = "done" if any(o.status == "done" for o in outcomes) else outcomes[0].status
+            record.verified = all(o.verified for o in outcomes)
+            record.detail = "; ".join(o.detail for o in outcomes)
         record.finished_at = workflow.now()
+
+    def _per_alert(self, action: PlannedAction) -> list[PlannedAction]:
+        if action.kind not in ALERT_ACTIONS:
+            return [action]
+        return [action.model_copy(update={"params": {**action.params, "alert_id": alert}}) for alert in self._alerts]
+
+    async def _run_action(self, action: PlannedAction, approved_by: list[str]) -> ActionOutcome:
+        approved = f" approved by {', '.join(approved_by)}" if approved_by else ""
+        return await workflow.execute_activity(
+            action_activity(action.kind),
+            ActionInput(
+                tenant_id=self._case.tenant_id,
+                case_id=workflow.info().workflow_id,
+                action=action,
+                mode=self._case.mode,
+            ),
+            result_type=ActionOutcome,
+            start_to_close_timeout=ACTION_TIMEOUT,
+            retry_policy=ACTION_RETRY,
+            summary=f"{action.id} {action.kind} {action.target}{approved}"[:200],
+        )
 
     # ------------------------------------------------------------------ queries and helpers
 
