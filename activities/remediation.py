@@ -399,7 +399,8 @@ def _select(fields: list[str]) -> RequestConfiguration:
 
 
 def _at_or_after(value: datetime | None, since: datetime) -> bool:
-    return value is not None and value >= since
+    # Graph stamps these markers in whole seconds: compare at that precision.
+    return value is not None and value >= since.replace(microsecond=0)
 
 
 def _moved(before: datetime | None, after: datetime | None) -> bool:
