@@ -122,6 +122,7 @@ class ConnectorCaseWorkflow:
             record.status = "awaiting_approval"
         self._deadline = workflow.now() + self._case.policy.expire_after
         self._set_stage("awaiting_approval")
+        self._refresh_pending()
         await self._notify("approval_requested", gated)
 
     async def _await_decision(self, record: ActionRecord) -> None:
@@ -191,17 +192,16 @@ class ConnectorCaseWorkflow:
         self._set_stage("remediating")
         for action in self._plan.actions:
             record = self._records[action.id]
-            blocked_by = approvals.unmet_requirements(record, self._records)
             if record.status == "awaiting_approval":
-                if blocked_by:
+                if blocked_by := approvals.unmet_requirements(record, self._records):
                     # Do not make the analyst wait on something that cannot run anyway.
                     approvals.skip(record, f"requires {', '.join(blocked_by)}", workflow.now())
                     self._refresh_pending()
                     continue
                 await self._await_decision(record)
-                if record.status != "awaiting_approval":
-                    continue  # rejected or expired
-            elif record.status == "planned" and action.policy == "never" and self._case.mode == "enforce":
+            if record.status in ("rejected", "expired", "skipped"):
+                continue  # decided against (possibly before its turn came), or timed out
+            if action.policy == "never" and self._case.mode == "enforce":
                 record.detail = "policy 'never': planned only"
                 continue
             if blocked_by := approvals.unmet_requirements(record, self._records):
@@ -290,7 +290,7 @@ class ConnectorCaseWorkflow:
             reasons=verdict.reasons if verdict else [],
             plan_hash=self._plan.hash if self._plan else None,
             actions=list(self._records.values()),
-            notes={**self._notes, "ignored_signals": self._ignored_signals},
+            notes={**self._notes, "ignored_signals": self._ignored_signals, "related_cases": self._case.related_cases},
             started_at=self._started,
             finished_at=self._finished,
         )
