@@ -107,10 +107,19 @@ class GraphHttp:
         self._http = httpx.AsyncClient(timeout=TIMEOUT)
 
     async def request(self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None) -> Any:
+        """`path` is relative to `/v1.0`, or an absolute `@odata.nextLink` on this tenant's Graph
+        host (anything else is refused, so the token never goes to another host)."""
+        if path.startswith(("https://", "http://")):
+            if not path.startswith(self._base + "/"):
+                raise ApplicationError("Graph nextLink points outside the tenant's Graph base URL",
+                                       type="GraphBadNextLink", non_retryable=True)
+            url = path
+        else:
+            url = f"{self._base}{path}"
         token = await self._credential.get_token(GRAPH_SCOPE)
         response = await self._http.request(
             method,
-            f"{self._base}{path}",
+            url,
             json=json,
             params=params,
             headers={"Authorization": f"Bearer {token.token}"},

@@ -8,6 +8,7 @@ The TOML file is `quell.toml` in the working directory, or the path in `QUELL_CO
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,22 @@ class IntakeSettings(BaseModel):
     hmac_secrets: dict[str, SecretStr] = {}
     """Shared secrets of alert sources that sign their webhooks (HMAC-SHA256), by source name."""
     max_body_bytes: int = 1_000_000
+    related_window: timedelta = timedelta(hours=24)
+    """A case for the same tenant and key that closed within this window is named in a new case's
+    `related_cases`, and an alert such a case already absorbed is acknowledged without a new case."""
+
+
+class PollerSettings(BaseModel):
+    """The alerts_v2 poller: one Temporal Schedule per tenant (`quell poller install`)."""
+
+    every: timedelta = timedelta(minutes=1)
+    initial_lookback: timedelta = timedelta(hours=1)
+    """How far back the first pass of a new schedule looks (there is no cursor yet)."""
+    overlap: timedelta = timedelta(minutes=5)
+    """Each pass re-reads this much before its cursor (alerts are indexed late) and skips the
+    alert ids it already fed, so a late alert is neither missed nor fed twice."""
+    max_pages: int = 20
+    """Graph pages (`@odata.nextLink`) one pass follows at most; the rest waits for the next pass."""
 
 
 class Settings(BaseSettings):
@@ -82,6 +99,7 @@ class Settings(BaseSettings):
     thresholds: Thresholds = Thresholds()
     mode: Mode = "enforce"
     intake: IntakeSettings = IntakeSettings()
+    poller: PollerSettings = PollerSettings()
     notify_webhook: SecretStr | None = None
     """Optional incoming-webhook URL (Teams/Slack) for approval reminders and escalations."""
     log_level: str = "INFO"

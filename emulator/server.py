@@ -89,7 +89,9 @@ def running_emulator(scenario: Scenario, cert_dir: Path, port: int = 0) -> Itera
     """Serve `scenario` on 127.0.0.1 (a free port unless given) in a background thread."""
     config, ca_cert = _config(scenario, cert_dir, "127.0.0.1", port)
     app = config.app
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without it
+    # every response waits ~40 ms for a delayed ACK.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
     server = _Server(config)

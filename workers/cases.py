@@ -6,13 +6,16 @@ decisions are sent as the validated `decide` update.
 
 from __future__ import annotations
 
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from datetime import datetime, timezone
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from config.settings import Settings
 from workers.alert_payloads import case_id
 from workflows import search_attributes as sa
 from workflows.case import ConnectorCaseWorkflow
+from workflows.poller import OpenedCase
 from workflows.types import (
     AlertRef,
     CaseInput,
@@ -28,7 +31,7 @@ class DecisionRefused(Exception):
     """The workflow's validator refused a decision; the message is its reason."""
 
 
-def case_input(settings: Settings, alert: AlertRef) -> CaseInput:
+def case_input(settings: Settings, alert: AlertRef, related_cases: list[str] | None = None) -> CaseInput:
     tenant = settings.tenant(alert.tenant_id)
     return CaseInput(
         tenant_id=alert.tenant_id,
@@ -37,6 +40,61 @@ def case_input(settings: Settings, alert: AlertRef) -> CaseInput:
         thresholds=settings.thresholds,
         policy=settings.approval,
         mode=settings.mode,
+        related_cases=related_cases or [],
+    )
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+async def recent_closed_runs(client: Client, workflow_id: str, since: datetime) -> list[tuple[str, str]]:
+    """(workflow id, run id) of the case runs with this id that closed after `since`, newest first.
+
+    A case id is `connector-case/{tenant}/{key}`, so this never crosses tenants.
+    """
+    query = (
+        f"WorkflowId = {_quoted(workflow_id)} AND ExecutionStatus != 'Running' "
+        f"AND CloseTime > {_quoted(since.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ'))}"
+    )
+    runs = [wf async for wf in client.list_workflows(query)]
+    runs.sort(key=lambda wf: wf.close_time or wf.start_time, reverse=True)
+    return [(wf.id, wf.run_id) for wf in runs]
+
+
+async def _absorbed(client: Client, workflow_id: str, run_id: str) -> list[str]:
+    """Alert ids a closed run absorbed, from its result (no worker needed); [] unless it completed."""
+    run = client.get_workflow_handle_for(ConnectorCaseWorkflow.run, workflow_id, run_id=run_id)
+    if (await run.describe()).status != WorkflowExecutionStatus.COMPLETED:
+        return []
+    return (await run.result(follow_runs=False)).alerts
+
+
+async def accept_alert(client: Client, settings: Settings, alert: AlertRef, task_queue: str) -> OpenedCase:
+    """The one intake path (webhook, Sentinel, streaming, poller): correlate, then signal-with-start.
+
+    A running case for the same tenant and key absorbs the alert. Otherwise a new case starts,
+    naming the cases for that key that closed within `intake.related_window`; an alert one of
+    them already absorbed is a late duplicate delivery and is acknowledged without a new case.
+    Safe to repeat after any failure: every step reads before it writes, and the write is a
+    signal-with-start on a deterministic id.
+    """
+    workflow_id = case_id(alert)
+    since = datetime.now(timezone.utc) - settings.intake.related_window
+    closed = await recent_closed_runs(client, workflow_id, since)
+    for wid, run_id in closed:
+        if alert.alert_id in await _absorbed(client, wid, run_id):
+            return OpenedCase(
+                case_id=wid, run_id=run_id, alert_id=alert.alert_id, tenant_id=alert.tenant_id, duplicate=True
+            )
+    related = [f"{wid}@{run_id}" for wid, run_id in closed]
+    started = await open_case(client, case_input(settings, alert, related), task_queue)
+    return OpenedCase(
+        case_id=started.id,
+        run_id=started.result_run_id,
+        alert_id=alert.alert_id,
+        tenant_id=alert.tenant_id,
+        related_cases=related,
     )
 
 

@@ -19,6 +19,8 @@ from workflows.types import Decision
 app = typer.Typer(no_args_is_help=True, help="quell: respond to compromised Exchange Online connectors.")
 scenario_app = typer.Typer(no_args_is_help=True, help="Run scenario files against the emulator.")
 app.add_typer(scenario_app, name="scenario")
+poller_app = typer.Typer(no_args_is_help=True, help="The alerts_v2 poller: one Temporal Schedule per tenant.")
+app.add_typer(poller_app, name="poller")
 
 TemporalAddress = Annotated[
     Optional[str], typer.Option("--temporal-address", help="host:port; default from settings")
@@ -69,6 +71,47 @@ def intake(host: Optional[str] = None, port: Optional[int] = None) -> None:
     uvicorn.run(api, host=host or settings.intake.host, port=port or settings.intake.port, log_config=None)
 
 
+Tenants = Annotated[Optional[list[str]], typer.Option("--tenant", help="tenant id (repeatable); default: every configured tenant")]
+
+
+@poller_app.command("install")
+def poller_install(tenant: Tenants = None, temporal_address: TemporalAddress = None) -> None:
+    """Create or update the poller schedule of each tenant (idempotent; keeps the cursor and a pause)."""
+    from workers import schedules
+
+    async def main() -> None:
+        client = await _client(temporal_address)
+        for schedule_id in await schedules.install(client, _settings(), tenant):
+            typer.echo(f"installed {schedule_id} (every {_settings().poller.every})")
+
+    _run(main())
+
+
+@poller_app.command("remove")
+def poller_remove(tenant: Tenants = None, temporal_address: TemporalAddress = None) -> None:
+    """Delete the poller schedule of each tenant (its cursor goes with it)."""
+    from workers import schedules
+
+    async def main() -> None:
+        client = await _client(temporal_address)
+        for schedule_id in await schedules.remove(client, tenant or [t.tenant_id for t in _settings().tenants]):
+            typer.echo(f"removed {schedule_id}")
+
+    _run(main())
+
+
+@poller_app.command("trigger")
+def poller_trigger(tenant: Annotated[str, typer.Option("--tenant")], temporal_address: TemporalAddress = None) -> None:
+    """Run one pass of a tenant's poller now, from its schedule's cursor."""
+    from workers import schedules
+
+    async def main() -> None:
+        await schedules.trigger(await _client(temporal_address), tenant)
+        typer.echo(f"triggered the poller of {tenant}")
+
+    _run(main())
+
+
 @app.command()
 def emulator(
     scenario: Annotated[Path, typer.Option(help="scenario YAML to load")],
@@ -96,8 +139,13 @@ def _decide(case: str, action: str, who: str, approve: bool, plan: str | None, r
         except cases.DecisionRefused as refused:
             typer.echo(f"refused: {refused}", err=True)
             raise typer.Exit(1) from None
-        more = f", {receipt.still_needed} more approval(s) needed" if receipt.still_needed else ""
-        typer.echo(f"{case} {action}: {receipt.status} by {', '.join(receipt.approvals) or who}{more}")
+        if receipt.status == "rejected":
+            typer.echo(f"{case} {action}: rejected by {who}")
+        elif receipt.still_needed:
+            typer.echo(f"{case} {action}: approval recorded ({', '.join(receipt.approvals)}), "
+                       f"{receipt.still_needed} more distinct approver(s) needed")
+        else:
+            typer.echo(f"{case} {action}: approved by {', '.join(receipt.approvals)}; it runs when its turn comes")
 
     _run(main())
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import structlog
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client, RPCError
@@ -22,7 +22,7 @@ from temporalio.service import RPCStatusCode
 
 from config.settings import Settings
 from workers import cases
-from workers.alert_payloads import PayloadError, parse_alerts
+from workers.alert_payloads import GenericAlert, PayloadError, parse_alerts
 from workers.intake_auth import UNAUTHORIZED, SignatureVerifier, bearer_caller, read_body
 from workflows.types import CaseReport, CaseSummary, Decision, DecisionReceipt
 
@@ -35,6 +35,10 @@ class AcceptedAlert(BaseModel):
     case_id: str
     alert_id: str
     tenant_id: str
+    duplicate: bool = False
+    """A closed case already absorbed this alert (a late repeat): acknowledged, no new case."""
+    related_cases: list[str] = []
+    """Closed cases for the same key within `intake.related_window` (named in a new case)."""
 
 
 class Accepted(BaseModel):
@@ -48,6 +52,25 @@ class ApprovalRequest(BaseModel):
     plan_hash: str = Field(min_length=1, max_length=64)
     approve: bool = True
     reason: str = Field(default="", max_length=2000)
+
+
+ALERT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "anyOf": [
+                    GenericAlert.model_json_schema(),
+                    {
+                        "type": "object",
+                        "description": "A Microsoft Graph security alert (alerts_v2), a Sentinel incident "
+                        "trigger ({object: incident}) or Defender streaming records ({records: [...]})",
+                    },
+                ]
+            }
+        }
+    },
+}
 
 
 def _depth(value: Any, level: int = 0) -> int:
@@ -91,8 +114,13 @@ def create_app(settings: Settings, connect: Callable[[], Any]) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/v1/alerts", status_code=202, response_model=Accepted)
-    async def post_alert(request: Request) -> Any:
+    @app.post("/v1/alerts", status_code=202, response_model=Accepted, openapi_extra={"requestBody": ALERT_BODY})
+    async def post_alert(
+        request: Request,
+        tenant: Annotated[
+            str | None, Query(max_length=200, description="tenant id, for payloads that do not name it")
+        ] = None,
+    ) -> Any:
         raw = await read_body(request, settings.intake.max_body_bytes)
         who = signatures.verify(request, raw) or bearer_caller(request, settings.intake.api_tokens)
         if who is None:
@@ -101,28 +129,33 @@ def create_app(settings: Settings, connect: Callable[[], Any]) -> FastAPI:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise HTTPException(400, "body is not valid JSON") from None
+        except RecursionError:
+            raise HTTPException(400, f"JSON nested deeper than {MAX_DEPTH} levels") from None
         if _depth(body) > MAX_DEPTH:
             raise HTTPException(400, f"JSON nested deeper than {MAX_DEPTH} levels")
         try:
-            alerts = parse_alerts(body, request.query_params.get("tenant"))
+            alerts = parse_alerts(body, tenant)
         except PayloadError as bad:
             raise HTTPException(422, str(bad)) from None
         configured = {t.tenant_id for t in settings.tenants}
         for alert in alerts:
+            if tenant is not None and alert.tenant_id != tenant:
+                raise HTTPException(422, "the alert names another tenant than the 'tenant' parameter")
             if alert.tenant_id not in configured:
                 raise HTTPException(422, f"tenant {alert.tenant_id} is not configured")
         client = await temporal(request)
         accepted = []
         for alert in alerts:
             try:
-                handle = await cases.open_case(client, cases.case_input(settings, alert), settings.temporal.task_queue)
+                opened = await cases.accept_alert(client, settings, alert, settings.temporal.task_queue)
             except RPCError as failure:
                 # Cases opened before this failure are safe to open again: the sender's retry
                 # joins them (signal-with-start on the same id).
                 log.warning("case start failed", status=failure.status.name)
                 raise HTTPException(503, "case service unavailable, retry later") from None
-            log.info("alert accepted", case=handle.id, alert=alert.alert_id, source=who)
-            accepted.append(AcceptedAlert(case_id=handle.id, alert_id=alert.alert_id, tenant_id=alert.tenant_id))
+            log.info("alert accepted", case=opened.case_id, alert=alert.alert_id, source=who,
+                     duplicate=opened.duplicate)
+            accepted.append(AcceptedAlert(**opened.model_dump(include=set(AcceptedAlert.model_fields))))
         return Accepted(accepted=accepted)
 
     async def _known(client: Client, case: str, read: Callable[..., Any]) -> Any:

@@ -1,4 +1,4 @@
-"""The Temporal worker: one process runs the case workflow and every activity for all tenants."""
+"""The Temporal worker: one process runs the case and poller workflows and every activity for all tenants."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from activities.alerts import AlertActivities
 from activities.clients import ClientPool
 from activities.evidence import EvidenceActivities
 from activities.notify import NotifyActivities
 from activities.remediation import RemediationActivities
 from config.settings import Settings
 from workflows.case import ConnectorCaseWorkflow
+from workflows.poller import AlertPollerWorkflow
 
 
 async def connect(settings: Settings, address: str | None = None) -> Client:
@@ -27,11 +29,12 @@ async def connect(settings: Settings, address: str | None = None) -> Client:
     )
 
 
-def build_activities(settings: Settings, pool: ClientPool) -> list[Callable[..., Any]]:
+def build_activities(settings: Settings, pool: ClientPool, client: Client) -> list[Callable[..., Any]]:
     return [
         *EvidenceActivities(pool).all(),
         *RemediationActivities(pool).all(),
         *NotifyActivities(settings.notify_webhook).all(),
+        *AlertActivities(settings, pool, client).all(),  # the poller opens cases, so it needs the client
     ]
 
 
@@ -39,8 +42,8 @@ def new_worker(client: Client, settings: Settings, pool: ClientPool, task_queue:
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.task_queue,
-        workflows=[ConnectorCaseWorkflow],
-        activities=build_activities(settings, pool),
+        workflows=[ConnectorCaseWorkflow, AlertPollerWorkflow],
+        activities=build_activities(settings, pool, client),
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
 

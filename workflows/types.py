@@ -175,6 +175,9 @@ class CaseInput(Frozen):
     thresholds: Thresholds = Thresholds()
     policy: ApprovalPolicy = ApprovalPolicy()
     mode: Mode = "enforce"
+    related_cases: list[str] = []
+    """Closed cases for the same tenant and key within `intake.related_window`, as
+    `workflow_id@run_id`, newest first (filled by intake; the report lists them)."""
 
 
 # --------------------------------------------------------------------------- tenant reads

@@ -3,10 +3,11 @@ that write nothing, silently ignored writes caught, and a password that never le
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,32 +75,47 @@ class Tenant:
         return self.snapshot()["alerts"][ALERT]
 
 
+@asynccontextmanager
+async def serve(cert_dir: Path, faults: list[dict[str, Any]], tenant_changes: dict[str, Any]) -> AsyncIterator[Tenant]:
+    """The shared example scenario's tenant, emulated, with optional faults and tenant changes."""
+    data = yaml.safe_load(SCENARIO.read_text())
+    data["faults"] = faults
+    data["tenant"].update(tenant_changes)
+    with running_emulator(load_scenario(yaml.safe_dump(data)), cert_dir) as emulator:
+        pool = ClientPool([TenantSettings(
+            tenant_id=TENANT, client_id=EMULATOR_CLIENT_ID, client_secret=SecretStr(EMULATOR_CLIENT_SECRET),
+            authority_host=emulator.base_url, disable_instance_discovery=True,
+            graph_base_url=emulator.base_url, exo_base_url=emulator.base_url,
+        )])
+        try:
+            yield Tenant(emulator, RemediationActivities(pool))
+        finally:
+            await pool.aclose()
+
+
 @pytest.fixture
 def tenant_with(cert_dir: Path) -> Callable[..., Any]:
-    """A fresh emulated tenant from the shared example scenario, with optional faults."""
+    """A fresh tenant of its own, for tests that inject faults or change the tenant."""
 
-    @contextmanager
-    def start(faults: list[dict[str, Any]] | None = None, **tenant_changes: Any) -> Iterator[Tenant]:
-        data = yaml.safe_load(SCENARIO.read_text())
-        data["faults"] = faults or []
-        data["tenant"].update(tenant_changes)
-        with running_emulator(load_scenario(yaml.safe_dump(data)), cert_dir) as emulator:
-            pool = ClientPool([TenantSettings(
-                tenant_id=TENANT, client_id=EMULATOR_CLIENT_ID, client_secret=SecretStr(EMULATOR_CLIENT_SECRET),
-                authority_host=emulator.base_url, disable_instance_discovery=True,
-                graph_base_url=emulator.base_url, exo_base_url=emulator.base_url,
-            )])
-            yield Tenant(emulator, RemediationActivities(pool))
-            # Closing the pool's httpx clients needs the loop the test runs on; the emulator dies anyway.
-            pool._clients.clear()
+    def start(faults: list[dict[str, Any]] | None = None, **tenant_changes: Any) -> Any:
+        return serve(cert_dir, faults or [], tenant_changes)
 
     return start
 
 
+@pytest.fixture(scope="module")
+async def shared_tenant(cert_dir: Path) -> AsyncIterator[tuple[Tenant, Any]]:
+    async with serve(cert_dir, [], {}) as t:
+        yield t, copy.deepcopy(t.emulator.state.data)
+
+
 @pytest.fixture
-async def tenant(tenant_with) -> AsyncIterator[Tenant]:
-    with tenant_with() as t:
-        yield t
+def tenant(shared_tenant: tuple[Tenant, Any]) -> Tenant:
+    """The module's emulator, put back to the scenario's state (an emulator start and stop costs ~1.5 s)."""
+    t, pristine = shared_tenant
+    t.emulator.state.data = copy.deepcopy(pristine)
+    t.emulator.state.calls.clear()
+    return t
 
 
 def action_input(kind: str, mode: str = "enforce", **params: Any) -> ActionInput:
@@ -192,7 +208,7 @@ async def test_an_enforced_admin_mfa_policy_is_already_done(tenant_with):
                 "conditions": {"users": {"includeRoles": [*ADMIN_ROLE_TEMPLATE_IDS, "extra-role"]},
                                "applications": {"includeApplications": ["All"]}},
                 "grantControls": {"operator": "OR", "builtInControls": ["mfa"]}}
-    with tenant_with(conditional_access_policies=[existing]) as t:
+    async with tenant_with(conditional_access_policies=[existing]) as t:
         outcome = await env().run(t.acts.require_admin_mfa, action_input("require_admin_mfa", report_only=False))
 
         assert outcome.status == "already_done" and "Admins need MFA" in outcome.detail
@@ -260,7 +276,7 @@ async def test_dry_run_reads_but_never_writes(tenant, kind):
     ("comment_alert", "graph:POST /security/alerts_v2/{id}/comments"),
 ])
 async def test_a_write_the_tenant_ignores_fails_verification_retryably(tenant_with, kind, api):
-    with tenant_with(faults=[{"api": api, "effect": "ignore", "times": 1}]) as t:
+    async with tenant_with(faults=[{"api": api, "effect": "ignore", "times": 1}]) as t:
         with pytest.raises(ApplicationError) as failure:
             await env().run(activity_for(t, kind), action_input(kind))
         assert failure.value.type == "VerificationFailed" and not failure.value.non_retryable
@@ -325,7 +341,7 @@ async def test_password_reset_never_exposes_the_password(tenant, generated):
 
 
 async def test_failed_password_reset_keeps_the_password_out_of_the_error(tenant_with, generated):
-    with tenant_with(faults=[{"api": "graph:PATCH /users/{id}", "status": 400}]) as t:
+    async with tenant_with(faults=[{"api": "graph:PATCH /users/{id}", "status": 400}]) as t:
         with captured_logs() as logs, pytest.raises(ApplicationError) as failure:
             await env().run(t.acts.reset_admin_password, action_input("reset_admin_password"))
 

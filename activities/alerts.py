@@ -1,0 +1,118 @@
+"""Activities of the alerts_v2 poller: list a tenant's new connector alerts, and open their cases.
+
+Listing filters on the server by service source and creation time (`$filter`), and on the
+client by title (the policy's alerts share Defender for Office 365 with many others). Every
+alert goes through `workers.alert_payloads.from_graph_alert` and `workers.cases.accept_alert`,
+the webhook's own path, so a polled alert and a posted one meet in the same case.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from activities.clients import ClientPool
+from config.settings import Settings
+from workers import cases
+from workers.alert_payloads import POLICY_TITLE, PayloadError, from_graph_alert
+from workflows.poller import (
+    LIST_ACTIVITY,
+    OPEN_ACTIVITY,
+    AlertBatch,
+    ListNewAlerts,
+    OpenedCase,
+    SkippedAlert,
+    advance,
+)
+from workflows.types import AlertRef
+
+SERVICE_SOURCE = "microsoftDefenderForOffice365"
+
+
+def graph_datetime(value: datetime) -> str:
+    """An OData DateTimeOffset literal (unquoted), UTC, microseconds kept."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def alerts_filter(after: datetime) -> str:
+    return f"serviceSource eq '{SERVICE_SOURCE}' and createdDateTime gt {graph_datetime(after)}"
+
+
+def _created(raw: dict[str, Any]) -> datetime | None:
+    text = raw.get("createdDateTime")
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        # Defender writes seven fractional digits; Python reads six.
+        head, _, rest = text.partition(".")
+        try:
+            value = datetime.fromisoformat(f"{head}.{rest.rstrip('Zz')[:6]}+00:00")
+        except ValueError:
+            return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class AlertActivities:
+    def __init__(self, settings: Settings, pool: ClientPool, client: Client) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._client = client
+
+    @activity.defn(name=LIST_ACTIVITY)
+    async def list_new(self, request: ListNewAlerts) -> AlertBatch:
+        graph = self._pool.for_tenant(request.tenant_id).graph_http
+        after = request.cursor.since - request.overlap
+        listed: list[dict[str, Any]] = []
+        page: Any = await graph.request(
+            "GET", "/security/alerts_v2", params={"$filter": alerts_filter(after)}
+        )
+        for _ in range(request.max_pages):
+            listed.extend(v for v in page.get("value", []) if isinstance(v, dict))
+            next_link = page.get("@odata.nextLink")
+            if not next_link:
+                break
+            page = await graph.request("GET", next_link)
+        alerts: list[tuple[datetime, AlertRef]] = []
+        skipped: list[SkippedAlert] = []
+        fed: dict[str, datetime] = {}
+        for raw in listed:
+            alert_id, created = str(raw.get("id", "")), _created(raw)
+            if not alert_id or created is None:
+                skipped.append(SkippedAlert(alert_id=alert_id or "?", reason="no id or createdDateTime"))
+                continue
+            if alert_id in request.cursor.seen:
+                continue  # fed by an earlier pass (the overlap window re-reads it)
+            fed[alert_id] = created
+            if str(raw.get("title", "")).strip().casefold() != POLICY_TITLE:
+                continue  # another Defender for Office 365 alert: not ours, not worth a line
+            if raw.get("tenantId") not in (None, request.tenant_id):
+                # Never let one tenant's poller open a case in another tenant.
+                skipped.append(SkippedAlert(alert_id=alert_id, reason="alert names another tenant"))
+                continue
+            try:
+                alerts.append((created, from_graph_alert(raw, request.tenant_id, source="poll")))
+            except PayloadError as unusable:
+                skipped.append(SkippedAlert(alert_id=alert_id, reason=str(unusable)))
+        alerts.sort(key=lambda pair: pair[0])
+        activity.logger.info("alerts listed", extra={"listed": len(listed), "new": len(alerts)})
+        return AlertBatch(
+            alerts=[a for _, a in alerts],
+            skipped=skipped,
+            cursor=advance(request.cursor, fed, request.overlap),
+        )
+
+    @activity.defn(name=OPEN_ACTIVITY)
+    async def open_case(self, alert: AlertRef) -> OpenedCase:
+        if alert.tenant_id not in {t.tenant_id for t in self._settings.tenants}:
+            raise ApplicationError(f"tenant {alert.tenant_id} is not configured", type="UnknownTenant", non_retryable=True)
+        # Cases go to the task queue this worker serves (the queue the poller runs on).
+        return await cases.accept_alert(self._client, self._settings, alert, activity.info().task_queue)
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.list_new, self.open_case]

@@ -1,0 +1,109 @@
+"""Graph: alerts, users, directory roles, conditional access, audit log queries, errors."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from emu_client import Api
+
+ALERT = "da637f1e2c3b4a5d6e7f80910"
+HELPDESK = "2a7d5b20-0000-4000-8000-000000000002"
+
+
+def test_alert_read_update_and_comment(api: Api) -> None:
+    alert = api.graph("GET", f"/security/alerts_v2/{ALERT}").json()
+    assert alert["title"] == "Suspicious connector activity" and alert["classification"] == "unknown"
+    assert alert["evidence"][0]["ipAddress"] == "198.51.100.23"
+    updated = api.graph("PATCH", f"/security/alerts_v2/{ALERT}",
+                        json={"classification": "truePositive", "determination": "compromisedAccount", "status": "resolved"})
+    assert updated.status_code == 200 and updated.json()["status"] == "resolved"
+    comment = {"@odata.type": "microsoft.graph.security.alertComment", "comment": "Reverted by quell."}
+    comments = api.graph("POST", f"/security/alerts_v2/{ALERT}/comments", json=comment).json()
+    assert comments["@odata.context"].endswith("#Collection(microsoft.graph.security.alertComment)")
+    assert comments["value"][-1]["comment"] == "Reverted by quell." and comments["value"][-1]["createdDateTime"]
+    stored = api.state()["alerts"][ALERT]
+    assert stored["classification"] == "truePositive" and stored["comments"][-1]["comment"] == "Reverted by quell."
+    assert api.graph("PATCH", f"/security/alerts_v2/{ALERT}", json={"status": "closed"}).status_code == 400
+    assert api.graph("PATCH", f"/security/alerts_v2/{ALERT}", json={"title": "x"}).status_code == 400
+    missing = api.graph("GET", "/security/alerts_v2/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] and missing.json()["error"]["innerError"]
+
+
+def test_alert_list_filters(api: Api) -> None:
+    since = (datetime.now(timezone.utc) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    found = api.graph("GET", "/security/alerts_v2", params={
+        "$filter": f"createdDateTime ge {since} and serviceSource eq 'microsoftDefenderForOffice365'", "$top": "10"})
+    assert [a["id"] for a in found.json()["value"]] == [ALERT]
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert api.graph("GET", "/security/alerts_v2", params={"$filter": f"createdDateTime gt {later}"}).json()["value"] == []
+    assert api.graph("GET", "/security/alerts_v2", params={"$filter": "contains(title,'x')"}).status_code == 400
+
+
+def test_password_reset_and_session_revocation(api: Api) -> None:
+    weak = api.graph("PATCH", f"/users/{HELPDESK}", json={"passwordProfile": {"password": "short"}})
+    assert weak.status_code == 400 and weak.json()["error"]["code"] == "Request_BadRequest"
+    reset = api.graph("PATCH", "/users/HelpDesk.Op@contoso.com", json={
+        "passwordProfile": {"password": "S3cure!Temp-Pass-91", "forceChangePasswordNextSignIn": True}})
+    assert reset.status_code == 204
+    revoked = api.graph("POST", f"/users/{HELPDESK}/revokeSignInSessions")
+    assert revoked.json()["value"] is True
+    user = api.graph("GET", f"/users/{HELPDESK}",
+                     params={"$select": "id,accountEnabled,lastPasswordChangeDateTime,signInSessionsValidFromDateTime"}).json()
+    assert user["accountEnabled"] is True and user["lastPasswordChangeDateTime"] and user["signInSessionsValidFromDateTime"]
+    assert "displayName" not in user  # $select is honoured
+    state = api.state()
+    assert "S3cure!Temp-Pass-91" not in str(state) and "sha256$" not in str(state)
+    helpdesk = next(u for u in state["tenant"]["users"] if u["id"] == HELPDESK)
+    assert helpdesk["passwordProfile"] == {"forceChangePasswordNextSignIn": True, "forceChangePasswordNextSignInWithMfa": False}
+    assert api.handle.state.data.password_hashes[HELPDESK].startswith("sha256$")
+    assert len(api.handle.state.calls_matching("graph:POST /users/{id}/revokeSignInSessions")) == 1
+    disabled = api.graph("PATCH", f"/users/{HELPDESK}", json={"accountEnabled": "no"})
+    assert disabled.status_code == 400
+    assert api.graph("GET", "/users/nobody@contoso.com").json()["error"]["code"] == "Request_ResourceNotFound"
+
+
+def test_directory_roles_use_real_template_ids(api: Api) -> None:
+    assignments = api.graph("GET", "/roleManagement/directory/roleAssignments",
+                            params={"$filter": f"principalId eq '{HELPDESK}'", "$expand": "roleDefinition"}).json()["value"]
+    assert len(assignments) == 1
+    role = assignments[0]["roleDefinition"]
+    assert role["displayName"] == "Exchange Administrator"
+    assert role["templateId"] == "29232cdf-9323-42fd-ade2-1d097af3e4de" and role["isBuiltIn"] is True
+    definitions = api.graph("GET", "/roleManagement/directory/roleDefinitions",
+                            params={"$filter": "displayName eq 'Global Administrator'"}).json()["value"]
+    assert [d["templateId"] for d in definitions] == ["62e90394-69f5-4237-9190-012177145e10"]
+
+
+def test_conditional_access_policies(api: Api) -> None:
+    assert api.graph("GET", "/identity/conditionalAccess/policies").json()["value"] == []
+    policy = {
+        "displayName": "Require MFA for admins", "state": "enabledForReportingButNotEnforced",
+        "conditions": {"users": {"includeRoles": ["29232cdf-9323-42fd-ade2-1d097af3e4de"]},
+                       "applications": {"includeApplications": ["All"]}},
+        "grantControls": {"operator": "OR", "builtInControls": ["mfa"]},
+    }
+    created = api.graph("POST", "/identity/conditionalAccess/policies", json=policy)
+    assert created.status_code == 201 and created.json()["id"]
+    assert api.state()["tenant"]["conditional_access_policies"][0]["state"] == "enabledForReportingButNotEnforced"
+    assert api.graph("POST", "/identity/conditionalAccess/policies", json={"displayName": "x"}).status_code == 400
+
+
+def test_audit_log_query_lifecycle(api: Api) -> None:
+    now = datetime.now(timezone.utc)
+    created = api.graph("POST", "/security/auditLog/queries", json={
+        "@odata.type": "#microsoft.graph.security.auditLogQuery", "displayName": "connector changes",
+        "filterStartDateTime": (now - timedelta(days=8)).isoformat(), "filterEndDateTime": now.isoformat(),
+        "operationFilters": ["set-inboundconnector"]})
+    assert created.status_code == 201 and created.json()["status"] == "notStarted"
+    query_id = created.json()["id"]
+    assert api.graph("GET", f"/security/auditLog/queries/{query_id}").json()["status"] == "succeeded"
+    records = api.graph("GET", f"/security/auditLog/queries/{query_id}/records").json()["value"]
+    assert [r["userPrincipalName"] for r in records] == ["exadmin@contoso.com", "helpdesk.op@contoso.com"]
+    assert records[1]["auditData"]["Parameters"][1]["Value"] == "198.51.100.23"
+    assert records[1]["auditLogRecordType"] == "exchangeAdmin" and records[1]["operation"] == "Set-InboundConnector"
+
+
+def test_unknown_routes_answer_in_graph_shape(api: Api) -> None:
+    response = api.graph("GET", "/security/incidents")
+    assert response.status_code == 404
+    assert set(response.json()["error"]) == {"code", "message", "innerError"}

@@ -1,0 +1,147 @@
+"""The alerts_v2 poller: one short `alert-poller` run per tenant and tick of a Temporal Schedule.
+
+A run reads the cursor, lists the tenant's new "Suspicious connector activity" alerts
+(`alerts.list-new`), opens or joins a case for each through the same path the webhook uses
+(`alerts.open-case`: parse → signal-with-start), and returns the advanced cursor.
+
+Where the cursor lives: in the run's *result*. A Schedule hands each run the result of the
+last run that completed (`workflow.get_last_completion_result`), so the cursor is kept by the
+Temporal server with the schedule: nothing else to store, it survives worker and server
+restarts, and a failed or timed-out run leaves it where it was (the next run re-reads the same
+window; case opening is idempotent, so nothing is fed twice into a running case). A run
+started by hand (the scenario runner, `quell poller trigger` on a fresh schedule) takes its
+cursor from its input instead, and without one looks back `initial_lookback`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.types import AlertRef
+
+POLLER_WORKFLOW = "alert-poller"
+LIST_ACTIVITY = "alerts.list-new"
+OPEN_ACTIVITY = "alerts.open-case"
+
+ACTIVITY_TIMEOUT = timedelta(minutes=2)
+ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=5)
+
+
+def poller_schedule_id(tenant_id: str) -> str:
+    return f"alert-poller/{tenant_id}"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PollCursor(_Frozen):
+    """Where the next pass starts: alerts created after `since` − overlap, minus those already fed."""
+
+    since: datetime
+    """The newest `createdDateTime` fed so far (or the initial lookback's start)."""
+    seen: dict[str, datetime] = {}
+    """Alert ids fed inside the overlap window before `since`, with their createdDateTime."""
+
+
+class PollerInput(_Frozen):
+    tenant_id: str
+    initial_lookback: timedelta = timedelta(hours=1)
+    overlap: timedelta = timedelta(minutes=5)
+    max_pages: int = 20
+    cursor: PollCursor | None = None
+    """For runs started by hand; a scheduled run continues from the last completed run's cursor."""
+
+
+class ListNewAlerts(_Frozen):
+    tenant_id: str
+    cursor: PollCursor
+    overlap: timedelta
+    max_pages: int = 20
+
+
+class SkippedAlert(_Frozen):
+    alert_id: str
+    reason: str
+
+
+class AlertBatch(_Frozen):
+    alerts: list[AlertRef]
+    """Connector alerts to feed, oldest first."""
+    skipped: list[SkippedAlert] = []
+    """Listed alerts that are not connector alerts quell can act on, and why."""
+    cursor: PollCursor
+    """The cursor once every alert of this batch has been fed."""
+
+
+class OpenedCase(_Frozen):
+    """What intake did with one alert (the webhook answers the same)."""
+
+    case_id: str
+    alert_id: str
+    tenant_id: str
+    run_id: str | None = None
+    duplicate: bool = False
+    """A closed case already absorbed this alert: acknowledged, no new case."""
+    related_cases: list[str] = []
+
+
+class PollerResult(_Frozen):
+    cursor: PollCursor
+    cases: list[OpenedCase] = []
+    skipped: list[SkippedAlert] = []
+
+
+def advance(cursor: PollCursor, fed: dict[str, datetime], overlap: timedelta) -> PollCursor:
+    """The cursor after feeding `fed` (id → createdDateTime): `since` moves to the newest alert
+    seen, and only ids inside the new overlap window are remembered (the set stays small)."""
+    since = max([cursor.since, *fed.values()])
+    horizon = since - overlap
+    seen = {k: v for k, v in {**cursor.seen, **fed}.items() if v > horizon}
+    return PollCursor(since=since, seen=seen)
+
+
+@workflow.defn(name=POLLER_WORKFLOW)
+class AlertPollerWorkflow:
+    @workflow.run
+    async def run(self, request: PollerInput) -> PollerResult:
+        cursor = self._cursor(request)
+        batch = await workflow.execute_activity(
+            LIST_ACTIVITY,
+            ListNewAlerts(
+                tenant_id=request.tenant_id, cursor=cursor, overlap=request.overlap, max_pages=request.max_pages
+            ),
+            result_type=AlertBatch,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        opened: list[OpenedCase] = []
+        # One at a time, oldest first: a failure leaves the cursor at the last completed run, and
+        # the alerts already fed are fed again harmlessly (signal-with-start joins their case).
+        for alert in batch.alerts:
+            opened.append(
+                await workflow.execute_activity(
+                    OPEN_ACTIVITY,
+                    alert,
+                    result_type=OpenedCase,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    retry_policy=ACTIVITY_RETRY,
+                    summary=f"alert {alert.alert_id}"[:200],
+                )
+            )
+        workflow.set_current_details(f"{len(opened)} alert(s) fed, {len(batch.skipped)} skipped")
+        return PollerResult(cursor=batch.cursor, cases=opened, skipped=batch.skipped)
+
+    @staticmethod
+    def _cursor(request: PollerInput) -> PollCursor:
+        previous = workflow.get_last_completion_result(PollerResult)
+        if previous is not None:
+            return previous.cursor
+        if request.cursor is not None:
+            return request.cursor
+        return PollCursor(since=workflow.now() - request.initial_lookback)
