@@ -51,7 +51,8 @@ ALERT_VALUES = {
     "determination": {
         "unknown", "apt", "malware", "securityPersonnel", "securityTesting", "unwantedSoftware", "other",
         "multiStagedAttack", "compromisedAccount", "phishing", "maliciousUserActivity", "notMalicious",
-        "notEnoughDataToValidate", "confirmedUserActivity", "lineOfBusinessApplication", "unknownFutureValue",
+        # The service metadata (and the SDKs generated from it) name it confirmedActivity.
+        "notEnoughDataToValidate", "confirmedActivity", "lineOfBusinessApplication", "unknownFutureValue",
     },
 }
 USER_DEFAULT_SELECT = (
