@@ -164,6 +164,7 @@ def create_app(settings: Settings, connect: Callable[[], Any]) -> FastAPI:
         except RPCError as failure:
             if failure.status == RPCStatusCode.NOT_FOUND:
                 raise HTTPException(404, "no such case") from None
+            log.warning("case read failed", status=failure.status.name, message=failure.message[:200])
             raise HTTPException(503, "case service unavailable, retry later") from None
 
     @app.get("/v1/cases/{case_id:path}/report", response_model=CaseReport)

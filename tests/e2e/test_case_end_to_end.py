@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from emulator.scenario import load_scenario
+from activities.remediation import PASSWORD_LENGTH
 from workers import cases
+from workflows.report import report_markdown
 from workers.scenarios import RunOptions, tenant_stack
 from tests.conftest import PROJECT_SCENARIOS
 
@@ -22,7 +28,9 @@ def bearer(name: str) -> dict[str, str]:
 
 @pytest.fixture
 async def stack(client, cert_dir) -> AsyncIterator:
-    scenario = load_scenario(PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml")
+    # A fresh alert id per test: intake treats an alert a closed case already absorbed as a late duplicate.
+    text = (PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml").read_text()
+    scenario = load_scenario(text.replace("da637f1e2c3b4a5d6e7f80910", f"da637f1e2c3b4a5d6e7f80910-{uuid.uuid4().hex[:6]}"))
     async with tenant_stack(client, scenario, RunOptions(approval_timeout=120), TOKENS, cert_dir) as s:
         yield s
 
@@ -37,7 +45,9 @@ async def intake(stack) -> AsyncIterator[httpx.AsyncClient]:
 async def wait_for_pending(intake: httpx.AsyncClient, case: str) -> list[dict]:
     async with asyncio.timeout(60):
         while True:
-            summary = (await intake.get(f"/v1/cases/{case}", headers=bearer("soc1@contoso.com"))).json()
+            response = await intake.get(f"/v1/cases/{case}", headers=bearer("soc1@contoso.com"))
+            assert response.status_code == 200, response.text
+            summary = response.json()
             if summary["pending"]:
                 return summary["pending"]
             await asyncio.sleep(0.1)
@@ -122,3 +132,57 @@ async def test_intake_refuses_malformed_and_unknown_tenant_alerts(stack, intake)
     assert "qx-mailer" not in unknown.text  # the payload is never echoed back
     forged = await intake.post("/v1/alerts", json=stack.scenario.alert, headers={"Authorization": "Bearer nope"})
     assert forged.status_code == 401
+
+
+def _texts(history_json: str) -> list[str]:
+    """The history as text, with every payload's base64 data decoded as well."""
+    texts = [history_json]
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "data" and isinstance(value, str):
+                    try:
+                        texts.append(base64.b64decode(value).decode("utf-8", "replace"))
+                    except ValueError:
+                        pass
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(json.loads(history_json))
+    return texts
+
+
+def contains_password(text: str, salted_hash: str) -> bool:
+    """True when any window of the password's length hashes to the emulator's stored hash."""
+    _, salt, digest = salted_hash.split("$")
+    return any(
+        hashlib.sha256((salt + text[i : i + PASSWORD_LENGTH]).encode()).hexdigest() == digest
+        for i in range(len(text) - PASSWORD_LENGTH + 1)
+    )
+
+
+async def test_generated_password_is_nowhere_in_history_or_report(client, stack, intake):
+    """The password the emulator received (kept only as a salted hash) appears in no history
+    event, payload, report or case summary the responder produced."""
+    scenario = stack.scenario
+    posted = await intake.post(
+        "/v1/alerts", params={"tenant": scenario.tenant.id}, json=scenario.alert, headers=bearer("defender")
+    )
+    case = posted.json()["accepted"][0]["case_id"]
+    for p in await wait_for_pending(intake, case):
+        for who in ["soc1@contoso.com", "soc2@contoso.com"][: p["still_needed"]]:
+            await intake.post(f"/v1/cases/{case}/approvals",
+                              json={"action_id": p["action_id"], "plan_hash": p["plan_hash"]}, headers=bearer(who))
+    async with asyncio.timeout(60):
+        report = await cases.handle(client, case).result()
+    assert any(r.action.kind == "reset_admin_password" and r.status == "done" for r in report.actions)
+
+    salted = stack.emulator.state.data.password_hashes["2a7d5b20-0000-4000-8000-000000000002"]
+    probe = "Pr0be!" * 4  # the detector finds a known password inside text, so a miss means absence
+    assert contains_password(f'{{"x": "{probe}"}}', f"sha256$s4lt${hashlib.sha256(('s4lt' + probe).encode()).hexdigest()}")
+    history = (await cases.handle(client, case).fetch_history()).to_json()
+    texts = _texts(history) + [report.model_dump_json(), report_markdown(report)]
+    assert not any(contains_password(text, salted) for text in texts)
