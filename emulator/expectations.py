@@ -25,6 +25,8 @@ def judge(expected: Expected | dict[str, Any], result: dict[str, Any]) -> list[s
         failures.append(f"cases_started: the alert deliveries started {result['cases_started']} cases, not 1")
     if want.verdict is not None and result.get("verdict") != want.verdict:
         failures.append(f"verdict: expected {want.verdict}, got {result.get('verdict')}")
+    if want.case_status is not None and result.get("case_status") != want.case_status:
+        failures.append(f"case_status: expected {want.case_status}, got {result.get('case_status')}")
     if want.connector is not None and not scalar_equal(want.connector, result.get("connector")):
         failures.append(f"connector: expected {want.connector!r}, got {result.get('connector')!r}")
     failures += _findings(want, result)

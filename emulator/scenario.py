@@ -172,6 +172,8 @@ class Fault(Strict):
 
 class Expected(Strict):
     verdict: VerdictKind | None = None
+    case_status: Literal["completed", "needs_manual"] | None = None
+    """quell extension (docs/scenarios.md): the case's final status."""
     connector: str | None = None
     findings_include: list[FindingId] = []
     findings_exclude: list[FindingId] = []

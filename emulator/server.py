@@ -30,10 +30,11 @@ class EmulatorHandle:
     state: TenantState
 
 
-def _config(scenario: Scenario, cert_dir: Path, host: str, port: int) -> tuple[uvicorn.Config, Path]:
+def _config(scenario: Scenario, cert_dir: Path, host: str, port: int,
+            credentials: tuple[str, str] | None = None) -> tuple[uvicorn.Config, Path]:
     certs = ensure_certificates(cert_dir)
     config = uvicorn.Config(
-        create_app(scenario),
+        create_app(scenario, *credentials) if credentials else create_app(scenario),
         host=host,
         port=port,
         ssl_certfile=str(certs.server_cert),
@@ -85,9 +86,11 @@ class _Server(uvicorn.Server):
 
 
 @contextmanager
-def running_emulator(scenario: Scenario, cert_dir: Path, port: int = 0) -> Iterator[EmulatorHandle]:
-    """Serve `scenario` on 127.0.0.1 (a free port unless given) in a background thread."""
-    config, ca_cert = _config(scenario, cert_dir, "127.0.0.1", port)
+def running_emulator(scenario: Scenario, cert_dir: Path, port: int = 0,
+                     credentials: tuple[str, str] | None = None) -> Iterator[EmulatorHandle]:
+    """Serve `scenario` on 127.0.0.1 (a free port unless given) in a background thread;
+    `credentials` (client id, secret) replace the emulator's default app registration."""
+    config, ca_cert = _config(scenario, cert_dir, "127.0.0.1", port, credentials)
     app = config.app
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without it
     # every response waits ~40 ms for a delayed ACK.

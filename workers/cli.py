@@ -243,7 +243,7 @@ def scenario_run(
     from emulator.scenario import load_scenario
     from workers import scenarios
 
-    configure_logging("WARNING")
+    configure_logging("ERROR")
     scenarios.trust_emulator_ca()
 
     async def main() -> None:

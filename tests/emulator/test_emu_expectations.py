@@ -130,3 +130,11 @@ def test_order_holds_trivially_when_a_kind_did_not_run() -> None:
 )
 def test_partial_match_rules(expected: Any, actual: Any, ok: bool) -> None:
     assert (partial_match(copy.deepcopy(expected), actual, "x") == []) is ok
+
+
+def test_case_status_extension_is_judged_when_given() -> None:
+    assert judge({"case_status": "needs_manual"}, {"case_status": "needs_manual"}) == []
+    assert judge({"case_status": "needs_manual"}, {"case_status": "completed"}) == [
+        "case_status: expected needs_manual, got completed"
+    ]
+    assert judge({}, {"case_status": "completed"}) == []
