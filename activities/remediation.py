@@ -303,7 +303,7 @@ class RemediationActivities:
 
 
 class _Run:
-    """One execution of one action: bound log context and the outcome/ error constructors."""
+    """One execution of one action: its bound log context and its outcomes and errors."""
 
     def __init__(self, inp: ActionInput) -> None:
         self.dry = inp.mode == "dry_run"
@@ -317,7 +317,8 @@ class _Run:
 
     def already(self, detail: str) -> ActionOutcome:
         if self.dry:
-            return self.would(f"nothing: {detail}")
+            self._log.info("dry run", detail=detail)
+            return ActionOutcome(status="dry_run", verified=False, detail=f"dry run: nothing to do, {detail}")
         self._log.info("action already done", detail=detail)
         return ActionOutcome(status="already_done", verified=True, detail=detail)
 

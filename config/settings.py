@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     approval: ApprovalPolicy = ApprovalPolicy()
     thresholds: Thresholds = Thresholds()
     mode: Mode = "enforce"
+    mfa_report_only: bool = True
+    """require_admin_mfa creates its conditional access policy report-only unless this is false."""
     intake: IntakeSettings = IntakeSettings()
     poller: PollerSettings = PollerSettings()
     notify_webhook: SecretStr | None = None

@@ -40,6 +40,7 @@ def case_input(settings: Settings, alert: AlertRef, related_cases: list[str] | N
         thresholds=settings.thresholds,
         policy=settings.approval,
         mode=settings.mode,
+        mfa_report_only=settings.mfa_report_only,
         related_cases=related_cases or [],
     )
 
@@ -48,13 +49,18 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-async def recent_closed_runs(client: Client, workflow_id: str, since: datetime) -> list[tuple[str, str]]:
+async def recent_closed_runs(
+    client: Client, workflow_id: str, since: datetime, task_queue: str
+) -> list[tuple[str, str]]:
     """(workflow id, run id) of the case runs with this id that closed after `since`, newest first.
 
-    A case id is `connector-case/{tenant}/{key}`, so this never crosses tenants.
+    A case id is `connector-case/{tenant}/{key}`, so this never crosses tenants. Only cases of
+    this deployment's task queue count: deployments (and test or scenario runs, each on its own
+    queue) that share a Temporal namespace do not see each other's cases as related.
     """
     query = (
-        f"WorkflowId = {_quoted(workflow_id)} AND ExecutionStatus != 'Running' "
+        f"WorkflowId = {_quoted(workflow_id)} AND TaskQueue = {_quoted(task_queue)} "
+        f"AND ExecutionStatus != 'Running' "
         f"AND CloseTime > {_quoted(since.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ'))}"
     )
     runs = [wf async for wf in client.list_workflows(query)]
@@ -81,7 +87,7 @@ async def accept_alert(client: Client, settings: Settings, alert: AlertRef, task
     """
     workflow_id = case_id(alert)
     since = datetime.now(timezone.utc) - settings.intake.related_window
-    closed = await recent_closed_runs(client, workflow_id, since)
+    closed = await recent_closed_runs(client, workflow_id, since, task_queue)
     for wid, run_id in closed:
         if alert.alert_id in await _absorbed(client, wid, run_id):
             return OpenedCase(

@@ -95,6 +95,8 @@ def unmet_requirements(record: ActionRecord, records: dict[str, ActionRecord]) -
     unmet = []
     for required in record.action.requires:
         other = records.get(required)
+        if other is not None and other.status == "dry_run":
+            continue  # a dry run reports the whole plan as it would run
         if other is None or other.status not in EXECUTED or other.verified is False:
             unmet.append(required)
     return unmet

@@ -267,8 +267,11 @@ def _mail_findings(evidence: Evidence, organization: Organization, t: Thresholds
     ):
         findings.append(_finding(
             "junk_delivery_spike",
-            f"{mail.junk_or_quarantined} of {mail.messages} messages were junked, blocked or quarantined",
+            f"{mail.junk_or_quarantined} of {mail.messages} messages were junked, blocked or quarantined"
+            + (f"; message trace shows {mail.trace_filtered_as_spam} FilteredAsSpam from the connector's IPs"
+               if mail.trace_filtered_as_spam else ""),
             messages=mail.junk_or_quarantined, total=mail.messages,
+            message_trace_filtered_as_spam=mail.trace_filtered_as_spam,
         ))
     if domains_known and at_least(mail.unprovisioned_sender_domain, t.indicator_min_messages):
         findings.append(_finding(

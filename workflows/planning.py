@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from workflows import grading
 from workflows.action_params import (
     ClassifyParams,
     Determination,
@@ -41,18 +42,9 @@ from workflows.types import (
 )
 
 ADMIN_FINDINGS = ("admin_bruteforce_success", "admin_unusual_location")
-CONTROL_INDICATORS = ("change_by_unexpected_actor", "admin_bruteforce_success", "sender_ip_not_on_premises")
-ABUSE_INDICATORS = (
-    "p1_p2_mismatch",
-    "empty_sender_object_id",
-    "volume_spike",
-    "junk_delivery_spike",
-    "external_spray",
-    "supply_chain_targeting",
-    "malicious_url",
-    "malicious_attachment",
-    "unprovisioned_sender_domain",
-)
+# The verdict rules' indicator groups, from grading, for citing findings and naming what is missing.
+CONTROL_INDICATORS = grading.CONTROL_INDICATORS
+ABUSE_INDICATORS = grading.ABUSE_INDICATORS
 
 # Cmdlet switches and the object being addressed, not connector properties to restore.
 NOT_PROPERTIES = frozenset(
@@ -138,7 +130,7 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
     eradicated: list[str] = []
     for account in history.suspects:
         why = f"{account} {_suspect_because(account, history, verdict)}"
-        user = UserParams(user=history.object_ids.get(account.casefold(), account))
+        user = UserParams(user=history.object_ids.get(account, account))
         eradicated.append(b.add(
             "reset_admin_password", "eradicate", account, user,
             f"{why}: reset its password (changed at next sign-in) so the attacker loses it.",
@@ -168,7 +160,7 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
         )
     if history.suspects:
         b.add(
-            "require_admin_mfa", "harden", "", MfaParams(),
+            "require_admin_mfa", "harden", "", MfaParams(report_only=case.mfa_report_only),
             f"Suspect acting admin {', '.join(history.suspects)} held an admin role: require MFA for admin roles "
             "(created report-only, so it cannot lock admins out before it is reviewed).",
         )
@@ -228,61 +220,52 @@ def _needs_review(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evid
 class _History:
     """What the audit log says about who touched the connector in the lookback."""
 
-    recent: list[ConnectorChange]
-    """New-/Set- records for the connector inside the lookback, oldest first."""
     unauthorized: list[ConnectorChange]
-    """Recent Set- records not covered by an approved change, oldest first."""
+    """Recent modifications not covered by an approved change, oldest first."""
     attacker_creation: ConnectorChange | None
     unexpected: frozenset[str]
-    """Casefolded actors with a recent change that is neither theirs to make nor approved."""
+    """Actors (keys) with a recent change that is neither theirs to make nor approved."""
     suspects: list[str]
-    """Acting admins made suspect by an unexpected change or an admin finding, first actor first."""
+    """Acting admins (lower-cased UPNs) made suspect by an unexpected change or an admin finding."""
     admin_findings: dict[str, list[str]]
-    """Casefolded acting admin -> admin finding ids that concern it."""
+    """Acting admin -> admin finding ids that concern it."""
     object_ids: dict[str, str]
 
 
 def _history(case: CaseInput, verdict: Verdict, evidence: Evidence) -> _History:
-    org = case.organization
+    """Grading's own reading of the audit log (same lookback, approvals and acting admins)."""
+    connector = evidence.connector
     since = evidence.collected_at - case.thresholds.lookback
-    changes = sorted(evidence.changes, key=lambda c: c.at)
-    recent = [c for c in changes if since <= c.at <= evidence.collected_at and _verb(c) in ("New", "Set")]
-    approved = [c for c in recent if _approved(c, evidence.connector.name, case)]
-    admins = {a.casefold() for a in org.connector_admins}
-    unexpected = frozenset(
-        c.actor.casefold() for c in recent if c.actor.casefold() not in admins and c not in approved
-    )
-    object_ids = {a.upn.casefold(): a.object_id for a in evidence.admins if a.object_id}
+    recent = grading.relevant_changes(evidence, since, evidence.collected_at)
+    approved = [c for c in recent if grading.approval_for(c, connector, case.organization)]
+    admins = {_key(a) for a in case.organization.connector_admins}
+    unexpected = frozenset(_key(c.actor) for c in recent if _key(c.actor) not in admins and c not in approved)
+    object_ids = {_key(a.upn): a.object_id for a in evidence.admins if a.object_id}
 
-    actors = list(dict.fromkeys(c.actor for c in recent))
+    actors = grading.acting_admins(recent)
     admin_findings: dict[str, list[str]] = {}
     for finding in (f for f in verdict.findings if f.id in ADMIN_FINDINGS):
-        named = [a for a in actors if _mentions(finding, a, object_ids.get(a.casefold()))]
+        named = [a for a in actors if _mentions(finding, a, object_ids.get(a))]
         # Admin findings concern acting admins only; one that names none of them covers them all.
         for actor in named or actors:
-            admin_findings.setdefault(actor.casefold(), []).append(finding.id)
-    suspects = [a for a in actors if a.casefold() in unexpected or a.casefold() in admin_findings]
+            admin_findings.setdefault(actor, []).append(finding.id)
+    suspects = [a for a in actors if a in unexpected or a in admin_findings]
 
-    suspect_keys = {s.casefold() for s in suspects}
     attacker_creation = next(
-        (c for c in recent if _verb(c) == "New" and c.actor.casefold() in suspect_keys), None
+        (c for c in recent if grading.is_creation(c) and _key(c.actor) in suspects), None
     )
-    unauthorized = [c for c in recent if _verb(c) == "Set" and c not in approved]
-    return _History(recent, unauthorized, attacker_creation, unexpected, suspects, admin_findings, object_ids)
+    unauthorized = [c for c in recent if not grading.is_creation(c) and c not in approved]
+    return _History(unauthorized, attacker_creation, unexpected, suspects, admin_findings, object_ids)
+
+
+def _key(account: str) -> str:
+    """Accounts compare as grading compares them (`acting_admins` returns these keys)."""
+    return account.strip().casefold()
 
 
 def _verb(change: ConnectorChange) -> str:
     verb, _, noun = change.operation.partition("-")
     return verb.capitalize() if noun.casefold() in ("inboundconnector", "outboundconnector") else ""
-
-
-def _approved(change: ConnectorChange, connector: str, case: CaseInput) -> bool:
-    return any(
-        record.connector.casefold() == connector.casefold()
-        and record.by.casefold() == change.actor.casefold()
-        and record.from_ <= change.at <= record.to
-        for record in case.organization.approved_changes
-    )
 
 
 def _mentions(finding: Finding, upn: str, object_id: str | None) -> bool:
@@ -365,17 +348,17 @@ def _spoofed_restricted_senders(evidence: Evidence) -> list[str]:
 
 
 def _actor_problem(actor: str, history: _History) -> str:
-    if actor.casefold() in history.unexpected:
+    if _key(actor) in history.unexpected:
         return "who is not a connector admin and had no approved change"
-    return f"an acting admin with {', '.join(history.admin_findings.get(actor.casefold(), []))}"
+    return f"an acting admin with {', '.join(history.admin_findings.get(_key(actor), []))}"
 
 
 def _suspect_because(account: str, history: _History, verdict: Verdict) -> str:
     reasons = []
-    if account.casefold() in history.unexpected:
+    if account in history.unexpected:
         reasons.append(f"changed the connector without being a connector admin or having an approved change"
                        f"{_cite(verdict, 'change_by_unexpected_actor')}")
-    if found := history.admin_findings.get(account.casefold()):
+    if found := history.admin_findings.get(account):
         reasons.append(f"shows signs of compromise (findings: {', '.join(found)})")
     return " and ".join(reasons)
 

@@ -175,6 +175,8 @@ class CaseInput(Frozen):
     thresholds: Thresholds = Thresholds()
     policy: ApprovalPolicy = ApprovalPolicy()
     mode: Mode = "enforce"
+    mfa_report_only: bool = True
+    """Create the admin-MFA conditional access policy report-only (reviewed before enforcing)."""
     related_cases: list[str] = []
     """Closed cases for the same tenant and key within `intake.related_window`, as
     `workflow_id@run_id`, newest first (filled by intake; the report lists them)."""
@@ -383,6 +385,9 @@ class MailStats(Frozen):
     """Header senders of the last day's connector mail with no established contact (seed 003)."""
     first_contact_recipient_domains: int = 0
     """Recipient domains of the last day's connector mail that the tenant never mailed before."""
+    trace_filtered_as_spam: int | None = None
+    """Message trace (Get-MessageTraceV2) messages from the connector's sender IPs in the lookback
+    with Status FilteredAsSpam (seeds 001/002); None when the trace could not be read."""
 
 
 class FailureBurst(Frozen):

@@ -337,3 +337,38 @@ def test_plan_hash_is_stable_and_follows_the_plan(scenario):
 
     assert first.hash == again.hash
     assert len({first.hash, more.hash, strict.hash}) == 3
+
+
+def test_admin_finding_naming_no_acting_admin_covers_them_all(scenario):
+    changes = [
+        change("2026-11-01T12:00:00Z", "exadmin@contoso.com", SenderIPAddresses="203.0.113.5"),
+        change("2026-11-19T12:00:00Z", "exadmin@contoso.com", SenderIPAddresses="203.0.113.7"),
+    ]
+    unnamed = verdict("true_positive", ["connector_modified", "admin_unusual_location", "volume_spike"],
+                      admin_unusual_location={"countries": ["NL"]})
+    result = plan(case_for(scenario), unnamed, evidence_for(scenario, changes=changes, admins=[]))
+
+    assert [a.target for a in by_kind(result, "revoke_sessions")] == ["exadmin@contoso.com"]
+
+
+def test_outbound_connector_is_reverted_with_its_own_cmdlet_shape(scenario):
+    outbound = ConnectorConfig(guid="5d2a", name="Outbound to Fabrikam (TLS)", direction="outbound", enabled=True,
+                               properties={"SmartHosts": []})
+    changes = [
+        change("2025-01-10T12:00:00Z", "exadmin@contoso.com", "New-OutboundConnector", SmartHosts=""),
+        change("2026-11-20T08:55:00Z", HELPDESK, "Set-OutboundConnector", SmartHosts="198.51.100.23,relay.qx.example",
+               UseMXRecord="False"),
+    ]
+    result = plan(case_for(scenario), verdict("true_positive", TP_FINDINGS),
+                  evidence_for(scenario, connector=outbound, changes=changes, blocked_connector=False))
+
+    assert not by_kind(result, "revert_connector_change"), "UseMXRecord was never set before: not revertable"
+    assert by_kind(result, "disable_connector")[0].params == {"identity": "5d2a", "direction": "outbound"}
+    assert "UseMXRecord" in by_kind(result, "disable_connector")[0].reason
+
+    changes[0] = change("2025-01-10T12:00:00Z", "exadmin@contoso.com", "New-OutboundConnector", SmartHosts="",
+                        UseMXRecord="True")
+    result = plan(case_for(scenario), verdict("true_positive", TP_FINDINGS),
+                  evidence_for(scenario, connector=outbound, changes=changes, blocked_connector=False))
+    assert by_kind(result, "revert_connector_change")[0].params == {
+        "identity": "5d2a", "direction": "outbound", "restore": {"SmartHosts": [], "UseMXRecord": True}}

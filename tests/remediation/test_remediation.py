@@ -364,3 +364,11 @@ def test_generated_passwords_are_strong_and_distinct():
         assert len(p) == 24
         assert any(c.isupper() for c in p) and any(c.islower() for c in p)
         assert any(c.isdigit() for c in p) and any(c in remediation.PASSWORD_SYMBOLS for c in p)
+
+
+async def test_dry_run_of_an_action_already_in_place_says_so(tenant):
+    await env().run(tenant.acts.disable_connector, action_input("disable_connector"))
+    outcome = await env().run(tenant.acts.disable_connector, action_input("disable_connector", mode="dry_run"))
+
+    assert outcome.status == "dry_run" and outcome.detail.startswith("dry run: nothing to do, ")
+    assert len(tenant.writes()) == 1

@@ -86,3 +86,9 @@ def test_pending_lists_only_undecided_actions_with_the_plan_hash():
     listed = approvals.pending("case-1", plan, records, POLICY, NOW)
     assert [p.action_id for p in listed] == ["a2"]
     assert listed[0].plan_hash == plan.hash and listed[0].still_needed == 2
+
+
+def test_a_dry_run_requirement_counts_as_met_so_the_whole_plan_is_reported():
+    _, records = _plan()
+    records["a1"].status, records["a1"].verified = "dry_run", False
+    assert approvals.unmet_requirements(records["a2"], records) == []
