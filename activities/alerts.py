@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any, Callable
+from urllib.parse import quote
 
 from temporalio import activity
 from temporalio.client import Client
@@ -69,9 +70,9 @@ class AlertActivities:
         graph = self._pool.for_tenant(request.tenant_id).graph_http
         after = request.cursor.since - request.overlap
         listed: list[dict[str, Any]] = []
-        page: Any = await graph.request(
-            "GET", "/security/alerts_v2", params={"$filter": alerts_filter(after)}
-        )
+        # Spaces as %20, not the `+` form encoding gives them: Graph's OData parser wants %20.
+        query = quote(alerts_filter(after), safe="':")
+        page: Any = await graph.request("GET", f"/security/alerts_v2?$filter={query}")
         for _ in range(request.max_pages):
             listed.extend(v for v in page.get("value", []) if isinstance(v, dict))
             next_link = page.get("@odata.nextLink")

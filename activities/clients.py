@@ -154,10 +154,14 @@ class TenantClients:
     graph: GraphServiceClient
     graph_http: GraphHttp
     exo: ExoClient
+    sdk_http: httpx.AsyncClient | None = None
+    """The SDK's own httpx client: closed here too, or its idle TLS connections outlive the pool."""
 
     async def aclose(self) -> None:
         await self.exo.aclose()
         await self.graph_http.aclose()
+        if self.sdk_http is not None:
+            await self.sdk_http.aclose()
         await self.credential.close()
 
 
@@ -178,6 +182,7 @@ def build_clients(tenant: TenantSettings) -> TenantClients:
         graph=GraphServiceClient(request_adapter=adapter),
         graph_http=GraphHttp(tenant.graph_base_url, credential),
         exo=ExoClient(tenant.exo_base_url, tenant.tenant_id, credential),
+        sdk_http=http,
     )
 
 

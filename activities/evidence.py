@@ -51,6 +51,9 @@ MS_DATE = re.compile(r"^/Date\((-?\d+)\)/$")
 AUDIT_POLL_FIRST = 1.0
 AUDIT_POLL_MAX = 15.0
 SAMPLE_SIZE = 10
+MESSAGE_TRACE_WINDOW = timedelta(days=10)
+"""Get-MessageTraceV2 refuses a StartDate..EndDate range longer than 10 days."""
+MESSAGE_TRACE_IPS = 5
 MAX_LISTED = 100
 
 
@@ -264,6 +267,14 @@ def changes_of_connector(
             parameters=parameters,
         ))
     return sorted(kept, key=lambda c: c.at)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def address_matches(address: str, entries: Iterable[str]) -> bool:
@@ -481,7 +492,36 @@ class EvidenceActivities:
                        baselineEnd=now - timedelta(days=1), recentStart=now - timedelta(days=1), until=now,
                        minPriorMessages=3),
         )
-        return summarise_mail(summary, threats, first_contact)
+        stats = summarise_mail(summary, threats, first_contact)
+        trace = await self._filtered_as_spam(clients, stats.sender_ips, lookback_start, now)
+        return stats.model_copy(update={"trace_filtered_as_spam": trace})
+
+    async def _filtered_as_spam(
+        self, clients: TenantClients, sender_ips: list[str], since: datetime, until: datetime
+    ) -> int | None:
+        """Seeds 001/002: message trace by the connector's IP, counting FilteredAsSpam messages.
+
+        Corroboration only (junk_delivery_spike is graded from EmailEvents), so a trace that
+        cannot be read leaves None instead of failing the mail evidence."""
+        start = max(since, until - MESSAGE_TRACE_WINDOW)
+        ips = [ip for ip in sender_ips if _is_ip(ip)][:MESSAGE_TRACE_IPS]
+        if not ips:
+            return 0
+        try:
+            answers = await asyncio.gather(*(
+                clients.exo.invoke("Get-MessageTraceV2", {
+                    "StartDate": start.astimezone(UTC).isoformat(),
+                    "EndDate": until.astimezone(UTC).isoformat(),
+                    "FromIP": ip,
+                    "Status": ["FilteredAsSpam"],
+                    "ResultSize": 5000,
+                })
+                for ip in ips
+            ))
+        except (ApplicationError, ExoError) as failure:
+            log.warning("message trace unavailable", error=str(failure)[:200])
+            return None
+        return len({str(row.get("MessageTraceId") or row.get("MessageId")) for rows in answers for row in rows})
 
     @activity.defn(name="evidence.restricted-entities")
     async def restricted_entities(self, request: RestrictedEntitiesInput) -> RestrictedEntities:

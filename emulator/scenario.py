@@ -145,7 +145,7 @@ class Approvals(Strict):
     by_action: dict[ActionKind, Answer] = {}
 
 
-_FAULT_API = re.compile(r"^(exo:[A-Za-z]+-[A-Za-z]+|graph:(GET|POST|PATCH|PUT|DELETE) /\S*)$")
+_FAULT_API = re.compile(r"^(exo:[A-Za-z]+-[A-Za-z0-9]+|graph:(GET|POST|PATCH|PUT|DELETE) /\S*)$")
 
 
 class Fault(Strict):

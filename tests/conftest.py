@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -50,11 +49,7 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         test_server_existing_path=temporal_binary("temporal-test-server"),
     ) as env:
-        kinds = {"KEYWORD": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, "BOOL": IndexedValueType.INDEXED_VALUE_TYPE_BOOL}
         await env.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace="default",
-                search_attributes={key.name: kinds[key.indexed_value_type.name] for key in sa.ALL},
-            )
+            AddSearchAttributesRequest(namespace="default", search_attributes=sa.indexed_value_types())
         )
         yield env

@@ -267,6 +267,7 @@ def scenario_check(
     temporal_address: TemporalAddress = None,
     approval_timeout: float = 5.0,
     history_dir: Annotated[Optional[Path], typer.Option(help="keep each case's history JSON here")] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="scenarios run side by side")] = 4,
 ) -> None:
     """Run scenarios and compare each with its `expected` block; exits 1 if any fails."""
     from workers import scenarios
@@ -277,7 +278,8 @@ def scenario_check(
     async def main() -> int:
         async with scenarios.temporal_client(temporal_address) as client:
             passed, failed, lines = await scenarios.check(
-                client, files, scenarios.RunOptions(approval_timeout=approval_timeout, history_dir=history_dir)
+                client, files, scenarios.RunOptions(approval_timeout=approval_timeout, history_dir=history_dir),
+                parallel,
             )
         for line in lines:
             typer.echo(line)

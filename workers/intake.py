@@ -5,11 +5,13 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (tokens from se
 see `workers/intake_auth.py`). The caller's name is
 the approver of a decision sent here, so nobody approves in someone else's name. Errors say
 what is wrong without echoing the payload. 202 means Temporal acknowledged the case start or
-signal; if Temporal is unreachable the answer is 503 so the sender retries.
+signal; if Temporal is unreachable the answer is 503 so the sender retries. Every alert takes
+`cases.accept_alert`, the path the poller uses too (correlation: docs/intake.md).
 """
 
 
 import json
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -17,7 +19,7 @@ import structlog
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from temporalio.client import Client, RPCError
+from temporalio.client import Client, RPCError, WorkflowQueryFailedError
 from temporalio.service import RPCStatusCode
 
 from config.settings import Settings
@@ -29,12 +31,15 @@ from workflows.types import CaseReport, CaseSummary, Decision, DecisionReceipt
 log = structlog.get_logger("quell.intake")
 
 MAX_DEPTH = 32
+CASE_ID = re.compile(r"connector-case/[^/\s]{1,200}/[^\s]{1,700}")
 
 
 class AcceptedAlert(BaseModel):
     case_id: str
     alert_id: str
     tenant_id: str
+    run_id: str | None = None
+    """The case's run: a case id names the latest run, and a closed case's successor reuses the id."""
     duplicate: bool = False
     """A closed case already absorbed this alert (a late repeat): acknowledged, no new case."""
     related_cases: list[str] = []
@@ -159,10 +164,15 @@ def create_app(settings: Settings, connect: Callable[[], Any]) -> FastAPI:
         return Accepted(accepted=accepted)
 
     async def _known(client: Client, case: str, read: Callable[..., Any]) -> Any:
+        if not CASE_ID.fullmatch(case):
+            raise HTTPException(404, "no such case")
         try:
             return await read(client, case)
+        except WorkflowQueryFailedError:
+            # Temporal answers INVALID_ARGUMENT for ids it cannot hold: no such case either.
+            raise HTTPException(404, "no such case") from None
         except RPCError as failure:
-            if failure.status == RPCStatusCode.NOT_FOUND:
+            if failure.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 raise HTTPException(404, "no such case") from None
             log.warning("case read failed", status=failure.status.name, message=failure.message[:200])
             raise HTTPException(503, "case service unavailable, retry later") from None

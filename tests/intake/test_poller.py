@@ -1,0 +1,156 @@
+"""The alerts_v2 poller: what one pass feeds, and a schedule's cursor across runs, worker
+restarts and a failed pass (real dev server, real worker, the emulator's alerts_v2)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from activities.clients import ClientPool
+from config.settings import PollerSettings, Settings, TenantSettings
+from emulator.server import running_emulator
+from workers import cases, schedules
+from workers.alert_payloads import case_id, from_graph_alert
+from workers.scenarios import RunOptions, poll_once, scenario_settings
+from workers.worker import new_worker
+from workflows.case import ConnectorCaseWorkflow
+from workflows.poller import (
+    LIST_ACTIVITY,
+    AlertPollerWorkflow,
+    PollCursor,
+    PollerResult,
+    advance,
+    poller_schedule_id,
+)
+from tests.intake.conftest import TOKENS, eventually, graph_alert, scenario, stack_for
+
+NOW = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+
+
+def test_cursor_advances_to_the_newest_alert_and_remembers_only_the_overlap():
+    cursor = PollCursor(since=NOW, seen={"old": NOW - timedelta(minutes=10), "recent": NOW - timedelta(minutes=1)})
+    after = advance(cursor, {"a": NOW + timedelta(minutes=2), "b": NOW + timedelta(minutes=1)}, timedelta(minutes=5))
+    assert after.since == NOW + timedelta(minutes=2)
+    assert set(after.seen) == {"recent", "a", "b"}  # "old" fell out of the 5-minute window
+    assert advance(after, {}, timedelta(minutes=5)) == after  # an empty pass changes nothing
+
+
+async def test_one_pass_feeds_connector_alerts_through_the_intake_path(client, cert_dir):
+    found = scenario("fp-scanner-relay-normal-traffic")
+    tenant = found.tenant.id
+    async with stack_for(client, found, cert_dir) as stack:
+        alerts = stack.emulator.state.data.alerts
+        late = datetime.now(timezone.utc)
+        alerts["not-ours"] = graph_alert("not-ours", "203.0.113.7", late, tenantId=tenant,
+                                         title="Email messages containing malicious URL removed after delivery")
+        alerts["endpoint"] = graph_alert("endpoint", "203.0.113.7", late, tenantId=tenant,
+                                         serviceSource="microsoftDefenderForEndpoint")
+        alerts["other-tenant"] = graph_alert("other-tenant", "203.0.113.7", late, tenantId="99999999-0000-0000-0000-000000000000")
+        alerts["no-evidence"] = graph_alert("no-evidence", "203.0.113.7", late, tenantId=tenant, evidence=[])
+
+        result = await poll_once(client, stack)
+
+        # Only the scenario's alert is fed; its case is the one the webhook would open.
+        assert [c.alert_id for c in result.cases] == [found.alert["id"]]
+        webhook_case = case_id(from_graph_alert(found.alert, tenant, source="webhook"))
+        assert result.cases[0].case_id == webhook_case
+        assert {s.alert_id: s.reason for s in result.skipped} == {
+            "other-tenant": "alert names another tenant",
+            "no-evidence": "the alert carries no ipEvidence or analyzedMessageEvidence to find the connector by",
+        }
+        # Filtered on the server by service source and time; the cursor is the newest alert seen.
+        listed = stack.emulator.state.calls_matching("graph:GET /security/alerts_v2")
+        assert "serviceSource eq 'microsoftDefenderForOffice365' and createdDateTime gt " in listed[0]["query"]
+        assert result.cursor.since >= late - timedelta(seconds=1)
+        report = await cases.handle(client, webhook_case).result()
+        assert report.alerts == [found.alert["id"]] and report.verdict == "false_positive"
+
+
+async def _next_run(client: Client, schedule_id: str, before: int) -> PollerResult:
+    """Wait for the schedule's next action to start and finish; its result."""
+    handle = client.get_schedule_handle(schedule_id)
+    described = await eventually(handle.describe, lambda d: len(d.info.recent_actions) > before)
+    action = described.info.recent_actions[-1].action
+    run = client.get_workflow_handle_for(
+        AlertPollerWorkflow.run, action.workflow_id, run_id=action.first_execution_run_id
+    )
+    return await run.result()
+
+
+class FailingList:
+    @activity.defn(name=LIST_ACTIVITY)
+    async def list_new(self, request) -> None:
+        raise ApplicationError("Graph is down for this test", type="GraphHttp500", non_retryable=True)
+
+
+async def test_schedule_keeps_its_cursor_across_worker_restarts_and_failed_passes(client, cert_dir):
+    found = scenario("fp-scanner-relay-normal-traffic")
+    tenant = found.tenant.id
+    schedule_id = poller_schedule_id(tenant)
+    with running_emulator(found, cert_dir) as emulator:
+        settings = scenario_settings(found, emulator.base_url, RunOptions(approval_timeout=1.0), TOKENS)
+        settings = settings.model_copy(update={"poller": PollerSettings(every=timedelta(days=365), initial_lookback=timedelta(days=7))})
+        queue = settings.temporal.task_queue
+        pool = ClientPool(settings.tenants)
+        await schedules.install(client, settings, [tenant], task_queue=queue)
+        handle = client.get_schedule_handle(schedule_id)
+        await handle.pause(note="driven by the test")  # only triggers run it
+        try:
+            # Pass 1 (worker 1): finds the scenario's alert, opens its case.
+            async with new_worker(client, settings, pool):
+                await handle.trigger()
+                first = await _next_run(client, schedule_id, 0)
+                assert [c.alert_id for c in first.cases] == [found.alert["id"]]
+                await cases.handle(client, first.cases[0].case_id).result()
+
+            # Pass 2 (worker 2, a new process as far as Temporal knows): the cursor came from
+            # the server, so the same alert is not fed again.
+            async with new_worker(client, settings, pool):
+                await handle.trigger()
+                second = await _next_run(client, schedule_id, 1)
+                assert second.cases == [] and second.cursor == first.cursor
+
+            # A new alert arrives; pass 3 fails (Graph down), pass 4 continues from pass 2's
+            # cursor, so the alert is fed exactly once and nothing older is re-fed.
+            emulator.state.data.alerts["late-1"] = graph_alert("late-1", "203.0.113.7", tenantId=tenant)
+            failing = Worker(
+                client, task_queue=queue, workflows=[AlertPollerWorkflow, ConnectorCaseWorkflow],
+                activities=[FailingList().list_new],
+            )
+            async with failing:
+                await handle.trigger()
+                described = await eventually(handle.describe, lambda d: len(d.info.recent_actions) > 2)
+                action = described.info.recent_actions[-1].action
+                failed = client.get_workflow_handle(action.workflow_id, run_id=action.first_execution_run_id)
+                await eventually(failed.describe, lambda d: d.status == WorkflowExecutionStatus.FAILED)
+            async with new_worker(client, settings, pool):
+                await handle.trigger()
+                fourth = await _next_run(client, schedule_id, 3)
+                assert [c.alert_id for c in fourth.cases] == ["late-1"]
+                # The first case closed: the new one starts and names it as related.
+                assert fourth.cases[0].related_cases == [f"{first.cases[0].case_id}@{first.cases[0].run_id}"]
+                report = await cases.handle(client, fourth.cases[0].case_id).result()
+                assert report.notes["related_cases"] == fourth.cases[0].related_cases
+        finally:
+            await handle.delete()
+            await pool.aclose()
+
+
+async def test_install_is_idempotent_and_keeps_a_pause(client):
+    settings = Settings(tenants=[TenantSettings(tenant_id="33333333-0000-0000-0000-000000000003", client_id="c", client_secret="s")])
+    tenant = settings.tenants[0].tenant_id
+    handle = client.get_schedule_handle(poller_schedule_id(tenant))
+    await schedules.install(client, settings, task_queue="quell-install-test")
+    try:
+        await handle.pause(note="operator pause")
+        changed = settings.model_copy(update={"poller": PollerSettings(every=timedelta(minutes=7))})
+        assert await schedules.install(client, changed, task_queue="quell-install-test") == [poller_schedule_id(tenant)]
+        described = await handle.describe()
+        assert described.schedule.state.paused
+        assert described.schedule.spec.intervals[0].every == timedelta(minutes=7)
+    finally:
+        await handle.delete()
