@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,3 +108,17 @@ def running_emulator(scenario: Scenario, cert_dir: Path, port: int = 0,
         server.should_exit = True
         thread.join()
         listener.close()
+
+
+@asynccontextmanager
+async def serving_emulator(scenario: Scenario, cert_dir: Path, port: int = 0,
+                           credentials: tuple[str, str] | None = None) -> AsyncIterator[EmulatorHandle]:
+    """`running_emulator` for async callers: start and stop run off the event loop, so the
+    clients on this loop can answer the server's TLS close while it stops (a blocking join
+    here would hold them, and every other task on the loop, until the close times out)."""
+    manager = running_emulator(scenario, cert_dir, port, credentials)
+    handle = await asyncio.to_thread(manager.__enter__)
+    try:
+        yield handle
+    finally:
+        await asyncio.to_thread(manager.__exit__, None, None, None)

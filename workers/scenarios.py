@@ -38,7 +38,7 @@ from activities.clients import ClientPool
 from config.settings import IntakeSettings, Settings, TemporalSettings, TenantSettings
 from emulator.expectations import judge
 from emulator.scenario import Scenario, load_scenario
-from emulator.server import running_emulator
+from emulator.server import serving_emulator
 from emulator.tls import ensure_certificates
 from workers import cases
 from workers.intake import create_app
@@ -60,6 +60,8 @@ class RunOptions:
     case_timeout: float = 120.0
     history_dir: Path | None = None
     """Where to keep each case's event history (JSON), e.g. for replay tests."""
+    cert_dir: Path = CERT_DIR
+    """The emulator's certificates: the CA `trust_emulator_ca` made clients trust."""
 
 
 def temporal_binary(name: str) -> str:
@@ -292,7 +294,7 @@ class Stack:
 async def tenant_stack(
     client: Client, scenario: Scenario, options: RunOptions, api_tokens: dict[str, str], cert_dir: Path = CERT_DIR
 ) -> AsyncIterator[Stack]:
-    with running_emulator(scenario, cert_dir) as emulator:
+    async with serving_emulator(scenario, cert_dir) as emulator:
         settings = scenario_settings(scenario, emulator.base_url, options, api_tokens)
         pool = ClientPool(settings.tenants)
 
@@ -327,7 +329,7 @@ async def run_scenario(client: Client, scenario: Scenario, options: RunOptions) 
 
 async def _run_in_namespace(client: Client, scenario: Scenario, options: RunOptions) -> dict[str, Any]:
     token = secrets.token_urlsafe(24)
-    async with tenant_stack(client, scenario, options, {"scenario-runner": token}) as stack:
+    async with tenant_stack(client, scenario, options, {"scenario-runner": token}, options.cert_dir) as stack:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=stack.intake), base_url="http://intake") as intake:
             case_ids = await deliver_alert(intake, client, stack, token)
         case = case_ids[0]

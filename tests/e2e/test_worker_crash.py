@@ -19,7 +19,7 @@ from pathlib import Path
 from temporalio.api.enums.v1 import PendingActivityState
 
 from emulator.scenario import load_scenario
-from emulator.server import running_emulator
+from emulator.server import serving_emulator
 from workers import cases
 from workers.alert_payloads import parse_alerts
 from workers.scenarios import RunOptions, scenario_settings
@@ -66,7 +66,7 @@ async def test_sigkill_during_an_approved_action_runs_each_action_once(client, d
     text += '\nfaults:\n  - {api: "exo:Set-InboundConnector", status: 503, times: 1, retry_after_s: 3}\n'
     scenario = load_scenario(text)
     address = dev_server.client.service_client.config.target_host
-    with running_emulator(scenario, cert_dir) as emulator:
+    async with serving_emulator(scenario, cert_dir) as emulator:
         settings = scenario_settings(scenario, emulator.base_url, RunOptions(approval_timeout=300), {})
         settings.temporal.task_queue = f"crash-{uuid.uuid4().hex[:8]}"
         first = start_worker(settings, address)

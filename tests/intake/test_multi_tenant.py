@@ -10,7 +10,7 @@ from temporalio.client import Client
 
 from activities.clients import ClientPool
 from config.settings import TenantSettings
-from emulator.server import running_emulator
+from emulator.server import serving_emulator
 from workers import cases
 from workers.intake import create_app
 from workers.scenarios import RunOptions, scenario_settings
@@ -30,7 +30,7 @@ async def test_cases_of_two_tenants_stay_in_their_own_tenant(client, cert_dir):
     # Tenant B's organization knows the relay IP and the acting account: its case is no true positive.
     org_b = Organization(on_premises_ip_ranges=["203.0.113.0/28", "198.51.100.0/24"],
                          connector_admins=["exadmin@contoso.com", "helpdesk.op@contoso.com"])
-    with running_emulator(found_a, cert_dir) as emu_a, running_emulator(found_b, cert_dir, credentials=B_CREDENTIALS) as emu_b:
+    async with serving_emulator(found_a, cert_dir) as emu_a, serving_emulator(found_b, cert_dir, credentials=B_CREDENTIALS) as emu_b:
         settings = scenario_settings(found_a, emu_a.base_url, RunOptions(approval_timeout=1.0), TOKENS)
         tenant_b = TenantSettings(
             tenant_id=TENANT_B, client_id=B_CREDENTIALS[0], client_secret=SecretStr(B_CREDENTIALS[1]),

@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 
 from activities.clients import ClientPool
 from config.settings import PollerSettings, Settings, TenantSettings
-from emulator.server import running_emulator
+from emulator.server import serving_emulator
 from workers import cases, schedules
 from workers.alert_payloads import case_id, from_graph_alert
 from workers.scenarios import RunOptions, poll_once, scenario_settings
@@ -91,7 +91,7 @@ async def test_schedule_keeps_its_cursor_across_worker_restarts_and_failed_passe
     found = scenario("fp-scanner-relay-normal-traffic")
     tenant = found.tenant.id
     schedule_id = poller_schedule_id(tenant)
-    with running_emulator(found, cert_dir) as emulator:
+    async with serving_emulator(found, cert_dir) as emulator:
         settings = scenario_settings(found, emulator.base_url, RunOptions(approval_timeout=1.0), TOKENS)
         settings = settings.model_copy(update={"poller": PollerSettings(every=timedelta(days=365), initial_lookback=timedelta(days=7))})
         queue = settings.temporal.task_queue
