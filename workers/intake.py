@@ -26,6 +26,7 @@ from config.settings import Settings
 from workers import cases
 from workers.alert_payloads import GenericAlert, PayloadError, parse_alerts
 from workers.intake_auth import UNAUTHORIZED, SignatureVerifier, bearer_caller, read_body
+from workflows.poller import OpenedCase
 from workflows.types import CaseReport, CaseSummary, Decision, DecisionReceipt
 
 log = structlog.get_logger("quell.intake")
@@ -34,20 +35,9 @@ MAX_DEPTH = 32
 CASE_ID = re.compile(r"connector-case/[^/\s]{1,200}/[^\s]{1,700}")
 
 
-class AcceptedAlert(BaseModel):
-    case_id: str
-    alert_id: str
-    tenant_id: str
-    run_id: str | None = None
-    """The case's run: a case id names the latest run, and a closed case's successor reuses the id."""
-    duplicate: bool = False
-    """A closed case already absorbed this alert (a late repeat): acknowledged, no new case."""
-    related_cases: list[str] = []
-    """Closed cases for the same key within `intake.related_window` (named in a new case)."""
-
-
 class Accepted(BaseModel):
-    accepted: list[AcceptedAlert]
+    accepted: list[OpenedCase]
+    """What intake did with each alert of the delivery (the poller reports the same)."""
 
 
 class ApprovalRequest(BaseModel):
@@ -160,7 +150,7 @@ def create_app(settings: Settings, connect: Callable[[], Any]) -> FastAPI:
                 raise HTTPException(503, "case service unavailable, retry later") from None
             log.info("alert accepted", case=opened.case_id, alert=alert.alert_id, source=who,
                      duplicate=opened.duplicate)
-            accepted.append(AcceptedAlert(**opened.model_dump(include=set(AcceptedAlert.model_fields))))
+            accepted.append(opened)
         return Accepted(accepted=accepted)
 
     async def _known(client: Client, case: str, read: Callable[..., Any]) -> Any:
