@@ -267,36 +267,35 @@ def _remove_connector(kind: ConnectorKind, operation: str) -> Callable[[Call], l
 # --------------------------------------------------------------------------- restricted entities, domains
 
 
+def _matching(items: list[dict[str, Any]], key: str, wanted: str | None) -> list[dict[str, Any]]:
+    """Entries whose `key` equals `wanted` case-insensitively (all of them when nothing is wanted)."""
+    return [b for b in items if wanted is None or str(b[key]).casefold() == wanted.casefold()]
+
+
+def _remove_entry(call: Call, items: list[dict[str, Any]], key: str, cmdlet: str) -> list[dict[str, Any]]:
+    wanted = call.params[key]
+    found = _matching(items, key, wanted)
+    if not found:
+        raise not_found_exo(wanted)
+    items.remove(found[0])
+    call.tenant.append_audit(cmdlet, wanted, call.params, call.actor, call.client_ip)
+    return []
+
+
 def _get_blocked_connectors(call: Call) -> list[dict[str, Any]]:
-    wanted = call.params.get("ConnectorId")
-    items = call.tenant.blocked_connectors
-    return [dict(b) for b in items if wanted is None or str(b["ConnectorId"]).casefold() == wanted.casefold()]
+    return [dict(b) for b in _matching(call.tenant.blocked_connectors, "ConnectorId", call.params.get("ConnectorId"))]
 
 
 def _remove_blocked_connector(call: Call) -> list[dict[str, Any]]:
-    wanted = call.params["ConnectorId"]
-    found = [b for b in call.tenant.blocked_connectors if str(b["ConnectorId"]).casefold() == wanted.casefold()]
-    if not found:
-        raise not_found_exo(wanted)
-    call.tenant.blocked_connectors.remove(found[0])
-    call.tenant.append_audit("Remove-BlockedConnector", wanted, call.params, call.actor, call.client_ip)
-    return []
+    return _remove_entry(call, call.tenant.blocked_connectors, "ConnectorId", "Remove-BlockedConnector")
 
 
 def _get_blocked_senders(call: Call) -> list[dict[str, Any]]:
-    wanted = call.params.get("SenderAddress")
-    items = call.tenant.blocked_senders
-    return [dict(b) for b in items if wanted is None or str(b["SenderAddress"]).casefold() == wanted.casefold()]
+    return [dict(b) for b in _matching(call.tenant.blocked_senders, "SenderAddress", call.params.get("SenderAddress"))]
 
 
 def _remove_blocked_sender(call: Call) -> list[dict[str, Any]]:
-    wanted = call.params["SenderAddress"]
-    found = [b for b in call.tenant.blocked_senders if str(b["SenderAddress"]).casefold() == wanted.casefold()]
-    if not found:
-        raise not_found_exo(wanted)
-    call.tenant.blocked_senders.remove(found[0])
-    call.tenant.append_audit("Remove-BlockedSenderAddress", wanted, call.params, call.actor, call.client_ip)
-    return []
+    return _remove_entry(call, call.tenant.blocked_senders, "SenderAddress", "Remove-BlockedSenderAddress")
 
 
 def _get_accepted_domains(call: Call) -> list[dict[str, Any]]:
