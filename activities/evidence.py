@@ -326,7 +326,7 @@ class EvidenceActivities:
 
     @activity.defn(name="evidence.resolve-connector")
     async def resolve_connector(self, request: ResolveConnectorInput) -> ConnectorResolution:
-        """SCENARIOS.md order: (1) connector IP configuration, (2) EmailEvents rows from the alert's
+        """docs/scenarios.md order: (1) connector IP configuration, (2) EmailEvents rows from the alert's
         IPs, (3) EmailEvents rows of the alert's messages; the first step that yields any decides."""
         clients = self._clients(request.tenant_id)
         connectors = await self._connectors(clients)

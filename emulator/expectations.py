@@ -1,4 +1,4 @@
-"""Judge a scenario result against its `expected` block (SCENARIOS.md "How expected is judged").
+"""Judge a scenario result against its `expected` block (docs/scenarios.md "How expected is judged").
 
 `judge` returns one readable line per failure; an empty list means the scenario passed.
 """
@@ -84,7 +84,7 @@ def _order(want: Expected, executed: list[dict[str, Any]]) -> list[str]:
 
 
 def partial_match(expected: Any, actual: Any, path: str) -> list[str]:
-    """Failures of `actual` against `expected` by SCENARIOS.md's partial-match rules (empty: match)."""
+    """Failures of `actual` against `expected` by docs/scenarios.md's partial-match rules (empty: match)."""
     where = path or "value"
     if isinstance(expected, dict):
         if not isinstance(actual, dict):

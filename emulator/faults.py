@@ -1,4 +1,4 @@
-"""Injected API failures (SCENARIOS.md `faults`): which call fails, how often, and how.
+"""Injected API failures (docs/scenarios.md `faults`): which call fails, how often, and how.
 
 An API key names a call: `exo:Set-InboundConnector`, or `graph:POST /users/abc/revokeSignInSessions`
 (the path after the version segment). A fault's `api` may use `{x}` for any one path segment.

@@ -1,4 +1,4 @@
-"""Scenario files (docs: ../shared/docs/SCENARIOS.md, a public contract): load, shift, expand, validate.
+"""Scenario files (docs: docs/scenarios.md, a public contract): load, shift, expand, validate.
 
 `load_scenario` reads the YAML with `yaml.safe_load`, moves every ISO 8601 date-time in the file
 by (real now - `now`) rounded down to a whole hour, expands table generators, adds the audit
@@ -247,7 +247,7 @@ def load_scenario(source: str | Path, real_now: datetime | None = None) -> Scena
     except yaml.YAMLError as error:
         raise ScenarioError(f"{label}: not valid YAML: {error}") from None
     if not isinstance(data, dict):
-        raise ScenarioError(f"{label}: a scenario is a YAML mapping of the blocks in SCENARIOS.md")
+        raise ScenarioError(f"{label}: a scenario is a YAML mapping of the blocks in docs/scenarios.md")
     unknown = sorted(str(key) for key in data if key not in TOP_LEVEL_KEYS)
     if unknown:
         raise ScenarioError(

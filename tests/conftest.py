@@ -14,7 +14,6 @@ from temporalio.testing import WorkflowEnvironment
 from workers.scenarios import temporal_binary, trust_emulator_ca
 from workflows import search_attributes as sa
 
-SHARED_SCENARIOS = Path(__file__).parents[2] / "shared" / "scenarios"
 PROJECT_SCENARIOS = Path(__file__).parents[1] / "emulator" / "scenarios"
 
 

@@ -1,4 +1,4 @@
-"""`quell scenario run|check`: drive full cases against the emulator, as SCENARIOS.md describes.
+"""`quell scenario run|check`: drive full cases against the emulator, as docs/scenarios.md describes.
 
 Per scenario: the emulator loads the file over HTTPS, a worker for its tenant runs on its own
 task queue, the alert goes in as the scenario's `intake` block says (posted to the intake API

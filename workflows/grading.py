@@ -1,4 +1,4 @@
-"""Grading: evidence → findings → verdict, exactly as SCENARIOS.md's vocabulary and rules say.
+"""Grading: evidence → findings → verdict, exactly as docs/scenarios.md's vocabulary and rules say.
 
 Pure and deterministic (runs inside the workflow): no I/O, no clock but the `now` it is given.
 Every rule names its threshold from `Thresholds`, so configuration changes a number, never logic.
@@ -462,7 +462,7 @@ def decide(
     organization: Organization,
     changes: list[ConnectorChange],
 ) -> tuple[VerdictKind, list[str]]:
-    """The verdict rules in SCENARIOS.md order; the first that holds wins."""
+    """The verdict rules in docs/scenarios.md order; the first that holds wins."""
     present = {f.id for f in findings}
 
     def named(ids: Iterable[str]) -> list[str]:

@@ -1,7 +1,7 @@
 """Remediation planning: verdict and evidence in, an ordered plan of approvable actions out.
 
 Pure and deterministic (the case workflow calls it, so it must replay identically): no I/O, no
-clock; "now" is when the evidence was collected. The rules are SCENARIOS.md "What each verdict
+clock; "now" is when the evidence was collected. The rules are docs/scenarios.md "What each verdict
 plans". Order: the alert comment, then contain → eradicate → recover → harden, and
 `classify_alert` last. Ids `a1`, `a2`, … follow that order. Every action names the findings
 behind it in `reason`, carries the approval policy for its kind, and lists in `requires` the
@@ -326,7 +326,7 @@ def _parameter(change: ConnectorChange, name: str) -> Any:
 
 
 def _restore_value(name: str, logged: Any, current: Any) -> Any:
-    """The audit log's value in the shape Set-*Connector takes (SCENARIOS.md audit_log rules)."""
+    """The audit log's value in the shape Set-*Connector takes (docs/scenarios.md audit_log rules)."""
     multi = isinstance(current, list) or name.casefold() in MULTI_VALUED
     if isinstance(logged, str):
         if multi:

@@ -97,7 +97,7 @@ class ApprovedChange(Frozen):
 
 
 class Organization(Frozen):
-    """What the organization knows that no API holds (mirrors SCENARIOS.md `organization`)."""
+    """What the organization knows that no API holds (mirrors docs/scenarios.md `organization`)."""
 
     on_premises_ip_ranges: list[str] = []
     connector_admins: list[str] = []
@@ -107,7 +107,7 @@ class Organization(Frozen):
 
 
 class Thresholds(Frozen):
-    """Grading thresholds; defaults are the playbook's (SCENARIOS.md "Default thresholds")."""
+    """Grading thresholds; defaults are the playbook's (docs/scenarios.md "Default thresholds")."""
 
     lookback: timedelta = timedelta(days=7)
     mail_per_hour: int = 100

@@ -10,8 +10,9 @@ from emu_client import Api
 
 from emulator.scenario import Scenario, load_scenario
 from emulator.server import EmulatorHandle, running_emulator
+from tests.conftest import PROJECT_SCENARIOS
 
-EXAMPLE = Path(__file__).parents[3] / "shared" / "scenarios" / "tp-hijacked-hybrid-connector.yaml"
+EXAMPLE = PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows import evidence, grading
     from workflows.types import CaseInput, Organization, Verdict
 
-SCENARIOS = Path(__file__).parents[3] / "shared" / "scenarios"
-TP = SCENARIOS / "tp-hijacked-hybrid-connector.yaml"
+# A literal path, not tests.conftest: the probe workflow below re-imports this module in the sandbox.
+TP = Path(__file__).parents[2] / "emulator" / "scenarios" / "tp-hijacked-hybrid-connector.yaml"
 FP = Path(__file__).parents[2] / "emulator" / "scenarios" / "fp-scanner-relay-normal-traffic.yaml"
 
 

@@ -15,10 +15,9 @@ from activities.hunting import default_catalogue, render
 from emulator.hunting import HuntingEngine
 from emulator.scenario import load_scenario
 from emulator.timestamps import parse_datetime
+from tests.conftest import PROJECT_SCENARIOS
 
-SCENARIOS = Path(__file__).parents[3] / "shared" / "scenarios"
-PROJECT_SCENARIOS = Path(__file__).parents[2] / "emulator" / "scenarios"
-TP = SCENARIOS / "tp-hijacked-hybrid-connector.yaml"
+TP = PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml"
 FP = PROJECT_SCENARIOS / "fp-scanner-relay-normal-traffic.yaml"
 HELPDESK = "2a7d5b20-0000-4000-8000-000000000002"
 

@@ -1,4 +1,4 @@
-"""Grading rules at every boundary SCENARIOS.md states, and the verdict order."""
+"""Grading rules at every boundary docs/scenarios.md states, and the verdict order."""
 
 from __future__ import annotations
 

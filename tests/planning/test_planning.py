@@ -1,9 +1,8 @@
-"""The planner against SCENARIOS.md "What each verdict plans", starting from the shared example scenario."""
+"""The planner against docs/scenarios.md "What each verdict plans", starting from the example scenario."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +23,9 @@ from workflows.types import (
     Plan,
     Verdict,
 )
+from tests.conftest import PROJECT_SCENARIOS
 
-SCENARIO = Path(__file__).parents[3] / "shared" / "scenarios" / "tp-hijacked-hybrid-connector.yaml"
+SCENARIO = PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml"
 GUID = "9b0e4c50-0000-4000-8000-000000000010"
 HELPDESK = "helpdesk.op@contoso.com"
 HELPDESK_ID = "2a7d5b20-0000-4000-8000-000000000002"

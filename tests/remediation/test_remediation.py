@@ -27,8 +27,9 @@ from emulator.scenario import load_scenario
 from emulator.server import running_emulator
 from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
 from workflows.types import ActionInput, PlannedAction
+from tests.conftest import PROJECT_SCENARIOS
 
-SCENARIO = Path(__file__).parents[3] / "shared" / "scenarios" / "tp-hijacked-hybrid-connector.yaml"
+SCENARIO = PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml"
 TENANT = "11111111-2222-3333-4444-555555555555"
 GUID = "9b0e4c50-0000-4000-8000-000000000010"
 ALERT = "da637f1e2c3b4a5d6e7f80910"
@@ -77,7 +78,7 @@ class Tenant:
 
 @asynccontextmanager
 async def serve(cert_dir: Path, faults: list[dict[str, Any]], tenant_changes: dict[str, Any]) -> AsyncIterator[Tenant]:
-    """The shared example scenario's tenant, emulated, with optional faults and tenant changes."""
+    """The example scenario's tenant, emulated, with optional faults and tenant changes."""
     data = yaml.safe_load(SCENARIO.read_text())
     data["faults"] = faults
     data["tenant"].update(tenant_changes)

@@ -6,10 +6,10 @@ through the `decide` update), on the session's dev server, each scenario in its 
 
 from pathlib import Path
 
-from tests.conftest import PROJECT_SCENARIOS, SHARED_SCENARIOS
+from tests.conftest import PROJECT_SCENARIOS
 from workers.scenarios import RunOptions, check
 
-SCENARIOS = sorted(PROJECT_SCENARIOS.glob("*.yaml")) + sorted(SHARED_SCENARIOS.glob("*.yaml"))
+SCENARIOS = sorted(PROJECT_SCENARIOS.glob("*.yaml"))
 
 
 def test_there_are_scenarios_for_every_verdict():
