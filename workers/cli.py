@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 import typer
 import uvicorn
 
+from activities import cases
 from config.settings import Settings
-from workers import cases
 from workers.logging import configure_logging
 from workflows.types import Decision
 

@@ -10,10 +10,10 @@ import pytest
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 
+from activities.alert_parsing import from_graph_alert, parse_alerts
 from activities.alerts import alerts_filter
 from activities.clients import GraphHttp
 from config.settings import IntakeSettings, Settings, TenantSettings
-from workers.alert_payloads import from_graph_alert, parse_alerts
 from workers.intake import create_app
 from workers.scenarios import sentinel_incident
 from tests.intake.conftest import DEFENDER, intake_client, scenario
