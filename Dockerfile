@@ -1,4 +1,4 @@
-# quell worker and intake image (one image, two commands).
+# quell worker and intake image (one image, two commands): the runtime alone, no extras, no emulator/.
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -6,7 +6,6 @@ COPY workflows workflows
 COPY activities activities
 COPY workers workers
 COPY config config
-COPY emulator emulator
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 quell
 USER quell
 ENTRYPOINT ["quell"]

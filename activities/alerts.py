@@ -2,7 +2,7 @@
 
 Listing filters on the server by service source and creation time (`$filter`), and on the
 client by title (the policy's alerts share Defender for Office 365 with many others). Every
-alert goes through `workers.alert_payloads.from_graph_alert` and `workers.cases.accept_alert`,
+alert goes through `activities.alert_parsing.from_graph_alert` and `activities.cases.accept_alert`,
 the webhook's own path, so a polled alert and a posted one meet in the same case.
 """
 
@@ -16,10 +16,10 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities import cases
+from activities.alert_parsing import POLICY_TITLE, PayloadError, from_graph_alert
 from activities.clients import ClientPool
 from config.settings import Settings
-from workers import cases
-from workers.alert_payloads import POLICY_TITLE, PayloadError, from_graph_alert
 from workflows.poller import (
     LIST_ACTIVITY,
     OPEN_ACTIVITY,

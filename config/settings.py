@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr, field_validator, model_validator
@@ -135,7 +133,3 @@ class Settings(BaseSettings):
                 return tenant
         raise KeyError(f"unknown tenant {tenant_id}")
 
-
-@lru_cache(maxsize=1)
-def get_settings(**overrides: Any) -> Settings:
-    return Settings(**overrides)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 import uvicorn
 
+from activities import cases
 from config.settings import Settings
-from workers import cases
 from workers.logging import configure_logging
 from workflows.types import Decision
 
@@ -112,6 +114,22 @@ def poller_trigger(tenant: Annotated[str, typer.Option("--tenant")], temporal_ad
     _run(main())
 
 
+EMULATOR_EXTRA_MODULES = {"emulator", "duckdb", "duckdb_kql"}
+"""Top-level modules that come with `pip install 'quell[emulator]'` (the runtime image has none of them)."""
+
+
+@contextmanager
+def _needs_emulator_extra(command: str) -> Iterator[None]:
+    """Around the imports of an emulator-side command: without the extra, say what to install and exit 2."""
+    try:
+        yield
+    except ModuleNotFoundError as missing:
+        if (missing.name or "").split(".")[0] not in EMULATOR_EXTRA_MODULES:
+            raise
+        typer.echo(f"quell {command} needs the emulator extra: pip install 'quell[emulator]'", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def emulator(
     scenario: Annotated[Path, typer.Option(help="scenario YAML to load")],
@@ -120,7 +138,8 @@ def emulator(
     cert_dir: Path = Path(".quell/certs"),
 ) -> None:
     """Serve the Microsoft 365 tenant emulator over HTTPS with a scenario loaded."""
-    from emulator.server import serve
+    with _needs_emulator_extra("emulator"):
+        from emulator.server import serve
 
     configure_logging()
     serve(scenario, host=host, port=port, cert_dir=cert_dir)
@@ -226,7 +245,8 @@ def demo(
     scenario: Path = Path("emulator/scenarios/tp-hijacked-hybrid-connector.yaml"),
 ) -> None:
     """Run a full case against the emulator with a Temporal dev server and its UI."""
-    from workers.demo import run_demo
+    with _needs_emulator_extra("demo"):
+        from workers.demo import run_demo
 
     configure_logging("WARNING")
     _run(run_demo(scenario, auto_approve))
@@ -240,8 +260,9 @@ def scenario_run(
     approval_timeout: float = 5.0,
 ) -> None:
     """Run one scenario and print its result."""
-    from emulator.scenario import load_scenario
-    from workers import scenarios
+    with _needs_emulator_extra("scenario run"):
+        from emulator.scenario import load_scenario
+        from workers import scenarios
 
     configure_logging("ERROR")
     scenarios.trust_emulator_ca()
@@ -270,7 +291,8 @@ def scenario_check(
     parallel: Annotated[int, typer.Option(min=1, help="scenarios run side by side")] = 4,
 ) -> None:
     """Run scenarios and compare each with its `expected` block; exits 1 if any fails."""
-    from workers import scenarios
+    with _needs_emulator_extra("scenario check"):
+        from workers import scenarios
 
     configure_logging("ERROR")
     scenarios.trust_emulator_ca()

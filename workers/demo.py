@@ -21,8 +21,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities import cases
 from emulator.scenario import Scenario, load_scenario
-from workers import cases, scenarios
+from workers import scenarios
 from workflows import search_attributes as sa
 from workflows.report import report_markdown
 from workflows.types import CaseReport, PendingApproval

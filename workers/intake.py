@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client, RPCError, WorkflowQueryFailedError
 from temporalio.service import RPCStatusCode
 
+from activities import cases
+from activities.alert_parsing import GenericAlert, PayloadError, parse_alerts
 from config.settings import Settings
-from workers import cases
-from workers.alert_payloads import GenericAlert, PayloadError, parse_alerts
 from workers.intake_auth import UNAUTHORIZED, SignatureVerifier, bearer_caller, read_body
 from workflows.poller import OpenedCase
 from workflows.types import CaseReport, CaseSummary, Decision, DecisionReceipt

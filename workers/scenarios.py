@@ -34,13 +34,13 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities import cases
 from activities.clients import ClientPool
 from config.settings import IntakeSettings, Settings, TemporalSettings, TenantSettings
 from emulator.expectations import judge
 from emulator.scenario import Scenario, load_scenario
 from emulator.server import serving_emulator
 from emulator.tls import ensure_certificates
-from workers import cases
 from workers.intake import create_app
 from workers.worker import new_worker
 from workflows import search_attributes as sa

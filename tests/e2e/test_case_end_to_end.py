@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from emulator.scenario import load_scenario
+from activities import cases
 from activities.remediation import PASSWORD_LENGTH
-from workers import cases
+from emulator.scenario import load_scenario
 from workflows.report import report_markdown
 from workers.scenarios import RunOptions, tenant_stack
 from tests.conftest import PROJECT_SCENARIOS

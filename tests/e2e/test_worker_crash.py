@@ -18,10 +18,10 @@ from pathlib import Path
 
 from temporalio.api.enums.v1 import PendingActivityState
 
+from activities import cases
+from activities.alert_parsing import parse_alerts
 from emulator.scenario import load_scenario
 from emulator.server import serving_emulator
-from workers import cases
-from workers.alert_payloads import parse_alerts
 from workers.scenarios import RunOptions, scenario_settings
 from workflows.types import Decision
 from tests.conftest import PROJECT_SCENARIOS

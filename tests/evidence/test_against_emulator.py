@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from config.settings import TenantSettings
     from emulator.scenario import Scenario, load_scenario
     from emulator.server import running_emulator
-    from workers.alert_payloads import from_graph_alert
+    from activities.alert_parsing import from_graph_alert
     from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
     from workflows import evidence, grading
     from workflows.types import CaseInput, Organization, Verdict

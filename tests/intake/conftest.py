@@ -1,4 +1,4 @@
-"""Helpers for the intake tests: scenario stacks in dry-run mode, bounded polls, an intake client."""
+"""Helpers for the intake tests: scenario stacks in dry-run mode, bounded polls, intake clients."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from typing import Any, TypeVar
 import httpx
 from temporalio.client import Client
 
+from config.settings import IntakeSettings, Settings, TenantSettings
 from emulator.scenario import Scenario, load_scenario
 from emulator.timestamps import format_datetime
+from workers.intake import create_app
 from workers.scenarios import RunOptions, Stack, tenant_stack
 from tests.conftest import PROJECT_SCENARIOS
 
+TENANT = "11111111-2222-3333-4444-555555555555"
 TOKENS = {"defender": "tok-defender", "soc1@contoso.com": "tok-soc1"}
 DEFENDER = {"Authorization": "Bearer tok-defender"}
 T = TypeVar("T")
@@ -35,6 +38,18 @@ async def stack_for(client: Client, found: Scenario, cert_dir, approval_timeout:
 @asynccontextmanager
 async def intake_client(app) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as http:
+        yield http
+
+
+async def temporal_down() -> Client:
+    raise ConnectionError("temporal is down")
+
+
+@asynccontextmanager
+async def intake_without_temporal(intake: IntakeSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """Intake for one configured tenant (`TENANT`) whose Temporal is down: a valid alert answers 503."""
+    settings = Settings(tenants=[TenantSettings(tenant_id=TENANT, client_id="c", client_secret="s")], intake=intake)
+    async with intake_client(create_app(settings, temporal_down)) as http:
         yield http
 
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 
-from workers import cases
+from activities import cases
 from workers.intake import create_app
 from workflows.types import ApprovalPolicy
 from tests.intake.conftest import DEFENDER, eventually, intake_client, runs, scenario, stack_for

@@ -9,8 +9,8 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import cases
 from config.settings import IntakeSettings
-from workers import cases
 from workers.intake import create_app
 from workers.scenarios import sentinel_incident
 from tests.intake.conftest import DEFENDER, intake_client, runs, scenario, stack_for

@@ -8,10 +8,10 @@ from datetime import timedelta
 from pydantic import SecretStr
 from temporalio.client import Client
 
+from activities import cases
 from activities.clients import ClientPool
 from config.settings import TenantSettings
 from emulator.server import serving_emulator
-from workers import cases
 from workers.intake import create_app
 from workers.scenarios import RunOptions, scenario_settings
 from workers.worker import new_worker

@@ -10,28 +10,17 @@ import pytest
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 
+from activities.alert_parsing import from_graph_alert, parse_alerts
 from activities.alerts import alerts_filter
 from activities.clients import GraphHttp
-from config.settings import IntakeSettings, Settings, TenantSettings
-from workers.alert_payloads import from_graph_alert, parse_alerts
-from workers.intake import create_app
+from config.settings import IntakeSettings
 from workers.scenarios import sentinel_incident
-from tests.intake.conftest import DEFENDER, intake_client, scenario
-
-TENANT = "11111111-2222-3333-4444-555555555555"
-
-
-async def temporal_down():
-    raise ConnectionError("temporal is down")
+from tests.intake.conftest import DEFENDER, TENANT, intake_without_temporal, scenario
 
 
 @pytest.fixture
 async def intake():
-    settings = Settings(
-        tenants=[TenantSettings(tenant_id=TENANT, client_id="c", client_secret="s")],
-        intake=IntakeSettings(api_tokens={"defender": SecretStr("tok-defender")}),
-    )
-    async with intake_client(create_app(settings, temporal_down)) as http:
+    async with intake_without_temporal(IntakeSettings(api_tokens={"defender": SecretStr("tok-defender")})) as http:
         yield http
 
 

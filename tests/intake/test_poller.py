@@ -10,11 +10,12 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities import cases
+from activities.alert_parsing import from_graph_alert
 from activities.clients import ClientPool
 from config.settings import PollerSettings, Settings, TenantSettings
 from emulator.server import serving_emulator
-from workers import cases, schedules
-from workers.alert_payloads import case_id, from_graph_alert
+from workers import schedules
 from workers.scenarios import RunOptions, poll_once, scenario_settings
 from workers.worker import new_worker
 from workflows.case import ConnectorCaseWorkflow
@@ -56,7 +57,7 @@ async def test_one_pass_feeds_connector_alerts_through_the_intake_path(client, c
 
         # Only the scenario's alert is fed; its case is the one the webhook would open.
         assert [c.alert_id for c in result.cases] == [found.alert["id"]]
-        webhook_case = case_id(from_graph_alert(found.alert, tenant, source="webhook"))
+        webhook_case = cases.case_id(from_graph_alert(found.alert, tenant, source="webhook"))
         assert result.cases[0].case_id == webhook_case
         assert {s.alert_id: s.reason for s in result.skipped} == {
             "other-tenant": "alert names another tenant",

@@ -1,4 +1,4 @@
-"""docker-compose.yml mirrors the code: no docker engine runs here, so its structure is checked."""
+"""docker-compose.yml and the Dockerfile mirror the code: no docker engine runs here, so their structure is checked."""
 
 import re
 from pathlib import Path
@@ -11,6 +11,7 @@ from workflows import search_attributes as sa
 ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
 def test_services_and_dependencies_exist():
@@ -57,3 +58,10 @@ def test_published_ports_bind_to_loopback_only():
     for service in SERVICES.values():
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:")
+
+
+def test_the_image_holds_the_runtime_alone():
+    copied = re.findall(r"(?m)^COPY\s+(\S+)", DOCKERFILE)
+    assert copied and not {"emulator", "."} & {source.rstrip("/") or "." for source in copied}  # nor all of it
+    installs = re.findall(r"pip install ([^&\n]*)", DOCKERFILE)
+    assert installs and all(args.split()[-1] == "." for args in installs), "the image installs no extra"

@@ -10,9 +10,9 @@ from datetime import timedelta
 
 from temporalio.api.enums.v1 import EventType
 
+from activities import cases
+from activities.alert_parsing import parse_alerts
 from emulator.scenario import load_scenario
-from workers import cases
-from workers.alert_payloads import parse_alerts
 from workers.scenarios import RunOptions, tenant_stack
 from workflows.types import ApprovalPolicy
 from tests.conftest import PROJECT_SCENARIOS

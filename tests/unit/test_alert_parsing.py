@@ -2,7 +2,8 @@
 
 import pytest
 
-from workers.alert_payloads import PayloadError, case_id, parse_alerts
+from activities.alert_parsing import PayloadError, parse_alerts
+from activities.cases import case_id
 
 
 def parse_alert(body, tenant_id=None):

@@ -5,34 +5,24 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
-from config.settings import IntakeSettings, Settings, TenantSettings
-from workers.intake import create_app
+from config.settings import IntakeSettings
 from workers.intake_auth import sign
+from tests.intake.conftest import TENANT, intake_without_temporal
 
-TENANT = "11111111-2222-3333-4444-555555555555"
 ALERT = {"tenant": TENANT, "alert_id": "a-1", "ip": "198.51.100.23"}
-
-
-async def temporal_down():
-    raise ConnectionError("temporal is down")
 
 
 @pytest.fixture
 async def intake():
-    settings = Settings(
-        tenants=[TenantSettings(tenant_id=TENANT, client_id="c", client_secret="s")],
-        intake=IntakeSettings(
-            api_tokens={"defender": SecretStr("tok-1")},
-            hmac_secrets={"sentinel": SecretStr("hmac-secret")},
-            max_body_bytes=2000,
-        ),
+    limits = IntakeSettings(
+        api_tokens={"defender": SecretStr("tok-1")},
+        hmac_secrets={"sentinel": SecretStr("hmac-secret")},
+        max_body_bytes=2000,
     )
-    transport = httpx.ASGITransport(app=create_app(settings, temporal_down))
-    async with httpx.AsyncClient(transport=transport, base_url="http://intake") as http:
+    async with intake_without_temporal(limits) as http:
         yield http
 
 

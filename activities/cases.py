@@ -1,18 +1,19 @@
-"""Operations on cases shared by the intake API, the CLI and the scenario runner.
+"""Operations on cases shared by the poller activity, the intake API, the CLI and the scenario runner.
 
-Everything goes through Temporal: a case is a workflow, its state is read by query, and
-decisions are sent as the validated `decide` update.
+These are not activities: they are the Temporal client's side of the case workflow. A case is a
+workflow whose id says which alerts belong to it (`case_id`), it is opened by signal-with-start,
+its state is read by query, and decisions are sent as the validated `decide` update.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from config.settings import Settings
-from workers.alert_payloads import case_id
 from workflows import search_attributes as sa
 from workflows.case import ConnectorCaseWorkflow
 from workflows.poller import OpenedCase
@@ -29,6 +30,27 @@ from workflows.types import (
 
 class DecisionRefused(Exception):
     """The workflow's validator refused a decision; the message is its reason."""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.:@_-]+", "-", text.casefold()).strip("-")
+
+
+def case_key(alert: AlertRef) -> str:
+    """The part of the case id after the tenant, so related alerts meet in one case.
+
+    The connector when the alert names it; else the connector's source IP from the evidence
+    (alerts about one relaying connector carry the same IP); else the alert itself.
+    """
+    if alert.connector_hint:
+        return "connector/" + _slug(alert.connector_hint)
+    if alert.ip_addresses:
+        return "ip/" + _slug(sorted(alert.ip_addresses)[0])
+    return f"alert/{_slug(alert.alert_id)}"
+
+
+def case_id(alert: AlertRef) -> str:
+    return f"connector-case/{alert.tenant_id}/{case_key(alert)}"
 
 
 def case_input(settings: Settings, alert: AlertRef, related_cases: list[str] | None = None) -> CaseInput:

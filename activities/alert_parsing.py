@@ -8,7 +8,6 @@ that fits neither is refused with the reason, never guessed at.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -282,23 +281,3 @@ def parse_alerts(body: Any, tenant_id: str | None = None) -> list[AlertRef]:
         "Defender streaming records or {tenant, alert_id, ...}"
     )
 
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9.:@_-]+", "-", text.casefold()).strip("-")
-
-
-def case_key(alert: AlertRef) -> str:
-    """The part of the case id after the tenant, so related alerts meet in one case.
-
-    The connector when the alert names it; else the connector's source IP from the evidence
-    (alerts about one relaying connector carry the same IP); else the alert itself.
-    """
-    if alert.connector_hint:
-        return "connector/" + _slug(alert.connector_hint)
-    if alert.ip_addresses:
-        return "ip/" + _slug(sorted(alert.ip_addresses)[0])
-    return f"alert/{_slug(alert.alert_id)}"
-
-
-def case_id(alert: AlertRef) -> str:
-    return f"connector-case/{alert.tenant_id}/{case_key(alert)}"
