@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 from activities.clients import ClientPool, ExoError, TenantClients
 from activities.hunting import HuntingQuery, default_catalogue, run_hunting_query
 from workflows.grading import ip_networks
+from workflows.timestamps import parse_timestamp
 from workflows.types import (
     AdminSignIns,
     ConnectorChange,
@@ -47,7 +48,6 @@ MULTI_VALUED = frozenset(
 )
 """Connector parameters that hold lists: Exchange logs them as one string, split on "," only."""
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-MS_DATE = re.compile(r"^/Date\((-?\d+)\)/$")
 AUDIT_POLL_FIRST = 1.0
 AUDIT_POLL_MAX = 15.0
 SAMPLE_SIZE = 10
@@ -142,19 +142,6 @@ class CompromisedSenders(Frozen):
 # --------------------------------------------------------------------------- parsing helpers
 
 
-def parse_time(value: Any) -> datetime | None:
-    """ISO 8601 (Graph, EXO REST) or `/Date(ms)/` (older EXO serialisation) as UTC."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
-    text = str(value).strip()
-    if match := MS_DATE.match(text):
-        return datetime.fromtimestamp(int(match[1]) / 1000, tz=UTC)
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-
-
 def _bool(value: Any, default: bool = False) -> bool:
     if isinstance(value, bool):
         return value
@@ -197,8 +184,8 @@ def connector_config(row: Mapping[str, Any], direction: Direction) -> ConnectorC
         direction=direction,
         enabled=_bool(row.get("Enabled"), default=True),
         connector_type=row.get("ConnectorType"),
-        when_created=parse_time(row.get("WhenCreatedUTC") or row.get("WhenCreated")),
-        when_changed=parse_time(row.get("WhenChangedUTC") or row.get("WhenChanged")),
+        when_created=parse_timestamp(row.get("WhenCreatedUTC") or row.get("WhenCreated")),
+        when_changed=parse_timestamp(row.get("WhenChangedUTC") or row.get("WhenChanged")),
         properties=_json_safe(dict(row)),
     )
 
@@ -423,7 +410,7 @@ class EvidenceActivities:
             activity.heartbeat(query_id)
             page = await clients.graph_http.request("GET", path)
             for record in page.get("value", []):
-                at = parse_time(record.get("createdDateTime"))
+                at = parse_timestamp(record.get("createdDateTime"))
                 if at is not None:
                     actor = record.get("userPrincipalName") or record.get("userId") or ""
                     records.append((at, str(record.get("operation", "")), str(actor), _audit_data(record.get("auditData"))))
@@ -442,7 +429,7 @@ class EvidenceActivities:
         })
         records = []
         for row in rows:
-            at = parse_time(row.get("CreationDate"))
+            at = parse_timestamp(row.get("CreationDate"))
             if at is not None:
                 operation = row.get("Operations") or row.get("Operation") or ""
                 records.append((at, str(operation), str(row.get("UserIds") or ""), _audit_data(row.get("AuditData"))))
@@ -457,7 +444,7 @@ class EvidenceActivities:
         upns: dict[str, str] = {}
         records = []
         for row in rows:
-            at = parse_time(row.get("Timestamp"))
+            at = parse_timestamp(row.get("Timestamp"))
             audit = _audit_data(row.get("RawEventData"))
             if at is None:
                 continue
@@ -573,9 +560,9 @@ class EvidenceActivities:
             bursts = [
                 FailureBurst(
                     failures=int(row["FailedLogonCount"]),
-                    earliest_failure=parse_time(row["EarliestTime"]),
-                    latest_failure=parse_time(row["LatestTime"]),
-                    first_success=parse_time(row.get("FirstSuccess")),
+                    earliest_failure=parse_timestamp(row["EarliestTime"]),
+                    latest_failure=parse_timestamp(row["LatestTime"]),
+                    first_success=parse_timestamp(row.get("FirstSuccess")),
                     application=str(row.get("Application") or ""),
                     isp=str(row.get("ISP") or ""),
                     country=str(row.get("CountryCode") or ""),
@@ -655,7 +642,7 @@ def summarise_mail(
     total = (sections.get("total") or [{}])[0]
     hourly: dict[str, int] = {}
     for row in sections.get("hour", []):
-        hour = parse_time(row.get("Hour"))
+        hour = parse_timestamp(row.get("Hour"))
         if hour is not None:
             key = hour.isoformat()
             hourly[key] = hourly.get(key, 0) + int(row.get("Messages") or 0)

@@ -17,7 +17,8 @@ from typing import Any
 
 from emulator.errors import ExoError, not_found_exo
 from emulator.state import DEFAULTS, ConnectorKind, TenantData, TenantState, utcnow
-from emulator.timestamps import format_datetime, parse_datetime
+from emulator.timestamps import format_datetime
+from workflows.timestamps import parse_iso
 
 BINDING = "System.Management.Automation.ParameterBindingException"
 ARGUMENT = "System.Management.Automation.ParameterBindingArgumentTransformationException"
@@ -153,7 +154,7 @@ def _multi(name: str, value: Any) -> Any:
 def _datetime(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
-    when = parse_datetime(value)
+    when = parse_iso(value)
     if when is None:
         try:
             when = datetime.combine(date.fromisoformat(value.strip()), datetime.min.time(), timezone.utc)
@@ -333,7 +334,7 @@ def _search_audit_log(call: Call) -> list[dict[str, Any]]:
     objects = {o.casefold() for o in p.get("ObjectIds", [])}
     found = []
     for record in call.tenant.audit_log:
-        when = parse_datetime(str(record.get("CreationDate", "")))
+        when = parse_iso(str(record.get("CreationDate", "")))
         if when is None or not start <= when <= end:
             continue
         if any(wanted and str(record.get(field, "")).casefold() not in wanted for wanted, field in filters):
@@ -414,7 +415,7 @@ def _message_trace(call: Call) -> list[dict[str, Any]]:
     message_ids = set(p.get("MessageId", []))
     found = []
     for row in call.email_events:
-        when = parse_datetime(str(row.get("Timestamp", "")))
+        when = parse_iso(str(row.get("Timestamp", "")))
         if when is None or not start <= when <= end:
             continue
         trace = {

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from workflows.timestamps import parse_iso
 from workflows.types import (
     AdminSignIns,
     ConnectorChange,
@@ -154,9 +155,9 @@ def approval_for(change: ConnectorChange, connector: ConnectorConfig, organizati
 def hourly_counts(mail: MailStats) -> dict[datetime, int]:
     counts: dict[datetime, int] = {}
     for key, value in mail.hourly_counts.items():
-        hour = datetime.fromisoformat(key.replace("Z", "+00:00"))
-        hour = (hour if hour.tzinfo else hour.replace(tzinfo=UTC)).astimezone(UTC)
-        counts[hour] = counts.get(hour, 0) + value
+        hour = parse_iso(key)
+        if hour is not None:
+            counts[hour] = counts.get(hour, 0) + value
     return counts
 
 
