@@ -11,12 +11,11 @@ import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import Notification
-    from workflows import approvals, evidence, grading, planning
+    from workflows import approvals, evidence, grading, planning, retries
     from workflows import search_attributes as sa
     from workflows.types import (
         ActionInput,
@@ -38,9 +37,6 @@ with workflow.unsafe.imports_passed_through():
     )
 
 ACTION_TIMEOUT = timedelta(minutes=2)
-ACTION_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=4
-)
 
 
 ALERT_ACTIONS = ("classify_alert", "comment_alert")
@@ -244,7 +240,7 @@ class ConnectorCaseWorkflow:
             ),
             result_type=ActionOutcome,
             start_to_close_timeout=ACTION_TIMEOUT,
-            retry_policy=ACTION_RETRY,
+            retry_policy=retries.TENANT,
             summary=f"{action.id} {action.kind} {action.target}{approved}"[:200],
         )
 
@@ -324,7 +320,7 @@ class ConnectorCaseWorkflow:
                 "notify.send",
                 Notification(case_id=case_id, kind=kind, text=text, action_ids=[r.action.id for r in records]),
                 start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=3),
+                retry_policy=retries.NOTIFY,
             )
         except ActivityError:
             # A lost reminder must not stop the case; the pending list stays queryable.

@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from workflows import retries
     from workflows.types import AlertRef
 
 POLLER_WORKFLOW = "alert-poller"
@@ -29,7 +29,6 @@ LIST_ACTIVITY = "alerts.list-new"
 OPEN_ACTIVITY = "alerts.open-case"
 
 ACTIVITY_TIMEOUT = timedelta(minutes=2)
-ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=5)
 
 
 def poller_schedule_id(tenant_id: str) -> str:
@@ -118,7 +117,7 @@ class AlertPollerWorkflow:
             ),
             result_type=AlertBatch,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
+            retry_policy=retries.POLLER,
         )
         opened: list[OpenedCase] = []
         # One at a time, oldest first: a failure leaves the cursor at the last completed run, and
@@ -130,7 +129,7 @@ class AlertPollerWorkflow:
                     alert,
                     result_type=OpenedCase,
                     start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    retry_policy=ACTIVITY_RETRY,
+                    retry_policy=retries.POLLER,
                     summary=f"alert {alert.alert_id}"[:200],
                 )
             )
