@@ -17,27 +17,24 @@ from datetime import datetime
 from typing import Any
 
 from workflows import grading
-from workflows.action_params import (
+from workflows.types import (
+    ActionParams,
+    CaseInput,
     ClassifyParams,
-    Determination,
     CommentParams,
+    ConnectorChange,
     ConnectorParams,
+    Determination,
+    Evidence,
+    Finding,
     MfaParams,
+    Plan,
+    PlannedAction,
     RevertParams,
+    Stage,
     UnblockConnectorParams,
     UnblockSenderParams,
     UserParams,
-)
-from workflows.types import (
-    ActionKind,
-    CaseInput,
-    ConnectorChange,
-    Evidence,
-    Finding,
-    Frozen,
-    Plan,
-    PlannedAction,
-    Stage,
     Verdict,
 )
 
@@ -79,7 +76,7 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
     history = _history(case, verdict, evidence)
     b.comment(_comment(verdict, connector.name))
 
-    target = ConnectorParams(identity=connector.guid, direction=connector.direction)
+    disable = ConnectorParams(kind="disable_connector", identity=connector.guid, direction=connector.direction)
     unblockable = False
     if history.attacker_creation is not None:
         created = history.attacker_creation
@@ -88,11 +85,12 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
             f"{_actor_problem(created.actor, history)}{_cite(verdict, 'connector_created', *CONTROL_INDICATORS)}"
         )
         contain = b.add(
-            "disable_connector", "contain", connector.name, target,
+            "contain", connector.name, disable,
             f"{why}. Disabling it stops its mail at once and can be undone; removal is a separate step.",
         )
         b.add(
-            "remove_connector", "contain", connector.name, target,
+            "contain", connector.name,
+            ConnectorParams(kind="remove_connector", identity=connector.guid, direction=connector.direction),
             f"{why}. An attacker's connector has no legitimate use: remove it once it is disabled "
             "(irreversible, so it has its own approval). It is never unblocked.",
         )
@@ -101,7 +99,7 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
         changes = "; ".join(f"{c.operation} by {c.actor} on {_when(c.at)}" for c in history.unauthorized)
         if unrevertable:
             contain = b.add(
-                "disable_connector", "contain", connector.name, target,
+                "contain", connector.name, disable,
                 f"{connector.name} was changed without approval ({changes})"
                 f"{_cite(verdict, 'connector_modified', *CONTROL_INDICATORS)}, but no audit record before "
                 f"{_when(history.unauthorized[0].at)} sets {', '.join(unrevertable)}, so the change cannot "
@@ -113,7 +111,7 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
                 for name, value in restore.items()
             )
             contain = b.add(
-                "revert_connector_change", "contain", connector.name,
+                "contain", connector.name,
                 RevertParams(identity=connector.guid, direction=connector.direction, restore=restore),
                 f"{connector.name} is an established connector changed without approval ({changes})"
                 f"{_cite(verdict, 'connector_modified', *CONTROL_INDICATORS)}: restore {prior}.",
@@ -121,7 +119,7 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
             unblockable = True
     else:
         contain = b.add(
-            "disable_connector", "contain", connector.name, target,
+            "contain", connector.name, disable,
             f"{connector.name} carries attack mail{_cite(verdict, *CONTROL_INDICATORS, *ABUSE_INDICATORS)} "
             "but was neither created nor changed without approval in the lookback, so there is no "
             "change to undo: disable it to contain it.",
@@ -130,20 +128,20 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
     eradicated: list[str] = []
     for account in history.suspects:
         why = f"{account} {_suspect_because(account, history, verdict)}"
-        user = UserParams(user=history.object_ids.get(account, account))
+        user = history.object_ids.get(account, account)
         eradicated.append(b.add(
-            "reset_admin_password", "eradicate", account, user,
+            "eradicate", account, UserParams(kind="reset_admin_password", user=user),
             f"{why}: reset its password (changed at next sign-in) so the attacker loses it.",
         ))
         eradicated.append(b.add(
-            "revoke_sessions", "eradicate", account, user,
+            "eradicate", account, UserParams(kind="revoke_sessions", user=user),
             f"{why}: revoke its sign-in sessions and refresh tokens so a stolen session stops working.",
         ))
 
     after = [contain, *eradicated]
     if unblockable and evidence.blocked_connector:
         b.add(
-            "unblock_connector", "recover", connector.name,
+            "recover", connector.name,
             UnblockConnectorParams(connector_id=connector.guid),
             f"Defender restricted {connector.name}{_cite(verdict, 'connector_blocked')}; once the "
             "revert is verified and the acting admin is locked out, lift the restriction so "
@@ -152,7 +150,7 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
         )
     for sender in _spoofed_restricted_senders(evidence):
         b.add(
-            "unblock_sender", "recover", sender, UnblockSenderParams(sender_address=sender),
+            "recover", sender, UnblockSenderParams(sender_address=sender),
             f"{sender} is restricted, but it is only the header From (P2) of mail spoofed through "
             f"{connector.name}{_cite(verdict, 'p1_p2_mismatch', 'empty_sender_object_id')}; the account "
             "did not send it. Unblock once the connector is contained.",
@@ -160,12 +158,12 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
         )
     if history.suspects:
         b.add(
-            "require_admin_mfa", "harden", "", MfaParams(report_only=case.mfa_report_only),
+            "harden", "", MfaParams(report_only=case.mfa_report_only),
             f"Suspect acting admin {', '.join(history.suspects)} held an admin role: require MFA for admin roles "
             "(created report-only, so it cannot lock admins out before it is reviewed).",
         )
     b.add(
-        "classify_alert", "report", "",
+        "report", "",
         ClassifyParams(
             alert_id=case.alert.alert_id, status="resolved", classification="truePositive",
             determination=_tp_determination(verdict, history),
@@ -181,7 +179,7 @@ def _benign_or_false(b: _Builder, case: CaseInput, verdict: Verdict, evidence: E
     label = "benign (explained by approved changes or expected volume)" if benign else "a false positive"
     if evidence.blocked_connector:
         b.add(
-            "unblock_connector", "recover", connector.name,
+            "recover", connector.name,
             UnblockConnectorParams(connector_id=connector.guid),
             f"The alert is {label}{_cite(verdict, 'change_approved')}, yet Defender restricted "
             f"{connector.name}: lift the restriction so its legitimate mail flows again.",
@@ -199,7 +197,7 @@ def _benign_or_false(b: _Builder, case: CaseInput, verdict: Verdict, evidence: E
             alert_id=case.alert.alert_id, status="resolved", classification="falsePositive",
             determination="notMalicious",
         )
-    b.add("classify_alert", "report", "", classify, f"Verdict {verdict.kind}: {'; '.join(verdict.reasons)}")
+    b.add("report", "", classify, f"Verdict {verdict.kind}: {'; '.join(verdict.reasons)}")
 
 
 def _needs_review(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evidence | None) -> None:
@@ -207,7 +205,7 @@ def _needs_review(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evid
     name = evidence.connector.name if evidence is not None else None
     b.comment(_comment(verdict, name, missing))
     b.add(
-        "classify_alert", "report", "",
+        "report", "",
         ClassifyParams(alert_id=case.alert.alert_id, status="inProgress"),
         "An analyst must decide: mark the alert in progress and leave its classification unknown.",
     )
@@ -425,24 +423,24 @@ class _Builder:
         self.actions: list[PlannedAction] = []
 
     def add(
-        self, kind: ActionKind, stage: Stage, target: str, params: Frozen, reason: str,
-        requires: list[str] | None = None,
+        self, stage: Stage, target: str, params: ActionParams, reason: str, requires: list[str] | None = None
     ) -> str:
+        """Append the action its params describe (their `kind` is the action's kind)."""
         action_id = f"a{len(self.actions) + 1}"
         self.actions.append(PlannedAction(
             id=action_id,
-            kind=kind,
+            kind=params.kind,
             target=target,
             stage=stage,
             reason=reason,
-            policy=self._case.policy.for_action(kind),
+            policy=self._case.policy.for_action(params.kind),
             requires=list(requires or []),
-            params=params.model_dump(mode="json", exclude_none=True),
+            params=params,
         ))
         return action_id
 
     def comment(self, text: str) -> str:
         return self.add(
-            "comment_alert", "report", "", CommentParams(alert_id=self._case.alert.alert_id, comment=text),
+            "report", "", CommentParams(alert_id=self._case.alert.alert_id, comment=text),
             "Write the verdict and its findings to the alert so analysts in Defender see them.",
         )

@@ -1,4 +1,6 @@
-"""Types that cross the workflow boundary: case input, evidence, findings, plan, approvals, report.
+"""Types that cross the workflow boundary: case input, evidence, findings, action parameters,
+plan, approvals, notifications, report. Workflows and activities both import them from here;
+nothing here imports an activity.
 
 Every model is a frozen pydantic model (or a mutable one where the workflow accumulates state)
 serialised by `temporalio.contrib.pydantic.pydantic_data_converter`. Nothing here holds a
@@ -10,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Direction = Literal["inbound", "outbound"]
 Mode = Literal["enforce", "dry_run"]
@@ -54,7 +56,6 @@ ActionKind = Literal[
     "unblock_connector",
     "unblock_sender",
 ]
-ACTION_KINDS: tuple[str, ...] = ActionKind.__args__  # type: ignore[attr-defined]
 
 Stage = Literal["contain", "eradicate", "recover", "harden", "report"]
 PolicyKind = Literal["auto", "approve", "two_person", "never"]
@@ -73,8 +74,6 @@ CaseStatus = Literal["running", "completed", "needs_manual"]
 CaseStage = Literal[
     "resolving", "collecting", "grading", "awaiting_approval", "remediating", "reporting", "closed"
 ]
-
-JsonScalar = str | int | float | bool | None
 
 
 class Frozen(BaseModel):
@@ -199,13 +198,6 @@ class ConnectorConfig(Frozen):
     """All cmdlet output properties (JSON-safe), kept for revert and the report."""
 
 
-class ConnectorRef(Frozen):
-    tenant_id: str
-    name: str
-    guid: str
-    direction: Direction
-
-
 class ConnectorResolution(Frozen):
     connector: ConnectorConfig | None = None
     candidates: list[str] = []
@@ -242,6 +234,100 @@ class Verdict(Frozen):
         return any(f.id == finding_id for f in self.findings)
 
 
+# --------------------------------------------------------------------------- action parameters
+# One frozen model per kind of action: what the planner decides and the action activity does.
+# `kind` picks the model (a discriminated union); it is not serialised, because on the wire the
+# action's own `kind` says it once and PlannedAction hands it down when it is decoded.
+
+
+class ConnectorTarget(Frozen):
+    """A connector by its immutable Guid."""
+
+    identity: str
+    """The connector's Guid (a name can be changed by the attacker; the Guid cannot)."""
+    direction: Direction
+
+
+class ConnectorParams(ConnectorTarget):
+    """disable_connector, remove_connector."""
+
+    kind: Literal["disable_connector", "remove_connector"] = Field(exclude=True)
+
+
+class RevertParams(ConnectorTarget):
+    """revert_connector_change: Set-*Connector with each property's last authorised value."""
+
+    kind: Literal["revert_connector_change"] = Field("revert_connector_change", exclude=True)
+    restore: dict[str, Any]
+    """Property -> value to set, as the audit log's normalised parameters hold it."""
+
+
+class UnblockConnectorParams(Frozen):
+    kind: Literal["unblock_connector"] = Field("unblock_connector", exclude=True)
+    connector_id: str
+    """The Guid Get-BlockedConnector reports as ConnectorId."""
+
+
+class UnblockSenderParams(Frozen):
+    kind: Literal["unblock_sender"] = Field("unblock_sender", exclude=True)
+    sender_address: str
+
+
+class UserParams(Frozen):
+    """reset_admin_password, revoke_sessions."""
+
+    kind: Literal["reset_admin_password", "revoke_sessions"] = Field(exclude=True)
+    user: str
+    """Object id when evidence had it, else the userPrincipalName (Graph accepts both)."""
+
+
+class MfaParams(Frozen):
+    kind: Literal["require_admin_mfa"] = Field("require_admin_mfa", exclude=True)
+    report_only: bool = True
+    """Create the policy as `enabledForReportingButNotEnforced` so it cannot lock admins out."""
+
+
+AlertStatusValue = Literal["new", "inProgress", "resolved"]
+Classification = Literal["truePositive", "falsePositive", "informationalExpectedActivity"]
+Determination = Literal[
+    "compromisedAccount",
+    "malware",
+    "phishing",
+    "other",
+    "confirmedActivity",
+    "lineOfBusinessApplication",
+    "notMalicious",
+]
+
+
+class ClassifyParams(Frozen):
+    kind: Literal["classify_alert"] = Field("classify_alert", exclude=True)
+    alert_id: str
+    status: AlertStatusValue
+    classification: Classification | None = None
+    """None leaves the alert's classification as it is (needs_review: still `unknown`)."""
+    determination: Determination | None = None
+
+
+class CommentParams(Frozen):
+    kind: Literal["comment_alert"] = Field("comment_alert", exclude=True)
+    alert_id: str
+    comment: str
+
+
+ActionParams = Annotated[
+    ConnectorParams
+    | RevertParams
+    | UnblockConnectorParams
+    | UnblockSenderParams
+    | UserParams
+    | MfaParams
+    | ClassifyParams
+    | CommentParams,
+    Field(discriminator="kind"),
+]
+
+
 # --------------------------------------------------------------------------- plan and approvals
 
 
@@ -255,7 +341,22 @@ class PlannedAction(Frozen):
     policy: PolicyKind
     requires: list[str] = []
     """Ids of actions that must be executed and verified before this one may run."""
-    params: dict[str, Any] = {}
+    params: ActionParams
+    """The parameters of exactly this kind of action (a mismatch fails validation)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hand_kind_to_params(cls, data: Any) -> Any:
+        """Serialised params carry no `kind`: the action's kind selects their model."""
+        if isinstance(data, dict) and isinstance(data.get("params"), dict):
+            return {**data, "params": {"kind": data.get("kind"), **data["params"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _params_fit_kind(self) -> PlannedAction:
+        if self.params.kind != self.kind:
+            raise ValueError(f"{self.kind} cannot take the parameters of {self.params.kind}")
+        return self
 
 
 class Plan(Frozen):
@@ -263,7 +364,9 @@ class Plan(Frozen):
 
     @property
     def hash(self) -> str:
-        body = json.dumps([a.model_dump(mode="json") for a in self.actions], sort_keys=True)
+        """What an approval names. Params without nulls, as they were hashed while they were dicts,
+        so the same plan keeps its hash."""
+        body = json.dumps([a.model_dump(mode="json", exclude_none=True) for a in self.actions], sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
 
@@ -307,6 +410,24 @@ class ActionOutcome(Frozen):
     status: Literal["done", "already_done", "dry_run"]
     verified: bool
     detail: str
+
+
+class ActionInput(Frozen):
+    """Input of every `action.*` activity."""
+
+    tenant_id: str
+    case_id: str
+    action: PlannedAction
+    mode: Mode = "enforce"
+
+
+class Notification(Frozen):
+    """Input of `notify.send`: an approval request, reminder, escalation or expiry."""
+
+    case_id: str
+    kind: Literal["approval_requested", "reminder", "escalation", "expired"]
+    text: str
+    action_ids: list[str] = []
 
 
 class PendingApproval(Frozen):
@@ -437,12 +558,3 @@ class Evidence(Frozen):
     unavailable: list[str] = []
     """Sources that could not be read after retries."""
     collected_at: datetime
-
-
-class ActionInput(Frozen):
-    """Input of every `action.*` activity."""
-
-    tenant_id: str
-    case_id: str
-    action: PlannedAction
-    mode: Mode = "enforce"

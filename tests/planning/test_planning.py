@@ -14,13 +14,20 @@ from workflows.types import (
     AlertRef,
     ApprovalPolicy,
     CaseInput,
+    ClassifyParams,
     ConnectorChange,
     ConnectorConfig,
+    ConnectorParams,
     Evidence,
     Finding,
     MailStats,
+    MfaParams,
     Organization,
     Plan,
+    RevertParams,
+    UnblockConnectorParams,
+    UnblockSenderParams,
+    UserParams,
     Verdict,
 )
 from tests.conftest import PROJECT_SCENARIOS
@@ -126,14 +133,14 @@ def test_hijacked_legitimate_connector_is_reverted_to_the_prior_audited_value(sc
         ("classify_alert", ""),
     ]
     revert = by_kind(result, "revert_connector_change")[0]
-    assert revert.params == {"identity": GUID, "direction": "inbound", "restore": {"SenderIPAddresses": ["203.0.113.5"]}}
+    assert revert.params == RevertParams(identity=GUID, direction="inbound", restore={"SenderIPAddresses": ["203.0.113.5"]})
     assert "exadmin@contoso.com" in revert.reason and "helpdesk.op@contoso.com" in revert.reason
     assert "change_by_unexpected_actor" in revert.reason
     reset = by_kind(result, "reset_admin_password")[0]
-    assert reset.params == {"user": HELPDESK_ID}
+    assert reset.params == UserParams(kind="reset_admin_password", user=HELPDESK_ID)
     classify = by_kind(result, "classify_alert")[0]
-    assert classify.params == {"alert_id": scenario["alert"]["id"], "status": "resolved",
-                               "classification": "truePositive", "determination": "compromisedAccount"}
+    assert classify.params == ClassifyParams(alert_id=scenario["alert"]["id"], status="resolved",
+                                             classification="truePositive", determination="compromisedAccount")
 
 
 def test_ids_follow_plan_order_and_stages_run_contain_eradicate_recover_harden(scenario):
@@ -178,7 +185,8 @@ def test_attacker_created_connector_is_disabled_then_removed_and_never_unblocked
         "unblock_sender", "require_admin_mfa", "classify_alert",
     ]
     disable, remove = by_kind(result, "disable_connector")[0], by_kind(result, "remove_connector")[0]
-    assert disable.params == remove.params == {"identity": GUID, "direction": "inbound"}
+    assert disable.params == ConnectorParams(kind="disable_connector", identity=GUID, direction="inbound")
+    assert remove.params == ConnectorParams(kind="remove_connector", identity=GUID, direction="inbound")
     assert remove.policy == "two_person" and disable.policy == "approve"
     assert remove.stage == "contain" and int(remove.id[1:]) > int(disable.id[1:])
     assert "connector_created" in disable.reason
@@ -193,7 +201,7 @@ def test_property_with_no_earlier_record_disables_instead_and_says_why(scenario)
     assert not by_kind(result, "unblock_connector"), "a connector that was not reverted stays restricted"
     disable = by_kind(result, "disable_connector")[0]
     assert "SenderIPAddresses" in disable.reason and "cannot be reverted safely" in disable.reason
-    assert disable.params == {"identity": GUID, "direction": "inbound"}
+    assert disable.params == ConnectorParams(kind="disable_connector", identity=GUID, direction="inbound")
 
 
 def test_revert_uses_the_latest_record_before_the_earliest_unauthorized_change(scenario):
@@ -208,7 +216,7 @@ def test_revert_uses_the_latest_record_before_the_earliest_unauthorized_change(s
     result = plan(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence_for(scenario, changes=changes))
 
     revert = by_kind(result, "revert_connector_change")[0]
-    assert revert.params["restore"] == {
+    assert revert.params.restore == {
         "SenderIPAddresses": ["203.0.113.5", "203.0.113.6"],   # not the 09:05 value, not the October one
         "SenderDomains": ["smtp:*;1", "smtp:contoso.com;1"],   # split on "," only
         "RestrictDomainsToIPAddresses": True,                  # Exchange's "True" string is a boolean
@@ -233,7 +241,7 @@ def test_untouched_true_positive_connector_is_disabled_with_no_admin_actions(sce
                   evidence_for(scenario, changes=[], blocked_senders=[]))
 
     assert [k for k, _ in kinds(result)] == ["comment_alert", "disable_connector", "classify_alert"]
-    assert by_kind(result, "classify_alert")[0].params["determination"] == "other"
+    assert by_kind(result, "classify_alert")[0].params.determination == "other"
 
 
 def test_only_restricted_senders_that_are_the_spoofed_header_from_are_unblocked(scenario):
@@ -245,7 +253,7 @@ def test_only_restricted_senders_that_are_the_spoofed_header_from_are_unblocked(
     result = plan(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence)
 
     assert [a.target for a in by_kind(result, "unblock_sender")] == ["billing@contoso.com", "ceo@contoso.com"]
-    assert by_kind(result, "unblock_sender")[0].params == {"sender_address": "billing@contoso.com"}
+    assert by_kind(result, "unblock_sender")[0].params == UnblockSenderParams(sender_address="billing@contoso.com")
 
 
 def test_admin_finding_makes_the_named_acting_admin_suspect(scenario):
@@ -259,9 +267,9 @@ def test_admin_finding_makes_the_named_acting_admin_suspect(scenario):
 
     assert [a.target for a in by_kind(result, "reset_admin_password")] == ["exadmin@contoso.com"]
     assert "admin_bruteforce_success" in by_kind(result, "reset_admin_password")[0].reason
-    assert by_kind(result, "require_admin_mfa")[0].params == {"report_only": True}
+    assert by_kind(result, "require_admin_mfa")[0].params == MfaParams(report_only=True)
     # The listed admin's unapproved change is still reverted to the value before it.
-    assert by_kind(result, "revert_connector_change")[0].params["restore"] == {"SenderIPAddresses": ["203.0.113.5"]}
+    assert by_kind(result, "revert_connector_change")[0].params.restore == {"SenderIPAddresses": ["203.0.113.5"]}
 
 
 def test_listed_admin_without_admin_finding_is_not_suspect(scenario):
@@ -288,10 +296,9 @@ def test_benign_and_false_positive_comment_unblock_and_classify(scenario, kind, 
 
     assert kinds(result) == [("comment_alert", ""), ("unblock_connector", "Contoso Hybrid"), ("classify_alert", "")]
     assert by_kind(result, "unblock_connector")[0].requires == []
-    assert by_kind(result, "unblock_connector")[0].params == {"connector_id": GUID}
-    assert by_kind(result, "classify_alert")[0].params == {
-        "alert_id": scenario["alert"]["id"], "status": "resolved",
-        "classification": classification, "determination": determination}
+    assert by_kind(result, "unblock_connector")[0].params == UnblockConnectorParams(connector_id=GUID)
+    assert by_kind(result, "classify_alert")[0].params == ClassifyParams(
+        alert_id=scenario["alert"]["id"], status="resolved", classification=classification, determination=determination)
 
 
 def test_benign_expected_high_volume_connector_is_line_of_business(scenario):
@@ -300,7 +307,7 @@ def test_benign_expected_high_volume_connector_is_line_of_business(scenario):
     result = plan(case_for(scenario, organization=org), verdict("benign_positive", ["volume_spike"]), evidence)
 
     assert [k for k, _ in kinds(result)] == ["comment_alert", "classify_alert"]
-    assert by_kind(result, "classify_alert")[0].params["determination"] == "lineOfBusinessApplication"
+    assert by_kind(result, "classify_alert")[0].params.determination == "lineOfBusinessApplication"
 
 
 def test_needs_review_plans_only_the_comment_and_in_progress_status(scenario):
@@ -309,8 +316,8 @@ def test_needs_review_plans_only_the_comment_and_in_progress_status(scenario):
     result = plan(case_for(scenario), verdict("needs_review", findings), evidence)
 
     assert [k for k, _ in kinds(result)] == ["comment_alert", "classify_alert"]
-    assert by_kind(result, "classify_alert")[0].params == {"alert_id": scenario["alert"]["id"], "status": "inProgress"}
-    comment = by_kind(result, "comment_alert")[0].params["comment"]
+    assert by_kind(result, "classify_alert")[0].params == ClassifyParams(alert_id=scenario["alert"]["id"], status="inProgress")
+    comment = by_kind(result, "comment_alert")[0].params.comment
     assert "volume_spike" in comment and "evidence_unavailable" in comment
     assert "IdentityLogonEvents: could not be read" in comment and "control indicator" in comment
     assert "abuse indicator" not in comment, "volume_spike is an abuse indicator: it is not missing"
@@ -320,7 +327,7 @@ def test_unresolved_connector_plans_only_the_comment_and_status(scenario):
     result = plan(case_for(scenario), verdict("needs_review", ["connector_unresolved"]), None)
 
     assert [k for k, _ in kinds(result)] == ["comment_alert", "classify_alert"]
-    comment = result.actions[0].params["comment"]
+    comment = result.actions[0].params.comment
     assert "(unresolved)" in comment and "matched no connector or more than one" in comment
 
 
@@ -363,12 +370,13 @@ def test_outbound_connector_is_reverted_with_its_own_cmdlet_shape(scenario):
                   evidence_for(scenario, connector=outbound, changes=changes, blocked_connector=False))
 
     assert not by_kind(result, "revert_connector_change"), "UseMXRecord was never set before: not revertable"
-    assert by_kind(result, "disable_connector")[0].params == {"identity": "5d2a", "direction": "outbound"}
+    assert by_kind(result, "disable_connector")[0].params == ConnectorParams(
+        kind="disable_connector", identity="5d2a", direction="outbound")
     assert "UseMXRecord" in by_kind(result, "disable_connector")[0].reason
 
     changes[0] = change("2025-01-10T12:00:00Z", "exadmin@contoso.com", "New-OutboundConnector", SmartHosts="",
                         UseMXRecord="True")
     result = plan(case_for(scenario), verdict("true_positive", TP_FINDINGS),
                   evidence_for(scenario, connector=outbound, changes=changes, blocked_connector=False))
-    assert by_kind(result, "revert_connector_change")[0].params == {
-        "identity": "5d2a", "direction": "outbound", "restore": {"SmartHosts": [], "UseMXRecord": True}}
+    assert by_kind(result, "revert_connector_change")[0].params == RevertParams(
+        identity="5d2a", direction="outbound", restore={"SmartHosts": [], "UseMXRecord": True})
