@@ -1,8 +1,10 @@
 """Every stored case history replays on today's workflow code: an ungated change fails here.
 
-Histories come from `quell scenario check emulator/scenarios/*.yaml --history-dir tests/replay/histories`.
+Histories are only ever added, never regenerated (docs/architecture.md, "Changing workflow code
+safely"): SHA256SUMS pins each stored file, so editing one fails `test_histories_are_only_added`.
 """
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,8 @@ from temporalio.worker import Replayer
 
 from workflows.case import ConnectorCaseWorkflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HISTORY_DIR = Path(__file__).parent / "histories"
+HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
@@ -22,5 +25,20 @@ async def test_history_replays(path: Path):
     await replayer.replay_workflow(history)
 
 
-def test_histories_are_kept():
-    assert HISTORIES, "no stored histories: regenerate them with `quell scenario check --history-dir`"
+def recorded_digests() -> dict[str, str]:
+    lines = (HISTORY_DIR / "SHA256SUMS").read_text().splitlines()
+    return {name: digest for digest, name in (line.split() for line in lines if line.strip())}
+
+
+def test_histories_are_only_added():
+    recorded = recorded_digests()
+    missing = sorted(set(recorded) - {p.name for p in HISTORIES})
+    unrecorded = sorted({p.name for p in HISTORIES} - set(recorded))
+    changed = sorted(
+        p.name for p in HISTORIES
+        if p.name in recorded and hashlib.sha256(p.read_bytes()).hexdigest() != recorded[p.name]
+    )
+    assert not missing, f"stored histories were deleted: {missing}"
+    assert not changed, f"stored histories were rewritten (add a new file instead): {changed}"
+    assert not unrecorded, f"append these to SHA256SUMS (`sha256sum NAME >> SHA256SUMS`): {unrecorded}"
+    assert len(recorded) >= 23, "the 23 scenario histories of the first release are kept"
