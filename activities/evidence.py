@@ -26,14 +26,25 @@ from activities.hunting import HuntingQuery, default_catalogue, run_hunting_quer
 from workflows.grading import ip_networks
 from workflows.timestamps import parse_timestamp
 from workflows.types import (
+    AcceptedDomains,
+    AdminEvidence,
     AdminSignIns,
+    AdminSignInsInput,
+    CompromisedSenders,
+    CompromisedSendersInput,
     ConnectorChange,
+    ConnectorChanges,
+    ConnectorChangesInput,
     ConnectorConfig,
     ConnectorResolution,
     Direction,
     FailureBurst,
-    Frozen,
     MailStats,
+    MailStatsInput,
+    ResolveConnectorInput,
+    RestrictedEntities,
+    RestrictedEntitiesInput,
+    TenantInput,
 )
 
 log = structlog.get_logger("quell.evidence")
@@ -55,88 +66,6 @@ MESSAGE_TRACE_WINDOW = timedelta(days=10)
 """Get-MessageTraceV2 refuses a StartDate..EndDate range longer than 10 days."""
 MESSAGE_TRACE_IPS = 5
 MAX_LISTED = 100
-
-
-# --------------------------------------------------------------------------- activity models
-
-
-class ResolveConnectorInput(Frozen):
-    tenant_id: str
-    ip_addresses: list[str] = []
-    """The alert's ipEvidence addresses."""
-    message_ids: list[str] = []
-    """The alert's analyzedMessageEvidence networkMessageIds."""
-    since: datetime
-    until: datetime
-
-
-class ConnectorChangesInput(Frozen):
-    tenant_id: str
-    connector_name: str
-    connector_guid: str
-    direction: Direction
-    since: datetime
-    """Audit records from here on (wider than the lookback: revert needs the record before)."""
-    until: datetime
-
-
-class ConnectorChanges(Frozen):
-    changes: list[ConnectorChange]
-    source: str
-    """graph_audit_log, search_unified_audit_log or cloud_app_events (30 days only)."""
-
-
-class MailStatsInput(Frozen):
-    tenant_id: str
-    connector_name: str
-    now: datetime
-    lookback: timedelta
-    accepted_domains: list[str]
-    partner_domains: list[str]
-
-
-class RestrictedEntitiesInput(Frozen):
-    tenant_id: str
-    connector_name: str
-    connector_guid: str
-
-
-class RestrictedEntities(Frozen):
-    blocked_connector: bool
-    blocked_senders: list[str]
-
-
-class TenantInput(Frozen):
-    tenant_id: str
-
-
-class AcceptedDomains(Frozen):
-    domains: list[str]
-
-
-class AdminSignInsInput(Frozen):
-    tenant_id: str
-    upns: list[str]
-    since: datetime
-    until: datetime
-    failure_threshold: int
-    success_within: timedelta
-
-
-class AdminEvidence(Frozen):
-    admins: list[AdminSignIns]
-
-
-class CompromisedSendersInput(Frozen):
-    tenant_id: str
-    since: datetime
-    until: datetime
-    per_hour: int
-
-
-class CompromisedSenders(Frozen):
-    object_ids: list[str]
-    addresses: list[str]
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -532,12 +461,12 @@ class EvidenceActivities:
 
     @activity.defn(name="evidence.admin-sign-ins")
     async def admin_sign_ins(self, request: AdminSignInsInput) -> AdminEvidence:
-        """Roles, brute force and sign-in countries of the acting admins."""
+        """Object ids, brute-force bursts and sign-in countries of the acting admins."""
         if not request.upns:
             return AdminEvidence(admins=[])
         clients = self._clients(request.tenant_id)
         identities = await asyncio.gather(*(self._identity(clients, upn) for upn in request.upns))
-        object_ids = [oid for _, oid, _ in identities if oid]
+        object_ids = [oid for _, oid in identities if oid]
         upns = [_fold(upn) for upn in request.upns]
         bursts_rows, country_rows = await asyncio.gather(
             self._hunt(clients, "admin-bruteforce", accountObjectIds=object_ids, since=request.since,
@@ -547,7 +476,7 @@ class EvidenceActivities:
                        since=request.since, until=request.until),
         )
         admins = []
-        for upn, object_id, roles in identities:
+        for upn, object_id in identities:
             mine = {_fold(upn), _fold(object_id)} - {""}
 
             def own(row: Mapping[str, Any]) -> bool:
@@ -572,36 +501,26 @@ class EvidenceActivities:
             admins.append(AdminSignIns(
                 upn=upn,
                 object_id=object_id,
-                roles=roles,
-                bruteforce=bursts[0].model_dump(mode="json") if bursts else None,
                 successful_signins=sum(countries.values()),
                 countries=countries,
                 failure_bursts=bursts,
             ))
         return AdminEvidence(admins=admins)
 
-    async def _identity(self, clients: TenantClients, upn: str) -> tuple[str, str | None, list[str]]:
-        """(upn, object id, directory role names); an actor with no directory user (a service, a
-        deleted account) keeps its name and no id."""
+    async def _identity(self, clients: TenantClients, upn: str) -> tuple[str, str | None]:
+        """(upn, object id); an actor with no directory user (a service, a deleted account) keeps
+        its name and no id."""
         try:
             user = await clients.graph_http.request(
                 "GET", f"/users/{quote(upn, safe='@')}", params={"$select": "id,userPrincipalName"})
         except ApplicationError as failure:
             if failure.type in ("GraphHttp404", "GraphHttp400"):
-                return upn, None, []
+                return upn, None
             raise
         object_id = str((user or {}).get("id") or "")
         if not GUID.match(object_id):
-            return upn, None, []
-        assignments = await clients.graph_http.request(
-            "GET", "/roleManagement/directory/roleAssignments",
-            params={"$filter": f"principalId eq '{object_id}'", "$expand": "roleDefinition"},
-        )
-        roles = sorted({
-            str((a.get("roleDefinition") or {}).get("displayName") or a.get("roleDefinitionId") or "")
-            for a in (assignments or {}).get("value", [])
-        } - {""})
-        return str(user.get("userPrincipalName") or upn), object_id, roles
+            return upn, None
+        return str(user.get("userPrincipalName") or upn), object_id
 
     @activity.defn(name="evidence.compromised-senders")
     async def compromised_senders(self, request: CompromisedSendersInput) -> CompromisedSenders:

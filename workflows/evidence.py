@@ -17,29 +17,27 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.evidence import (
+    from activities.evidence import EvidenceActivities
+    from workflows import retries
+    from workflows.grading import acting_admins, is_creation, is_modification
+    from workflows.types import (
         AcceptedDomains,
         AdminEvidence,
         AdminSignInsInput,
+        CaseInput,
         CompromisedSenders,
         CompromisedSendersInput,
         ConnectorChanges,
         ConnectorChangesInput,
-        EvidenceActivities,
+        ConnectorConfig,
+        ConnectorResolution,
+        Evidence,
+        MailStats,
         MailStatsInput,
         ResolveConnectorInput,
         RestrictedEntities,
         RestrictedEntitiesInput,
         TenantInput,
-    )
-    from workflows import retries
-    from workflows.grading import acting_admins, is_creation, is_modification
-    from workflows.types import (
-        CaseInput,
-        ConnectorConfig,
-        ConnectorResolution,
-        Evidence,
-        MailStats,
     )
 
 T = TypeVar("T")

@@ -182,9 +182,18 @@ class CaseInput(Frozen):
 
 
 # --------------------------------------------------------------------------- tenant reads
+# The evidence activities' inputs and results, and the Evidence the workflow assembles from them.
 
 
-class ConnectorConfig(Frozen):
+class Result(BaseModel):
+    """An activity's result, or a model inside one. Replay decodes the results stored in old
+    histories into today's models, so a field dropped since must not fail that decoding: unknown
+    fields are ignored (AdminSignIns results once carried `roles` and `bruteforce`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ConnectorConfig(Result):
     """One connector as Get-Inbound/OutboundConnector reports it."""
 
     guid: str
@@ -198,14 +207,14 @@ class ConnectorConfig(Frozen):
     """All cmdlet output properties (JSON-safe), kept for revert and the report."""
 
 
-class ConnectorResolution(Frozen):
+class ConnectorResolution(Result):
     connector: ConnectorConfig | None = None
     candidates: list[str] = []
     method: str = ""
     reason: str = ""
 
 
-class ConnectorChange(Frozen):
+class ConnectorChange(Result):
     """A New-/Set-/Remove-*Connector audit record for the alerted connector."""
 
     at: datetime
@@ -213,6 +222,161 @@ class ConnectorChange(Frozen):
     actor: str
     client_ip: str | None = None
     parameters: dict[str, Any] = {}
+
+
+class MailStats(Result):
+    """Summary of the alerted connector's mail in the lookback (rows summarised in the activity)."""
+
+    messages: int = 0
+    p1_p2_mismatch: int = 0
+    empty_sender_object_id: int = 0
+    unprovisioned_sender_domain: int = 0
+    junk_or_quarantined: int = 0
+    hourly_counts: dict[str, int] = {}
+    """Messages per clock hour (ISO hour start -> count) over the baseline window; missing = 0."""
+    external_recipient_domains: int = 0
+    """Distinct recipient domains that are neither accepted nor partner domains."""
+    spoofed_to_partners: int = 0
+    spoofed_to_internal: int = 0
+    malicious_url_messages: int = 0
+    malicious_attachment_messages: int = 0
+    sender_ips: list[str] = []
+    spoofed_header_senders: list[str] = []
+    """Header From (P2) addresses of the connector's spoofed mail."""
+    sample_message_ids: list[str] = []
+    malicious_sample_message_ids: list[str] = []
+    first_contact_senders: int = 0
+    """Header senders of the last day's connector mail with no established contact (seed 003)."""
+    first_contact_recipient_domains: int = 0
+    """Recipient domains of the last day's connector mail that the tenant never mailed before."""
+    trace_filtered_as_spam: int | None = None
+    """Message trace (Get-MessageTraceV2) messages from the connector's sender IPs in the lookback
+    with Status FilteredAsSpam (seeds 001/002); None when the trace could not be read."""
+
+
+class FailureBurst(Result):
+    """A 60-second bin of failed logons for one account, application, ISP and country, and the
+    first success for the same account, ISP and application after the bin's latest failure."""
+
+    failures: int
+    earliest_failure: datetime
+    latest_failure: datetime
+    first_success: datetime | None = None
+    application: str = ""
+    isp: str = ""
+    country: str = ""
+
+
+class AdminSignIns(Result):
+    """The acting admin's sign-in evidence."""
+
+    upn: str
+    object_id: str | None = None
+    successful_signins: int = 0
+    countries: dict[str, int] = {}
+    failure_bursts: list[FailureBurst] = []
+    """Bursts the playbook's brute-force query found (grading applies the thresholds again)."""
+
+
+class ResolveConnectorInput(Frozen):
+    tenant_id: str
+    ip_addresses: list[str] = []
+    """The alert's ipEvidence addresses."""
+    message_ids: list[str] = []
+    """The alert's analyzedMessageEvidence networkMessageIds."""
+    since: datetime
+    until: datetime
+
+
+class ConnectorChangesInput(Frozen):
+    tenant_id: str
+    connector_name: str
+    connector_guid: str
+    direction: Direction
+    since: datetime
+    """Audit records from here on (wider than the lookback: revert needs the record before)."""
+    until: datetime
+
+
+class ConnectorChanges(Result):
+    changes: list[ConnectorChange]
+    source: str
+    """graph_audit_log, search_unified_audit_log or cloud_app_events (30 days only)."""
+
+
+class MailStatsInput(Frozen):
+    tenant_id: str
+    connector_name: str
+    now: datetime
+    lookback: timedelta
+    accepted_domains: list[str]
+    partner_domains: list[str]
+
+
+class RestrictedEntitiesInput(Frozen):
+    tenant_id: str
+    connector_name: str
+    connector_guid: str
+
+
+class RestrictedEntities(Result):
+    blocked_connector: bool
+    blocked_senders: list[str]
+
+
+class TenantInput(Frozen):
+    tenant_id: str
+
+
+class AcceptedDomains(Result):
+    domains: list[str]
+
+
+class AdminSignInsInput(Frozen):
+    tenant_id: str
+    upns: list[str]
+    since: datetime
+    until: datetime
+    failure_threshold: int
+    success_within: timedelta
+
+
+class AdminEvidence(Result):
+    admins: list[AdminSignIns]
+
+
+class CompromisedSendersInput(Frozen):
+    tenant_id: str
+    since: datetime
+    until: datetime
+    per_hour: int
+
+
+class CompromisedSenders(Result):
+    object_ids: list[str]
+    addresses: list[str]
+
+
+class Evidence(Frozen):
+    """Everything grading and planning need, collected by activities."""
+
+    connector: ConnectorConfig
+    changes: list[ConnectorChange] = []
+    """Audit records for the connector (any age; grading applies the lookback)."""
+    mail: MailStats = MailStats()
+    accepted_domains: list[str] = []
+    blocked_connector: bool = False
+    blocked_senders: list[str] = []
+    admins: list[AdminSignIns] = []
+    compromised_senders: list[str] = []
+    """Internal SenderObjectIds with unusual outbound volume (tenant-wide)."""
+    compromised_sender_addresses: list[str] = []
+    """Their header From addresses, for the report."""
+    changes_source: str = ""
+    """Which audit source answered: graph_audit_log, search_unified_audit_log or cloud_app_events."""
+    unavailable: list[str] = []
+    """Sources that could not be read after retries."""
+    collected_at: datetime
 
 
 # --------------------------------------------------------------------------- findings and verdict
@@ -404,7 +568,7 @@ class ActionRecord(BaseModel):
     detail: str = ""
 
 
-class ActionOutcome(Frozen):
+class ActionOutcome(Result):
     """What an action activity reports: the state it found, whether it acted, and verification."""
 
     status: Literal["done", "already_done", "dry_run"]
@@ -476,85 +640,3 @@ class CaseReport(BaseModel):
     """What the playbook says to keep: message ids sample and counts, source IPs, change history."""
     started_at: datetime
     finished_at: datetime | None = None
-
-
-# --------------------------------------------------------------------------- evidence
-
-
-class MailStats(Frozen):
-    """Summary of the alerted connector's mail in the lookback (rows summarised in the activity)."""
-
-    messages: int = 0
-    p1_p2_mismatch: int = 0
-    empty_sender_object_id: int = 0
-    unprovisioned_sender_domain: int = 0
-    junk_or_quarantined: int = 0
-    hourly_counts: dict[str, int] = {}
-    """Messages per clock hour (ISO hour start -> count) over the baseline window; missing = 0."""
-    external_recipient_domains: int = 0
-    """Distinct recipient domains that are neither accepted nor partner domains."""
-    spoofed_to_partners: int = 0
-    spoofed_to_internal: int = 0
-    malicious_url_messages: int = 0
-    malicious_attachment_messages: int = 0
-    sender_ips: list[str] = []
-    spoofed_header_senders: list[str] = []
-    """Header From (P2) addresses of the connector's spoofed mail."""
-    sample_message_ids: list[str] = []
-    malicious_sample_message_ids: list[str] = []
-    first_contact_senders: int = 0
-    """Header senders of the last day's connector mail with no established contact (seed 003)."""
-    first_contact_recipient_domains: int = 0
-    """Recipient domains of the last day's connector mail that the tenant never mailed before."""
-    trace_filtered_as_spam: int | None = None
-    """Message trace (Get-MessageTraceV2) messages from the connector's sender IPs in the lookback
-    with Status FilteredAsSpam (seeds 001/002); None when the trace could not be read."""
-
-
-class FailureBurst(Frozen):
-    """A 60-second bin of failed logons for one account, application, ISP and country, and the
-    first success for the same account, ISP and application after the bin's latest failure."""
-
-    failures: int
-    earliest_failure: datetime
-    latest_failure: datetime
-    first_success: datetime | None = None
-    application: str = ""
-    isp: str = ""
-    country: str = ""
-
-
-class AdminSignIns(Frozen):
-    """The acting admin's sign-in evidence."""
-
-    upn: str
-    object_id: str | None = None
-    roles: list[str] = []
-    bruteforce: dict[str, Any] | None = None
-    """The failure burst and the success that followed, when the playbook's pattern matched."""
-    successful_signins: int = 0
-    countries: dict[str, int] = {}
-    failure_bursts: list[FailureBurst] = []
-    """Bursts the playbook's brute-force query found (grading applies the thresholds again)."""
-
-
-class Evidence(Frozen):
-    """Everything grading and planning need, collected by activities."""
-
-    connector: ConnectorConfig
-    changes: list[ConnectorChange] = []
-    """Audit records for the connector (any age; grading applies the lookback)."""
-    mail: MailStats = MailStats()
-    accepted_domains: list[str] = []
-    blocked_connector: bool = False
-    blocked_senders: list[str] = []
-    admins: list[AdminSignIns] = []
-    compromised_senders: list[str] = []
-    """Internal SenderObjectIds with unusual outbound volume (tenant-wide)."""
-    compromised_sender_addresses: list[str] = []
-    """Their header From addresses, for the report."""
-    changes_source: str = ""
-    """Which audit source answered: graph_audit_log, search_unified_audit_log or cloud_app_events."""
-    unavailable: list[str] = []
-    """Sources that could not be read after retries."""
-    collected_at: datetime

@@ -93,7 +93,7 @@ def evidence_for(scenario: dict[str, Any], **changes: Any) -> Evidence:
         accepted_domains=scenario["tenant"]["accepted_domains"],
         blocked_connector=True,
         blocked_senders=[s["SenderAddress"] for s in scenario["tenant"]["blocked_senders"]],
-        admins=[AdminSignIns(upn=HELPDESK, object_id=HELPDESK_ID, roles=["Exchange Administrator"])],
+        admins=[AdminSignIns(upn=HELPDESK, object_id=HELPDESK_ID)],
         collected_at=at(scenario["now"]),
     )
     fields.update(changes)
