@@ -45,6 +45,7 @@ from workflows.types import (
     RestrictedEntities,
     RestrictedEntitiesInput,
     TenantInput,
+    split_list,
 )
 
 log = structlog.get_logger("quell.evidence")
@@ -52,12 +53,6 @@ log = structlog.get_logger("quell.evidence")
 CONNECTOR_OPERATIONS = [
     f"{verb}-{direction}Connector" for verb in ("New", "Set", "Remove") for direction in ("Inbound", "Outbound")
 ]
-MULTI_VALUED = frozenset(
-    p.casefold()
-    for p in ("SenderDomains", "RecipientDomains", "SenderIPAddresses", "SmartHosts", "AssociatedAcceptedDomains",
-              "TrustedOrganizations", "EFSkipIPs", "EFUsers")
-)
-"""Connector parameters that hold lists: Exchange logs them as one string, split on "," only."""
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 AUDIT_POLL_FIRST = 1.0
 AUDIT_POLL_MAX = 15.0
@@ -87,14 +82,6 @@ def _fold(value: Any) -> str:
     return str(value or "").strip().casefold()
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return [str(v) for v in value if v is not None]
-    return [v.strip() for v in str(value).split(",") if v.strip()]
-
-
 def _json_list(value: Any) -> list[str]:
     """A `make_set` column: a list from Graph JSON, or the JSON text some engines return."""
     if isinstance(value, str):
@@ -119,23 +106,12 @@ def connector_config(row: Mapping[str, Any], direction: Direction) -> ConnectorC
     )
 
 
-def parameter_value(name: str, value: Any) -> Any:
-    """An audit parameter as a value: "True"/"False" → bool; list properties split on "," only
-    (never ";": address spaces such as `smtp:*;1` carry their cost after it)."""
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    if isinstance(value, str) and value.strip().casefold() in ("true", "false"):
-        return value.strip().casefold() == "true"
-    if name.casefold() in MULTI_VALUED:
-        return _as_list(value)
-    return value
-
-
 def parse_parameters(audit_data: Mapping[str, Any]) -> dict[str, Any]:
+    """AuditData's Parameters list as name -> value, as logged (ConnectorChange normalises them)."""
     parameters: dict[str, Any] = {}
     for item in audit_data.get("Parameters") or []:
         if isinstance(item, Mapping) and item.get("Name"):
-            parameters[str(item["Name"])] = _json_safe(parameter_value(str(item["Name"]), item.get("Value")))
+            parameters[str(item["Name"])] = _json_safe(item.get("Value"))
     return parameters
 
 
@@ -251,7 +227,7 @@ class EvidenceActivities:
             c.name
             for c in connectors
             if any(
-                address_matches(ip, _as_list(c.properties.get("SenderIPAddresses" if c.direction == "inbound" else "SmartHosts")))
+                address_matches(ip, split_list(c.properties.get("SenderIPAddresses" if c.direction == "inbound" else "SmartHosts")))
                 for ip in request.ip_addresses
             )
         ]
@@ -269,7 +245,7 @@ class EvidenceActivities:
             names: dict[str, str] = {}
             for row in rows:
                 if int(row.get(column) or 0) > 0:
-                    for name in _as_list(row.get("Connectors")):
+                    for name in split_list(row.get("Connectors")):
                         names.setdefault(_fold(name), name)
             if names:
                 return _single(sorted(names.values()), method, connectors)

@@ -19,6 +19,7 @@ from emulator.errors import ExoError, not_found_exo
 from emulator.state import DEFAULTS, ConnectorKind, TenantData, TenantState, utcnow
 from emulator.timestamps import format_datetime
 from workflows.timestamps import parse_iso
+from workflows.types import MULTI_VALUED
 
 BINDING = "System.Management.Automation.ParameterBindingException"
 ARGUMENT = "System.Management.Automation.ParameterBindingArgumentTransformationException"
@@ -170,7 +171,7 @@ def _settable(kind: ConnectorKind) -> dict[str, str]:
     kinds = {}
     for prop, default in DEFAULTS[kind].items():
         if prop not in READ_ONLY:
-            kinds[prop] = "bool" if isinstance(default, bool) else "multi" if isinstance(default, list) else "string"
+            kinds[prop] = "bool" if isinstance(default, bool) else "multi" if prop.casefold() in MULTI_VALUED else "string"
     return {**kinds, "Name": "string"}
 
 

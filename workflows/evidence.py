@@ -19,7 +19,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.evidence import EvidenceActivities
     from workflows import retries
-    from workflows.grading import acting_admins, is_creation, is_modification
+    from workflows.grading import acting_admins, relevant_changes
     from workflows.types import (
         AcceptedDomains,
         AdminEvidence,
@@ -118,10 +118,7 @@ async def collect_evidence(case: CaseInput, connector: ConnectorConfig, now: dat
         ))
         if changes is None:
             return None, None
-        upns = acting_admins(
-            c for c in changes.changes
-            if lookback_start <= c.at <= now and (is_creation(c) or is_modification(c))
-        )
+        upns = acting_admins(relevant_changes(changes.changes, lookback_start, now))
         if not upns:
             return changes, AdminEvidence(admins=[])
         admins = await _source("admin_sign_ins", unavailable, workflow.execute_activity_method(

@@ -11,7 +11,6 @@ containment and the eradication steps are done.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,12 +25,12 @@ from workflows.types import (
     ConnectorParams,
     Determination,
     Evidence,
-    Finding,
     MfaParams,
     Plan,
     PlannedAction,
     RevertParams,
     Stage,
+    Subject,
     UnblockConnectorParams,
     UnblockSenderParams,
     UserParams,
@@ -47,12 +46,6 @@ ABUSE_INDICATORS = grading.ABUSE_INDICATORS
 NOT_PROPERTIES = frozenset(
     {"identity", "confirm", "force", "erroraction", "warningaction", "verbose", "debug", "whatif",
      "domaincontroller"}
-)
-# Multi-valued connector properties: the audit log may hold them as one comma-joined string.
-MULTI_VALUED = frozenset(
-    {"senderdomains", "recipientdomains", "senderipaddresses", "smarthosts",
-     "associatedaccepteddomains", "trustedorganizations", "efskipips", "efskipmailgateway",
-     "efusers", "scanandroprecipients"}
 )
 
 
@@ -73,7 +66,7 @@ def plan(case: CaseInput, verdict: Verdict, evidence: Evidence | None) -> Plan:
 
 def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evidence) -> None:
     connector = evidence.connector
-    history = _history(case, verdict, evidence)
+    history = _history(verdict, evidence)
     b.comment(_comment(verdict, connector.name))
 
     disable = ConnectorParams(kind="disable_connector", identity=connector.guid, direction=connector.direction)
@@ -216,7 +209,7 @@ def _needs_review(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evid
 
 @dataclass(frozen=True)
 class _History:
-    """What the audit log says about who touched the connector in the lookback."""
+    """Who touched the connector in the lookback, and which acting admins are suspect."""
 
     unauthorized: list[ConnectorChange]
     """Recent modifications not covered by an approved change, oldest first."""
@@ -230,58 +223,38 @@ class _History:
     object_ids: dict[str, str]
 
 
-def _history(case: CaseInput, verdict: Verdict, evidence: Evidence) -> _History:
-    """Grading's own reading of the audit log (same lookback, approvals and acting admins)."""
-    connector = evidence.connector
-    since = evidence.collected_at - case.thresholds.lookback
-    recent = grading.relevant_changes(evidence, since, evidence.collected_at)
-    approved = [c for c in recent if grading.approval_for(c, connector, case.organization)]
-    admins = {_key(a) for a in case.organization.connector_admins}
-    unexpected = frozenset(_key(c.actor) for c in recent if _key(c.actor) not in admins and c not in approved)
+def _history(verdict: Verdict, evidence: Evidence) -> _History:
+    """Grading's reading of the audit log (`verdict.history`) and the accounts its findings name."""
+    reviewed = verdict.history.changes
+    actors = verdict.history.acting_admins
+    unexpected = frozenset(_key(r.change.actor) for r in reviewed if r.unexpected_actor)
     object_ids = {_key(a.upn): a.object_id for a in evidence.admins if a.object_id}
 
-    actors = grading.acting_admins(recent)
     admin_findings: dict[str, list[str]] = {}
     for finding in (f for f in verdict.findings if f.id in ADMIN_FINDINGS):
-        named = [a for a in actors if _mentions(finding, a, object_ids.get(a))]
+        named = [a for a in actors if any(_is_account(s, a, object_ids.get(a)) for s in finding.accounts())]
         # Admin findings concern acting admins only; one that names none of them covers them all.
         for actor in named or actors:
             admin_findings.setdefault(actor, []).append(finding.id)
     suspects = [a for a in actors if a in unexpected or a in admin_findings]
 
     attacker_creation = next(
-        (c for c in recent if grading.is_creation(c) and _key(c.actor) in suspects), None
+        (r.change for r in reviewed if grading.is_creation(r.change) and _key(r.change.actor) in suspects), None
     )
-    unauthorized = [c for c in recent if not grading.is_creation(c) and c not in approved]
+    unauthorized = [r.change for r in reviewed if not grading.is_creation(r.change) and not r.ticket]
     return _History(unauthorized, attacker_creation, unexpected, suspects, admin_findings, object_ids)
 
 
 def _key(account: str) -> str:
-    """Accounts compare as grading compares them (`acting_admins` returns these keys)."""
+    """Accounts compare as grading compares them (`acting_admins` holds these keys)."""
     return account.strip().casefold()
 
 
-def _verb(change: ConnectorChange) -> str:
-    verb, _, noun = change.operation.partition("-")
-    return verb.capitalize() if noun.casefold() in ("inboundconnector", "outboundconnector") else ""
-
-
-def _mentions(finding: Finding, upn: str, object_id: str | None) -> bool:
-    needles = {upn.casefold()} | ({object_id.casefold()} if object_id else set())
-    if any(n in finding.summary.casefold() for n in needles):
+def _is_account(subject: Subject, actor: str, object_id: str | None) -> bool:
+    """Whether a finding's account is this acting admin, by UPN or by object id."""
+    if subject.name is not None and _key(subject.name) == actor:
         return True
-    return any(s.casefold() in needles for s in _strings(finding.evidence))
-
-
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _strings(item)
+    return subject.id is not None and object_id is not None and subject.id.casefold() == object_id.casefold()
 
 
 def _revert(
@@ -290,11 +263,12 @@ def _revert(
     """Each property the unauthorized changes set -> the value the latest earlier record set.
 
     Returns (restore, the record each value comes from, properties with no earlier record).
-    Records of any age count as "earlier": the lookback limits findings, not the history.
+    Records of any age count as "earlier": the lookback limits findings, not the history. The
+    values are the audit records' parameters as ConnectorChange normalised them.
     """
     earliest = history.unauthorized[0].at
     earlier = [c for c in sorted(evidence.changes, key=lambda c: c.at)
-               if c.at < earliest and _verb(c) in ("New", "Set")]
+               if c.at < earliest and grading.connector_verb(c) in ("new", "set")]
     names = list(dict.fromkeys(
         name for c in history.unauthorized for name in c.parameters if name.casefold() not in NOT_PROPERTIES
     ))
@@ -307,7 +281,7 @@ def _revert(
             unrevertable.append(name)
             continue
         source = setting[-1]
-        restore[name] = _restore_value(name, _parameter(source, name), evidence.connector.properties.get(name))
+        restore[name] = _parameter(source, name)
         sources[name] = source
     return restore, sources, unrevertable
 
@@ -321,20 +295,6 @@ def _parameter(change: ConnectorChange, name: str) -> Any:
         if key.casefold() == name.casefold():
             return value
     return _ABSENT
-
-
-def _restore_value(name: str, logged: Any, current: Any) -> Any:
-    """The audit log's value in the shape Set-*Connector takes (docs/scenarios.md audit_log rules)."""
-    multi = isinstance(current, list) or name.casefold() in MULTI_VALUED
-    if isinstance(logged, str):
-        if multi:
-            # Split on "," only: address spaces such as "smtp:*;1" keep their ";cost".
-            return [part.strip() for part in logged.split(",") if part.strip()]
-        if logged.casefold() in ("true", "false"):
-            return logged.casefold() == "true"
-    if multi and isinstance(logged, list):
-        return [str(item).strip() for item in logged]
-    return logged
 
 
 def _spoofed_restricted_senders(evidence: Evidence) -> list[str]:

@@ -14,7 +14,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Direction = Literal["inbound", "outbound"]
 Mode = Literal["enforce", "dry_run"]
@@ -214,6 +214,39 @@ class ConnectorResolution(Result):
     reason: str = ""
 
 
+MULTI_VALUED = frozenset(
+    name.casefold()
+    for name in (
+        # Set-InboundConnector
+        "SenderDomains", "SenderIPAddresses", "AssociatedAcceptedDomains", "TrustedOrganizations",
+        "EFSkipIPs", "EFSkipMailGateway", "EFUsers", "ScanAndDropRecipients",
+        # Set-OutboundConnector
+        "RecipientDomains", "SmartHosts", "ValidationRecipients",
+    )
+)
+"""Connector properties that hold lists (case-folded names): the one definition."""
+
+
+def split_list(value: Any) -> list[str]:
+    """A list value as Exchange and advanced hunting write it: a list, or one string split on ","
+    only (never ";": address spaces such as `smtp:*;1` carry their cost after it)."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if v is not None]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def parameter_value(name: str, value: Any) -> Any:
+    """An audit-log parameter as Set-*Connector takes it (docs/scenarios.md `audit_log`): Exchange's
+    "True"/"False" strings are booleans, multi-valued properties are lists."""
+    if isinstance(value, str) and value.strip().casefold() in ("true", "false"):
+        return value.strip().casefold() == "true"
+    if isinstance(value, list) or name.casefold() in MULTI_VALUED:
+        return split_list(value)
+    return value
+
+
 class ConnectorChange(Result):
     """A New-/Set-/Remove-*Connector audit record for the alerted connector."""
 
@@ -222,6 +255,13 @@ class ConnectorChange(Result):
     actor: str
     client_ip: str | None = None
     parameters: dict[str, Any] = {}
+    """The cmdlet's parameters, normalised here once (`parameter_value`) for grading, planning and
+    the revert they plan."""
+
+    @field_validator("parameters")
+    @classmethod
+    def _normalise(cls, parameters: dict[str, Any]) -> dict[str, Any]:
+        return {name: parameter_value(name, value) for name, value in parameters.items()}
 
 
 class MailStats(Result):
@@ -382,10 +422,44 @@ class Evidence(Frozen):
 # --------------------------------------------------------------------------- findings and verdict
 
 
+class Subject(Frozen):
+    """One thing a finding is about: a connector (Guid, name) or an account (object id, UPN).
+    Either part may be missing when the evidence did not have it."""
+
+    kind: Literal["connector", "account"]
+    id: str | None = None
+    name: str | None = None
+
+
 class Finding(Frozen):
     id: FindingId
     summary: str
     evidence: dict[str, Any] = {}
+    """What the report shows the analyst; no decision reads it."""
+    subjects: list[Subject] = []
+    """What the finding is about; planning reads these, never the summary or the evidence."""
+
+    def accounts(self) -> list[Subject]:
+        return [s for s in self.subjects if s.kind == "account"]
+
+
+class ReviewedChange(Frozen):
+    """A creation or modification of the connector in the lookback, as grading judged it."""
+
+    change: ConnectorChange
+    ticket: str | None = None
+    """The approved change record that covers it, if one does."""
+    unexpected_actor: bool = False
+    """Neither approved nor made by one of the organization's connector admins."""
+
+
+class ChangeHistory(Frozen):
+    """The connector's audit history as grading read it; planning acts on the same reading."""
+
+    changes: list[ReviewedChange] = []
+    """Creations and modifications in the lookback, oldest first."""
+    acting_admins: list[str] = []
+    """Their actors (case-folded UPNs), in first-seen order."""
 
 
 class Verdict(Frozen):
@@ -393,6 +467,7 @@ class Verdict(Frozen):
     findings: list[Finding]
     reasons: list[str]
     """Which findings drove the verdict and which were explained away, in plain words."""
+    history: ChangeHistory = ChangeHistory()
 
     def has(self, finding_id: str) -> bool:
         return any(f.id == finding_id for f in self.findings)
