@@ -53,6 +53,8 @@ log = structlog.get_logger("quell.evidence")
 CONNECTOR_OPERATIONS = [
     f"{verb}-{direction}Connector" for verb in ("New", "Set", "Remove") for direction in ("Inbound", "Outbound")
 ]
+AuditRecord = tuple[datetime, str, str, dict[str, Any]]
+"""One audit record from any source: (time, operation, actor UPN, AuditData)."""
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 AUDIT_POLL_FIRST = 1.0
 AUDIT_POLL_MAX = 15.0
@@ -125,7 +127,7 @@ def _audit_data(value: Any) -> dict[str, Any]:
 
 
 def changes_of_connector(
-    records: Iterable[tuple[datetime, str, str, dict[str, Any]]],
+    records: Iterable[AuditRecord],
     name: str,
     guid: str,
     direction: Direction,
@@ -285,7 +287,7 @@ class EvidenceActivities:
 
     async def _graph_audit(
         self, clients: TenantClients, request: ConnectorChangesInput
-    ) -> list[tuple[datetime, str, str, dict[str, Any]]]:
+    ) -> list[AuditRecord]:
         # A retried attempt resumes polling the query the earlier attempt created.
         details = activity.info().heartbeat_details
         query_id = str(details[0]) if details else ""
@@ -309,7 +311,7 @@ class EvidenceActivities:
                 raise ApplicationError(f"audit log query {status}", type="AuditQueryFailed", non_retryable=True)
             await asyncio.sleep(delay)
             delay = min(delay * 2, AUDIT_POLL_MAX)
-        records: list[tuple[datetime, str, str, dict[str, Any]]] = []
+        records: list[AuditRecord] = []
         path: str | None = f"/security/auditLog/queries/{quote(query_id)}/records"
         while path:
             activity.heartbeat(query_id)
@@ -324,7 +326,7 @@ class EvidenceActivities:
 
     async def _unified_audit(
         self, clients: TenantClients, request: ConnectorChangesInput
-    ) -> list[tuple[datetime, str, str, dict[str, Any]]]:
+    ) -> list[AuditRecord]:
         rows = await clients.exo.invoke("Search-UnifiedAuditLog", {
             "StartDate": request.since.astimezone(UTC).isoformat(),
             "EndDate": request.until.astimezone(UTC).isoformat(),
@@ -342,7 +344,7 @@ class EvidenceActivities:
 
     async def _cloud_app_events(
         self, clients: TenantClients, request: ConnectorChangesInput
-    ) -> list[tuple[datetime, str, str, dict[str, Any]]]:
+    ) -> list[AuditRecord]:
         since = max(request.since, request.until - timedelta(days=30))  # advanced hunting keeps 30 days
         rows = await self._hunt(clients, "connector-changes-cloudapp",
                                 operations=CONNECTOR_OPERATIONS, since=since, until=request.until)

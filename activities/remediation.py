@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 import string
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -144,28 +145,13 @@ class RemediationActivities:
     @activity.defn(name="action.unblock-connector")
     async def unblock_connector(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, UnblockConnectorParams)
-        exo = self._clients(inp).exo
-        if not await _blocked_connector(exo, p.connector_id):
-            return run.already(f"connector {p.connector_id} is not on the Restricted entities list")
-        if run.dry:
-            return run.would(f"remove connector {p.connector_id} from the Restricted entities list")
-        await _invoke(exo, "Remove-BlockedConnector", {"ConnectorId": p.connector_id, "Reason": run.because})
-        if await _blocked_connector(exo, p.connector_id):
-            raise run.not_verified(f"connector {p.connector_id} is still restricted after Remove-BlockedConnector")
-        return run.done(f"connector {p.connector_id} removed from the Restricted entities list")
+        label = f"connector {p.connector_id}"
+        return await _lift(self._clients(inp).exo, run, BLOCKED_CONNECTOR, p.connector_id, label)
 
     @activity.defn(name="action.unblock-sender")
     async def unblock_sender(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, UnblockSenderParams)
-        exo = self._clients(inp).exo
-        if not await _blocked_sender(exo, p.sender_address):
-            return run.already(f"{p.sender_address} is not restricted")
-        if run.dry:
-            return run.would(f"remove {p.sender_address} from the restricted users")
-        await _invoke(exo, "Remove-BlockedSenderAddress", {"SenderAddress": p.sender_address, "Reason": run.because})
-        if await _blocked_sender(exo, p.sender_address):
-            raise run.not_verified(f"{p.sender_address} is still restricted after Remove-BlockedSenderAddress")
-        return run.done(f"{p.sender_address} removed from the restricted users")
+        return await _lift(self._clients(inp).exo, run, BLOCKED_SENDER, p.sender_address, p.sender_address)
 
     # ------------------------------------------------------------------ Graph: the acting admin
 
@@ -376,14 +362,35 @@ async def _connector(exo: ExoClient, p: ConnectorTarget) -> dict[str, Any] | Non
     return next((r for r in rows if str(r.get("Guid", "")).casefold() == p.identity.casefold()), None)
 
 
-async def _blocked_connector(exo: ExoClient, connector_id: str) -> bool:
-    rows = await _invoke(exo, "Get-BlockedConnector", {})
-    return any(str(r.get("ConnectorId", "")).casefold() == connector_id.casefold() for r in rows)
+@dataclass(frozen=True)
+class _Restriction:
+    """A kind of restricted entity, as Exchange lists it (Get-<noun>) and lifts it (Remove-<noun>)."""
+
+    noun: str
+    key: str
+    """The property that names the entity in both cmdlets."""
+    listed_on: str
 
 
-async def _blocked_sender(exo: ExoClient, address: str) -> bool:
-    rows = await _invoke(exo, "Get-BlockedSenderAddress", {})
-    return any(str(r.get("SenderAddress", "")).casefold() == address.casefold() for r in rows)
+BLOCKED_CONNECTOR = _Restriction("BlockedConnector", "ConnectorId", "the Restricted entities list")
+BLOCKED_SENDER = _Restriction("BlockedSenderAddress", "SenderAddress", "the restricted users list")
+
+
+async def _restricted(exo: ExoClient, restriction: _Restriction, value: str) -> bool:
+    rows = await _invoke(exo, f"Get-{restriction.noun}", {})
+    return any(str(r.get(restriction.key, "")).casefold() == value.casefold() for r in rows)
+
+
+async def _lift(exo: ExoClient, run: _Run, restriction: _Restriction, value: str, label: str) -> ActionOutcome:
+    """Take `value` off the restriction's list: already done, dry run, or remove and verify."""
+    if not await _restricted(exo, restriction, value):
+        return run.already(f"{label} is not on {restriction.listed_on}")
+    if run.dry:
+        return run.would(f"remove {label} from {restriction.listed_on}")
+    await _invoke(exo, f"Remove-{restriction.noun}", {restriction.key: value, "Reason": run.because})
+    if await _restricted(exo, restriction, value):
+        raise run.not_verified(f"{label} is still restricted after Remove-{restriction.noun}")
+    return run.done(f"{label} removed from {restriction.listed_on}")
 
 
 def _select(fields: list[str]) -> RequestConfiguration:

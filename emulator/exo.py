@@ -171,7 +171,8 @@ def _settable(kind: ConnectorKind) -> dict[str, str]:
     kinds = {}
     for prop, default in DEFAULTS[kind].items():
         if prop not in READ_ONLY:
-            kinds[prop] = "bool" if isinstance(default, bool) else "multi" if prop.casefold() in MULTI_VALUED else "string"
+            multi = prop.casefold() in MULTI_VALUED
+            kinds[prop] = "bool" if isinstance(default, bool) else "multi" if multi else "string"
     return {**kinds, "Name": "string"}
 
 

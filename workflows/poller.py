@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from workflows import retries
-    from workflows.types import AlertRef
+    from workflows.types import AlertRef, Frozen
 
 POLLER_WORKFLOW = "alert-poller"
 LIST_ACTIVITY = "alerts.list-new"
@@ -35,11 +34,7 @@ def poller_schedule_id(tenant_id: str) -> str:
     return f"alert-poller/{tenant_id}"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PollCursor(_Frozen):
+class PollCursor(Frozen):
     """Where the next pass starts: alerts created after `since` − overlap, minus those already fed."""
 
     since: datetime
@@ -48,7 +43,7 @@ class PollCursor(_Frozen):
     """Alert ids fed inside the overlap window before `since`, with their createdDateTime."""
 
 
-class PollerInput(_Frozen):
+class PollerInput(Frozen):
     tenant_id: str
     initial_lookback: timedelta = timedelta(hours=1)
     overlap: timedelta = timedelta(minutes=5)
@@ -57,19 +52,19 @@ class PollerInput(_Frozen):
     """For runs started by hand; a scheduled run continues from the last completed run's cursor."""
 
 
-class ListNewAlerts(_Frozen):
+class ListNewAlerts(Frozen):
     tenant_id: str
     cursor: PollCursor
     overlap: timedelta
     max_pages: int = 20
 
 
-class SkippedAlert(_Frozen):
+class SkippedAlert(Frozen):
     alert_id: str
     reason: str
 
 
-class AlertBatch(_Frozen):
+class AlertBatch(Frozen):
     alerts: list[AlertRef]
     """Connector alerts to feed, oldest first."""
     skipped: list[SkippedAlert] = []
@@ -78,7 +73,7 @@ class AlertBatch(_Frozen):
     """The cursor once every alert of this batch has been fed."""
 
 
-class OpenedCase(_Frozen):
+class OpenedCase(Frozen):
     """What intake did with one alert (the webhook answers the same)."""
 
     case_id: str
@@ -90,7 +85,7 @@ class OpenedCase(_Frozen):
     related_cases: list[str] = []
 
 
-class PollerResult(_Frozen):
+class PollerResult(Frozen):
     cursor: PollCursor
     cases: list[OpenedCase] = []
     skipped: list[SkippedAlert] = []
