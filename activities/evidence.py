@@ -24,15 +24,28 @@ from temporalio.exceptions import ApplicationError
 from activities.clients import ClientPool, ExoError, TenantClients
 from activities.hunting import HuntingQuery, default_catalogue, run_hunting_query
 from workflows.grading import ip_networks
+from workflows.timestamps import parse_timestamp
 from workflows.types import (
+    AcceptedDomains,
+    AdminEvidence,
     AdminSignIns,
+    AdminSignInsInput,
+    CompromisedSenders,
+    CompromisedSendersInput,
     ConnectorChange,
+    ConnectorChanges,
+    ConnectorChangesInput,
     ConnectorConfig,
     ConnectorResolution,
     Direction,
     FailureBurst,
-    Frozen,
     MailStats,
+    MailStatsInput,
+    ResolveConnectorInput,
+    RestrictedEntities,
+    RestrictedEntitiesInput,
+    TenantInput,
+    split_list,
 )
 
 log = structlog.get_logger("quell.evidence")
@@ -40,14 +53,9 @@ log = structlog.get_logger("quell.evidence")
 CONNECTOR_OPERATIONS = [
     f"{verb}-{direction}Connector" for verb in ("New", "Set", "Remove") for direction in ("Inbound", "Outbound")
 ]
-MULTI_VALUED = frozenset(
-    p.casefold()
-    for p in ("SenderDomains", "RecipientDomains", "SenderIPAddresses", "SmartHosts", "AssociatedAcceptedDomains",
-              "TrustedOrganizations", "EFSkipIPs", "EFUsers")
-)
-"""Connector parameters that hold lists: Exchange logs them as one string, split on "," only."""
+AuditRecord = tuple[datetime, str, str, dict[str, Any]]
+"""One audit record from any source: (time, operation, actor UPN, AuditData)."""
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-MS_DATE = re.compile(r"^/Date\((-?\d+)\)/$")
 AUDIT_POLL_FIRST = 1.0
 AUDIT_POLL_MAX = 15.0
 SAMPLE_SIZE = 10
@@ -57,102 +65,7 @@ MESSAGE_TRACE_IPS = 5
 MAX_LISTED = 100
 
 
-# --------------------------------------------------------------------------- activity models
-
-
-class ResolveConnectorInput(Frozen):
-    tenant_id: str
-    ip_addresses: list[str] = []
-    """The alert's ipEvidence addresses."""
-    message_ids: list[str] = []
-    """The alert's analyzedMessageEvidence networkMessageIds."""
-    since: datetime
-    until: datetime
-
-
-class ConnectorChangesInput(Frozen):
-    tenant_id: str
-    connector_name: str
-    connector_guid: str
-    direction: Direction
-    since: datetime
-    """Audit records from here on (wider than the lookback: revert needs the record before)."""
-    until: datetime
-
-
-class ConnectorChanges(Frozen):
-    changes: list[ConnectorChange]
-    source: str
-    """graph_audit_log, search_unified_audit_log or cloud_app_events (30 days only)."""
-
-
-class MailStatsInput(Frozen):
-    tenant_id: str
-    connector_name: str
-    now: datetime
-    lookback: timedelta
-    accepted_domains: list[str]
-    partner_domains: list[str]
-
-
-class RestrictedEntitiesInput(Frozen):
-    tenant_id: str
-    connector_name: str
-    connector_guid: str
-
-
-class RestrictedEntities(Frozen):
-    blocked_connector: bool
-    blocked_senders: list[str]
-
-
-class TenantInput(Frozen):
-    tenant_id: str
-
-
-class AcceptedDomains(Frozen):
-    domains: list[str]
-
-
-class AdminSignInsInput(Frozen):
-    tenant_id: str
-    upns: list[str]
-    since: datetime
-    until: datetime
-    failure_threshold: int
-    success_within: timedelta
-
-
-class AdminEvidence(Frozen):
-    admins: list[AdminSignIns]
-
-
-class CompromisedSendersInput(Frozen):
-    tenant_id: str
-    since: datetime
-    until: datetime
-    per_hour: int
-
-
-class CompromisedSenders(Frozen):
-    object_ids: list[str]
-    addresses: list[str]
-
-
 # --------------------------------------------------------------------------- parsing helpers
-
-
-def parse_time(value: Any) -> datetime | None:
-    """ISO 8601 (Graph, EXO REST) or `/Date(ms)/` (older EXO serialisation) as UTC."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
-    text = str(value).strip()
-    if match := MS_DATE.match(text):
-        return datetime.fromtimestamp(int(match[1]) / 1000, tz=UTC)
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _bool(value: Any, default: bool = False) -> bool:
@@ -169,14 +82,6 @@ def _json_safe(value: Any) -> Any:
 
 def _fold(value: Any) -> str:
     return str(value or "").strip().casefold()
-
-
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return [str(v) for v in value if v is not None]
-    return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
 def _json_list(value: Any) -> list[str]:
@@ -197,29 +102,18 @@ def connector_config(row: Mapping[str, Any], direction: Direction) -> ConnectorC
         direction=direction,
         enabled=_bool(row.get("Enabled"), default=True),
         connector_type=row.get("ConnectorType"),
-        when_created=parse_time(row.get("WhenCreatedUTC") or row.get("WhenCreated")),
-        when_changed=parse_time(row.get("WhenChangedUTC") or row.get("WhenChanged")),
+        when_created=parse_timestamp(row.get("WhenCreatedUTC") or row.get("WhenCreated")),
+        when_changed=parse_timestamp(row.get("WhenChangedUTC") or row.get("WhenChanged")),
         properties=_json_safe(dict(row)),
     )
 
 
-def parameter_value(name: str, value: Any) -> Any:
-    """An audit parameter as a value: "True"/"False" → bool; list properties split on "," only
-    (never ";": address spaces such as `smtp:*;1` carry their cost after it)."""
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    if isinstance(value, str) and value.strip().casefold() in ("true", "false"):
-        return value.strip().casefold() == "true"
-    if name.casefold() in MULTI_VALUED:
-        return _as_list(value)
-    return value
-
-
 def parse_parameters(audit_data: Mapping[str, Any]) -> dict[str, Any]:
+    """AuditData's Parameters list as name -> value, as logged (ConnectorChange normalises them)."""
     parameters: dict[str, Any] = {}
     for item in audit_data.get("Parameters") or []:
         if isinstance(item, Mapping) and item.get("Name"):
-            parameters[str(item["Name"])] = _json_safe(parameter_value(str(item["Name"]), item.get("Value")))
+            parameters[str(item["Name"])] = _json_safe(item.get("Value"))
     return parameters
 
 
@@ -233,7 +127,7 @@ def _audit_data(value: Any) -> dict[str, Any]:
 
 
 def changes_of_connector(
-    records: Iterable[tuple[datetime, str, str, dict[str, Any]]],
+    records: Iterable[AuditRecord],
     name: str,
     guid: str,
     direction: Direction,
@@ -335,7 +229,7 @@ class EvidenceActivities:
             c.name
             for c in connectors
             if any(
-                address_matches(ip, _as_list(c.properties.get("SenderIPAddresses" if c.direction == "inbound" else "SmartHosts")))
+                address_matches(ip, split_list(c.properties.get("SenderIPAddresses" if c.direction == "inbound" else "SmartHosts")))
                 for ip in request.ip_addresses
             )
         ]
@@ -353,7 +247,7 @@ class EvidenceActivities:
             names: dict[str, str] = {}
             for row in rows:
                 if int(row.get(column) or 0) > 0:
-                    for name in _as_list(row.get("Connectors")):
+                    for name in split_list(row.get("Connectors")):
                         names.setdefault(_fold(name), name)
             if names:
                 return _single(sorted(names.values()), method, connectors)
@@ -393,7 +287,7 @@ class EvidenceActivities:
 
     async def _graph_audit(
         self, clients: TenantClients, request: ConnectorChangesInput
-    ) -> list[tuple[datetime, str, str, dict[str, Any]]]:
+    ) -> list[AuditRecord]:
         # A retried attempt resumes polling the query the earlier attempt created.
         details = activity.info().heartbeat_details
         query_id = str(details[0]) if details else ""
@@ -417,13 +311,13 @@ class EvidenceActivities:
                 raise ApplicationError(f"audit log query {status}", type="AuditQueryFailed", non_retryable=True)
             await asyncio.sleep(delay)
             delay = min(delay * 2, AUDIT_POLL_MAX)
-        records: list[tuple[datetime, str, str, dict[str, Any]]] = []
+        records: list[AuditRecord] = []
         path: str | None = f"/security/auditLog/queries/{quote(query_id)}/records"
         while path:
             activity.heartbeat(query_id)
             page = await clients.graph_http.request("GET", path)
             for record in page.get("value", []):
-                at = parse_time(record.get("createdDateTime"))
+                at = parse_timestamp(record.get("createdDateTime"))
                 if at is not None:
                     actor = record.get("userPrincipalName") or record.get("userId") or ""
                     records.append((at, str(record.get("operation", "")), str(actor), _audit_data(record.get("auditData"))))
@@ -432,7 +326,7 @@ class EvidenceActivities:
 
     async def _unified_audit(
         self, clients: TenantClients, request: ConnectorChangesInput
-    ) -> list[tuple[datetime, str, str, dict[str, Any]]]:
+    ) -> list[AuditRecord]:
         rows = await clients.exo.invoke("Search-UnifiedAuditLog", {
             "StartDate": request.since.astimezone(UTC).isoformat(),
             "EndDate": request.until.astimezone(UTC).isoformat(),
@@ -442,7 +336,7 @@ class EvidenceActivities:
         })
         records = []
         for row in rows:
-            at = parse_time(row.get("CreationDate"))
+            at = parse_timestamp(row.get("CreationDate"))
             if at is not None:
                 operation = row.get("Operations") or row.get("Operation") or ""
                 records.append((at, str(operation), str(row.get("UserIds") or ""), _audit_data(row.get("AuditData"))))
@@ -450,14 +344,14 @@ class EvidenceActivities:
 
     async def _cloud_app_events(
         self, clients: TenantClients, request: ConnectorChangesInput
-    ) -> list[tuple[datetime, str, str, dict[str, Any]]]:
+    ) -> list[AuditRecord]:
         since = max(request.since, request.until - timedelta(days=30))  # advanced hunting keeps 30 days
         rows = await self._hunt(clients, "connector-changes-cloudapp",
                                 operations=CONNECTOR_OPERATIONS, since=since, until=request.until)
         upns: dict[str, str] = {}
         records = []
         for row in rows:
-            at = parse_time(row.get("Timestamp"))
+            at = parse_timestamp(row.get("Timestamp"))
             audit = _audit_data(row.get("RawEventData"))
             if at is None:
                 continue
@@ -545,12 +439,12 @@ class EvidenceActivities:
 
     @activity.defn(name="evidence.admin-sign-ins")
     async def admin_sign_ins(self, request: AdminSignInsInput) -> AdminEvidence:
-        """Roles, brute force and sign-in countries of the acting admins."""
+        """Object ids, brute-force bursts and sign-in countries of the acting admins."""
         if not request.upns:
             return AdminEvidence(admins=[])
         clients = self._clients(request.tenant_id)
         identities = await asyncio.gather(*(self._identity(clients, upn) for upn in request.upns))
-        object_ids = [oid for _, oid, _ in identities if oid]
+        object_ids = [oid for _, oid in identities if oid]
         upns = [_fold(upn) for upn in request.upns]
         bursts_rows, country_rows = await asyncio.gather(
             self._hunt(clients, "admin-bruteforce", accountObjectIds=object_ids, since=request.since,
@@ -560,7 +454,7 @@ class EvidenceActivities:
                        since=request.since, until=request.until),
         )
         admins = []
-        for upn, object_id, roles in identities:
+        for upn, object_id in identities:
             mine = {_fold(upn), _fold(object_id)} - {""}
 
             def own(row: Mapping[str, Any]) -> bool:
@@ -573,9 +467,9 @@ class EvidenceActivities:
             bursts = [
                 FailureBurst(
                     failures=int(row["FailedLogonCount"]),
-                    earliest_failure=parse_time(row["EarliestTime"]),
-                    latest_failure=parse_time(row["LatestTime"]),
-                    first_success=parse_time(row.get("FirstSuccess")),
+                    earliest_failure=parse_timestamp(row["EarliestTime"]),
+                    latest_failure=parse_timestamp(row["LatestTime"]),
+                    first_success=parse_timestamp(row.get("FirstSuccess")),
                     application=str(row.get("Application") or ""),
                     isp=str(row.get("ISP") or ""),
                     country=str(row.get("CountryCode") or ""),
@@ -585,36 +479,26 @@ class EvidenceActivities:
             admins.append(AdminSignIns(
                 upn=upn,
                 object_id=object_id,
-                roles=roles,
-                bruteforce=bursts[0].model_dump(mode="json") if bursts else None,
                 successful_signins=sum(countries.values()),
                 countries=countries,
                 failure_bursts=bursts,
             ))
         return AdminEvidence(admins=admins)
 
-    async def _identity(self, clients: TenantClients, upn: str) -> tuple[str, str | None, list[str]]:
-        """(upn, object id, directory role names); an actor with no directory user (a service, a
-        deleted account) keeps its name and no id."""
+    async def _identity(self, clients: TenantClients, upn: str) -> tuple[str, str | None]:
+        """(upn, object id); an actor with no directory user (a service, a deleted account) keeps
+        its name and no id."""
         try:
             user = await clients.graph_http.request(
                 "GET", f"/users/{quote(upn, safe='@')}", params={"$select": "id,userPrincipalName"})
         except ApplicationError as failure:
             if failure.type in ("GraphHttp404", "GraphHttp400"):
-                return upn, None, []
+                return upn, None
             raise
         object_id = str((user or {}).get("id") or "")
         if not GUID.match(object_id):
-            return upn, None, []
-        assignments = await clients.graph_http.request(
-            "GET", "/roleManagement/directory/roleAssignments",
-            params={"$filter": f"principalId eq '{object_id}'", "$expand": "roleDefinition"},
-        )
-        roles = sorted({
-            str((a.get("roleDefinition") or {}).get("displayName") or a.get("roleDefinitionId") or "")
-            for a in (assignments or {}).get("value", [])
-        } - {""})
-        return str(user.get("userPrincipalName") or upn), object_id, roles
+            return upn, None
+        return str(user.get("userPrincipalName") or upn), object_id
 
     @activity.defn(name="evidence.compromised-senders")
     async def compromised_senders(self, request: CompromisedSendersInput) -> CompromisedSenders:
@@ -655,7 +539,7 @@ def summarise_mail(
     total = (sections.get("total") or [{}])[0]
     hourly: dict[str, int] = {}
     for row in sections.get("hour", []):
-        hour = parse_time(row.get("Hour"))
+        hour = parse_timestamp(row.get("Hour"))
         if hour is not None:
             key = hour.isoformat()
             hourly[key] = hourly.get(key, 0) + int(row.get("Messages") or 0)

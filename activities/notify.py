@@ -6,25 +6,15 @@ settings, never in the workflow input or history.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import SecretStr
 from temporalio import activity
 
 from activities.clients import api_failure
+from workflows.types import Notification
 
 log = structlog.get_logger("quell.notify")
-
-
-class Notification(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    case_id: str
-    kind: Literal["approval_requested", "reminder", "escalation", "expired"]
-    text: str
-    action_ids: list[str] = []
 
 
 class NotifyActivities:

@@ -1,4 +1,5 @@
-"""Remediation actions: one idempotent, verified activity per action kind (`action.<kind>`).
+"""Remediation actions: one idempotent, verified activity per action kind (`action.<kind>`),
+and `BY_KIND`, the one table from an action's kind to its activity.
 
 Every action reads the current state first and answers `already_done` when the tenant is
 already where the action would put it, so a Temporal retry or a rerun is safe. In `dry_run` it
@@ -15,6 +16,7 @@ from __future__ import annotations
 import secrets
 import string
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -37,26 +39,29 @@ from msgraph.generated.models.security.alert_determination import AlertDetermina
 from msgraph.generated.models.security.alert_status import AlertStatus
 from msgraph.generated.models.user import User
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
-from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.clients import ClientPool, ExoClient, ExoError, TenantClients, graph_failure
-from workflows.action_params import (
+from workflows.types import (
+    ActionInput,
+    ActionKind,
+    ActionOutcome,
     ClassifyParams,
     CommentParams,
     ConnectorParams,
+    ConnectorTarget,
+    Frozen,
     MfaParams,
     RevertParams,
     UnblockConnectorParams,
     UnblockSenderParams,
     UserParams,
 )
-from workflows.types import ActionInput, ActionOutcome
 
 log = structlog.get_logger("quell.remediation")
 
-P = TypeVar("P", bound=BaseModel)
+P = TypeVar("P", bound=Frozen)
 T = TypeVar("T")
 
 # Directory role template ids (the same in every tenant) that the admin MFA policy must cover.
@@ -82,19 +87,8 @@ class RemediationActivities:
     def __init__(self, pool: ClientPool) -> None:
         self._pool = pool
 
-    def all(self) -> list[Callable[..., Awaitable[ActionOutcome]]]:
-        return [
-            self.disable_connector,
-            self.remove_connector,
-            self.revert_connector_change,
-            self.reset_admin_password,
-            self.revoke_sessions,
-            self.require_admin_mfa,
-            self.unblock_connector,
-            self.unblock_sender,
-            self.classify_alert,
-            self.comment_alert,
-        ]
+    def all(self) -> list[Callable[[ActionInput], Awaitable[ActionOutcome]]]:
+        return [method.__get__(self) for method in BY_KIND.values()]
 
     # ------------------------------------------------------------------ Exchange: connectors
 
@@ -151,28 +145,13 @@ class RemediationActivities:
     @activity.defn(name="action.unblock-connector")
     async def unblock_connector(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, UnblockConnectorParams)
-        exo = self._clients(inp).exo
-        if not await _blocked_connector(exo, p.connector_id):
-            return run.already(f"connector {p.connector_id} is not on the Restricted entities list")
-        if run.dry:
-            return run.would(f"remove connector {p.connector_id} from the Restricted entities list")
-        await _invoke(exo, "Remove-BlockedConnector", {"ConnectorId": p.connector_id, "Reason": run.because})
-        if await _blocked_connector(exo, p.connector_id):
-            raise run.not_verified(f"connector {p.connector_id} is still restricted after Remove-BlockedConnector")
-        return run.done(f"connector {p.connector_id} removed from the Restricted entities list")
+        label = f"connector {p.connector_id}"
+        return await _lift(self._clients(inp).exo, run, BLOCKED_CONNECTOR, p.connector_id, label)
 
     @activity.defn(name="action.unblock-sender")
     async def unblock_sender(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, UnblockSenderParams)
-        exo = self._clients(inp).exo
-        if not await _blocked_sender(exo, p.sender_address):
-            return run.already(f"{p.sender_address} is not restricted")
-        if run.dry:
-            return run.would(f"remove {p.sender_address} from the restricted users")
-        await _invoke(exo, "Remove-BlockedSenderAddress", {"SenderAddress": p.sender_address, "Reason": run.because})
-        if await _blocked_sender(exo, p.sender_address):
-            raise run.not_verified(f"{p.sender_address} is still restricted after Remove-BlockedSenderAddress")
-        return run.done(f"{p.sender_address} removed from the restricted users")
+        return await _lift(self._clients(inp).exo, run, BLOCKED_SENDER, p.sender_address, p.sender_address)
 
     # ------------------------------------------------------------------ Graph: the acting admin
 
@@ -333,14 +312,14 @@ class _Run:
 
 
 def _params(inp: ActionInput, model: type[P]) -> P:
-    try:
-        return model.model_validate(inp.action.params)
-    except ValidationError as invalid:
+    """The action's params, typed when the plan was made, as this activity's model."""
+    if not isinstance(inp.action.params, model):
         raise ApplicationError(
-            f"{inp.action.id} {inp.action.kind}: invalid params: {invalid}"[:500],
-            type="InvalidActionParams",
+            f"{inp.action.id} {inp.action.kind} is not an action for this activity ({model.__name__})",
+            type="WrongActionActivity",
             non_retryable=True,
-        ) from None
+        )
+    return inp.action.params
 
 
 async def _graph(call: Awaitable[T | None], secret: bool = False) -> T | None:
@@ -373,24 +352,45 @@ async def _invoke(exo: ExoClient, cmdlet: str, parameters: dict[str, Any]) -> li
         raise ApplicationError(str(error), type="ExchangeCmdletFailed", non_retryable=True) from error
 
 
-def _noun(p: ConnectorParams) -> str:
+def _noun(p: ConnectorTarget) -> str:
     return "InboundConnector" if p.direction == "inbound" else "OutboundConnector"
 
 
-async def _connector(exo: ExoClient, p: ConnectorParams) -> dict[str, Any] | None:
+async def _connector(exo: ExoClient, p: ConnectorTarget) -> dict[str, Any] | None:
     # List and match the Guid: "not found" then is an empty result, not a cmdlet error to parse.
     rows = await _invoke(exo, f"Get-{_noun(p)}", {})
     return next((r for r in rows if str(r.get("Guid", "")).casefold() == p.identity.casefold()), None)
 
 
-async def _blocked_connector(exo: ExoClient, connector_id: str) -> bool:
-    rows = await _invoke(exo, "Get-BlockedConnector", {})
-    return any(str(r.get("ConnectorId", "")).casefold() == connector_id.casefold() for r in rows)
+@dataclass(frozen=True)
+class _Restriction:
+    """A kind of restricted entity, as Exchange lists it (Get-<noun>) and lifts it (Remove-<noun>)."""
+
+    noun: str
+    key: str
+    """The property that names the entity in both cmdlets."""
+    listed_on: str
 
 
-async def _blocked_sender(exo: ExoClient, address: str) -> bool:
-    rows = await _invoke(exo, "Get-BlockedSenderAddress", {})
-    return any(str(r.get("SenderAddress", "")).casefold() == address.casefold() for r in rows)
+BLOCKED_CONNECTOR = _Restriction("BlockedConnector", "ConnectorId", "the Restricted entities list")
+BLOCKED_SENDER = _Restriction("BlockedSenderAddress", "SenderAddress", "the restricted users list")
+
+
+async def _restricted(exo: ExoClient, restriction: _Restriction, value: str) -> bool:
+    rows = await _invoke(exo, f"Get-{restriction.noun}", {})
+    return any(str(r.get(restriction.key, "")).casefold() == value.casefold() for r in rows)
+
+
+async def _lift(exo: ExoClient, run: _Run, restriction: _Restriction, value: str, label: str) -> ActionOutcome:
+    """Take `value` off the restriction's list: already done, dry run, or remove and verify."""
+    if not await _restricted(exo, restriction, value):
+        return run.already(f"{label} is not on {restriction.listed_on}")
+    if run.dry:
+        return run.would(f"remove {label} from {restriction.listed_on}")
+    await _invoke(exo, f"Remove-{restriction.noun}", {restriction.key: value, "Reason": run.because})
+    if await _restricted(exo, restriction, value):
+        raise run.not_verified(f"{label} is still restricted after Remove-{restriction.noun}")
+    return run.done(f"{label} removed from {restriction.listed_on}")
 
 
 def _select(fields: list[str]) -> RequestConfiguration:
@@ -480,3 +480,18 @@ def _show(value: Any) -> str:
 
 def _describe(values: dict[str, Any]) -> str:
     return ", ".join(f"{k} {_show(v)}" for k, v in values.items())
+
+
+BY_KIND: dict[ActionKind, Callable[[RemediationActivities, ActionInput], Awaitable[ActionOutcome]]] = {
+    "disable_connector": RemediationActivities.disable_connector,
+    "remove_connector": RemediationActivities.remove_connector,
+    "revert_connector_change": RemediationActivities.revert_connector_change,
+    "reset_admin_password": RemediationActivities.reset_admin_password,
+    "revoke_sessions": RemediationActivities.revoke_sessions,
+    "require_admin_mfa": RemediationActivities.require_admin_mfa,
+    "unblock_connector": RemediationActivities.unblock_connector,
+    "unblock_sender": RemediationActivities.unblock_sender,
+    "classify_alert": RemediationActivities.classify_alert,
+    "comment_alert": RemediationActivities.comment_alert,
+}
+"""The activity that carries out each kind of action (the workflow runs actions through this)."""

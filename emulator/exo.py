@@ -17,7 +17,9 @@ from typing import Any
 
 from emulator.errors import ExoError, not_found_exo
 from emulator.state import DEFAULTS, ConnectorKind, TenantData, TenantState, utcnow
-from emulator.timestamps import format_datetime, parse_datetime
+from emulator.timestamps import format_datetime
+from workflows.timestamps import parse_iso
+from workflows.types import MULTI_VALUED
 
 BINDING = "System.Management.Automation.ParameterBindingException"
 ARGUMENT = "System.Management.Automation.ParameterBindingArgumentTransformationException"
@@ -153,7 +155,7 @@ def _multi(name: str, value: Any) -> Any:
 def _datetime(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
-    when = parse_datetime(value)
+    when = parse_iso(value)
     if when is None:
         try:
             when = datetime.combine(date.fromisoformat(value.strip()), datetime.min.time(), timezone.utc)
@@ -169,7 +171,8 @@ def _settable(kind: ConnectorKind) -> dict[str, str]:
     kinds = {}
     for prop, default in DEFAULTS[kind].items():
         if prop not in READ_ONLY:
-            kinds[prop] = "bool" if isinstance(default, bool) else "multi" if isinstance(default, list) else "string"
+            multi = prop.casefold() in MULTI_VALUED
+            kinds[prop] = "bool" if isinstance(default, bool) else "multi" if multi else "string"
     return {**kinds, "Name": "string"}
 
 
@@ -333,7 +336,7 @@ def _search_audit_log(call: Call) -> list[dict[str, Any]]:
     objects = {o.casefold() for o in p.get("ObjectIds", [])}
     found = []
     for record in call.tenant.audit_log:
-        when = parse_datetime(str(record.get("CreationDate", "")))
+        when = parse_iso(str(record.get("CreationDate", "")))
         if when is None or not start <= when <= end:
             continue
         if any(wanted and str(record.get(field, "")).casefold() not in wanted for wanted, field in filters):
@@ -414,7 +417,7 @@ def _message_trace(call: Call) -> list[dict[str, Any]]:
     message_ids = set(p.get("MessageId", []))
     found = []
     for row in call.email_events:
-        when = parse_datetime(str(row.get("Timestamp", "")))
+        when = parse_iso(str(row.get("Timestamp", "")))
         if when is None or not start <= when <= end:
             continue
         trace = {

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from emulator.scenario import Expected
-from emulator.timestamps import parse_datetime
+from workflows.timestamps import parse_iso
 
 EXECUTED = ("done", "already_done")
 _EMAIL = re.compile(r"^[^@\s]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
@@ -125,7 +125,7 @@ def scalar_equal(expected: Any, actual: Any) -> bool:
             return True
         if _is_address_or_domain(expected) and _is_address_or_domain(actual):
             return expected.casefold() == actual.casefold()
-        when, other = parse_datetime(expected), parse_datetime(actual)
+        when, other = parse_iso(expected), parse_iso(actual)
         return when is not None and when == other
     if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
         return expected == actual
@@ -157,7 +157,7 @@ def _assign(expected: list[Any], actual: list[Any], fits: Callable[[Any, Any], b
 
 
 def _time(value: Any) -> Any:
-    return parse_datetime(value) if isinstance(value, str) else None
+    return parse_iso(value) if isinstance(value, str) else None
 
 
 def _names(ids: set[Any]) -> str:

@@ -21,7 +21,8 @@ from emulator.errors import GraphError
 from emulator.hunting import HuntingEngine, HuntingQueryError
 from emulator.scenario import audit_cloud_app_event
 from emulator.state import TenantData, TenantState, utcnow
-from emulator.timestamps import format_datetime, parse_datetime
+from emulator.timestamps import format_datetime
+from workflows.timestamps import parse_iso
 
 ROLE_TEMPLATES = {
     "Global Administrator": "62e90394-69f5-4237-9190-012177145e10",
@@ -293,7 +294,7 @@ def graph_router(state: TenantState, hunting: HuntingEngine, app_name: str) -> A
     async def create_audit_query(request: Request) -> JSONResponse:
         body = await _json_object(request)
         for key in ("filterStartDateTime", "filterEndDateTime"):
-            if not isinstance(body.get(key), str) or parse_datetime(body[key]) is None:
+            if not isinstance(body.get(key), str) or parse_iso(body[key]) is None:
                 raise GraphError(400, f"{key} is required, an ISO 8601 date-time.")
         query = {
             "id": str(uuid.uuid4()), "displayName": body.get("displayName"),
@@ -376,7 +377,7 @@ def _literal(text: str) -> Any:
         return text[1:-1].replace("''", "'")
     if text in ("true", "false"):
         return text == "true"
-    when = parse_datetime(text)
+    when = parse_iso(text)
     if when is not None:
         return when
     try:
@@ -389,7 +390,7 @@ def _holds(item: dict[str, Any], clause: tuple[str, str, Any]) -> bool:
     name, op, wanted = clause
     value = item.get(name)
     if isinstance(wanted, datetime):
-        value = parse_datetime(value) if isinstance(value, str) else None
+        value = parse_iso(value) if isinstance(value, str) else None
         if value is None:
             return False
     if op == "eq":
@@ -436,8 +437,8 @@ def _complex_enough(password: str) -> bool:
 
 
 def _in_query(record: dict[str, Any], query: dict[str, Any]) -> bool:
-    when = parse_datetime(str(record.get("CreationDate", "")))
-    start, end = parse_datetime(query["filterStartDateTime"]), parse_datetime(query["filterEndDateTime"])
+    when = parse_iso(str(record.get("CreationDate", "")))
+    start, end = parse_iso(query["filterStartDateTime"]), parse_iso(query["filterEndDateTime"])
     if when is None or start is None or end is None or not start <= when <= end:
         return False
     audit = record.get("AuditData", {})

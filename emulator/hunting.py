@@ -19,7 +19,8 @@ from typing import Any
 import duckdb
 import duckdb_kql
 
-from emulator.timestamps import as_utc, format_datetime, parse_datetime
+from emulator.timestamps import format_datetime
+from workflows.timestamps import as_utc, parse_iso
 
 RETENTION = dt.timedelta(days=30)
 _FAR_FUTURE = dt.datetime(9999, 12, 31)
@@ -155,7 +156,7 @@ def _window(now: dt.datetime, timespan: str | None) -> tuple[dt.datetime, dt.dat
     if timespan:
         if "/" in timespan:
             first, _, second = timespan.partition("/")
-            begin, finish = parse_datetime(first), parse_datetime(second)
+            begin, finish = parse_iso(first), parse_iso(second)
             if begin is None or finish is None:
                 raise HuntingQueryError(f"Timespan {timespan!r} is not an ISO 8601 interval")
             start, end = max(start, begin), finish
@@ -191,7 +192,7 @@ def _cell(kind: str, value: Any, table: str, column: str) -> Any:
     if value is None:
         return None
     if kind == _T:
-        parsed = parse_datetime(value) if isinstance(value, str) else None
+        parsed = parse_iso(value) if isinstance(value, str) else None
         if parsed is None:
             raise ValueError(f"{table}.{column}: {value!r} is not an ISO 8601 date-time")
         return parsed.replace(tzinfo=None).isoformat()

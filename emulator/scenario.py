@@ -18,7 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from emulator.timestamps import as_utc, format_datetime, parse_datetime
+from emulator.timestamps import format_datetime
+from workflows.timestamps import as_utc, parse_iso
 from workflows.types import ActionKind, FindingId, VerdictKind
 
 TOP_LEVEL_KEYS = (
@@ -224,7 +225,7 @@ class Scenario(Strict):
                 raise ValueError(f"{name!r} is not a table name")
             for index, row in enumerate(rows):
                 stamp = row.get("Timestamp")
-                if stamp is not None and (not isinstance(stamp, str) or parse_datetime(stamp) is None):
+                if stamp is not None and (not isinstance(stamp, str) or parse_iso(stamp) is None):
                     raise ValueError(f"{name}[{index}].Timestamp: {stamp!r} is not an ISO 8601 date-time")
         return tables
 
@@ -254,7 +255,7 @@ def load_scenario(source: str | Path, real_now: datetime | None = None) -> Scena
             f"{label}: unknown top-level key(s): {', '.join(unknown)} (allowed: {', '.join(TOP_LEVEL_KEYS)})"
         )
     now = data.get("now")
-    authored_now = as_utc(now) if isinstance(now, datetime) else parse_datetime(now) if isinstance(now, str) else None
+    authored_now = as_utc(now) if isinstance(now, datetime) else parse_iso(now) if isinstance(now, str) else None
     if authored_now is None:
         raise ScenarioError(f"{label}: now: required, an ISO 8601 date-time such as 2026-11-20T10:00:00Z")
     real = as_utc(real_now or datetime.now(timezone.utc))
@@ -302,7 +303,7 @@ def shift_timestamps(value: Any, delta: timedelta) -> Any:
     if isinstance(value, date):
         return value.isoformat()  # a date alone is no date-time: kept, as text like the rest
     if isinstance(value, str):
-        parsed = parse_datetime(value)
+        parsed = parse_iso(value)
         return format_datetime(parsed + delta) if parsed is not None else value
     return value
 
@@ -329,7 +330,7 @@ def _generate(where: str, generator: dict[str, Any]) -> list[dict[str, Any]]:
     repeat = generator["repeat"]
     if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 0:
         raise ScenarioError(f"{where}.repeat: a non-negative whole number")
-    start = parse_datetime(generator["start"]) if isinstance(generator.get("start"), str) else None
+    start = parse_iso(generator["start"]) if isinstance(generator.get("start"), str) else None
     if start is None:
         raise ScenarioError(f"{where}.start: required, an ISO 8601 date-time (the Timestamp of row 0)")
     step = _duration(f"{where}.every", generator.get("every", "0s"))

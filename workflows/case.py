@@ -11,12 +11,12 @@ import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notify import Notification
-    from workflows import approvals, evidence, grading, planning
+    from activities import remediation
+    from activities.notify import NotifyActivities
+    from workflows import approvals, evidence, grading, planning, retries
     from workflows import search_attributes as sa
     from workflows.types import (
         ActionInput,
@@ -27,10 +27,13 @@ with workflow.unsafe.imports_passed_through():
         CaseReport,
         CaseStage,
         CaseSummary,
+        ClassifyParams,
+        CommentParams,
         ConnectorConfig,
         Decision,
         DecisionReceipt,
         Evidence,
+        Notification,
         PendingApproval,
         Plan,
         PlannedAction,
@@ -38,16 +41,6 @@ with workflow.unsafe.imports_passed_through():
     )
 
 ACTION_TIMEOUT = timedelta(minutes=2)
-ACTION_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=4
-)
-
-
-ALERT_ACTIONS = ("classify_alert", "comment_alert")
-
-
-def action_activity(kind: str) -> str:
-    return f"action.{kind.replace('_', '-')}"
 
 
 def playbook_notes(collected: Evidence) -> dict[str, object]:
@@ -228,23 +221,26 @@ class ConnectorCaseWorkflow:
         record.finished_at = workflow.now()
 
     def _per_alert(self, action: PlannedAction) -> list[PlannedAction]:
-        if action.kind not in ALERT_ACTIONS:
+        params = action.params
+        if not isinstance(params, ClassifyParams | CommentParams):
             return [action]
-        return [action.model_copy(update={"params": {**action.params, "alert_id": alert}}) for alert in self._alerts]
+        return [
+            action.model_copy(update={"params": params.model_copy(update={"alert_id": alert})})
+            for alert in self._alerts
+        ]
 
     async def _run_action(self, action: PlannedAction, approved_by: list[str]) -> ActionOutcome:
         approved = f" approved by {', '.join(approved_by)}" if approved_by else ""
-        return await workflow.execute_activity(
-            action_activity(action.kind),
+        return await workflow.execute_activity_method(
+            remediation.BY_KIND[action.kind],
             ActionInput(
                 tenant_id=self._case.tenant_id,
                 case_id=workflow.info().workflow_id,
                 action=action,
                 mode=self._case.mode,
             ),
-            result_type=ActionOutcome,
             start_to_close_timeout=ACTION_TIMEOUT,
-            retry_policy=ACTION_RETRY,
+            retry_policy=retries.TENANT,
             summary=f"{action.id} {action.kind} {action.target}{approved}"[:200],
         )
 
@@ -320,11 +316,11 @@ class ConnectorCaseWorkflow:
             "expired": f"quell case {case_id}: approval expired for {lines}",
         }[kind]
         try:
-            await workflow.execute_activity(
-                "notify.send",
+            await workflow.execute_activity_method(
+                NotifyActivities.send,
                 Notification(case_id=case_id, kind=kind, text=text, action_ids=[r.action.id for r in records]),
                 start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=3),
+                retry_policy=retries.NOTIFY,
             )
         except ActivityError:
             # A lost reminder must not stop the case; the pending list stays queryable.

@@ -14,40 +14,34 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.evidence import (
+    from activities.evidence import EvidenceActivities
+    from workflows import retries
+    from workflows.grading import acting_admins, relevant_changes
+    from workflows.types import (
         AcceptedDomains,
         AdminEvidence,
         AdminSignInsInput,
+        CaseInput,
         CompromisedSenders,
         CompromisedSendersInput,
         ConnectorChanges,
         ConnectorChangesInput,
-        EvidenceActivities,
+        ConnectorConfig,
+        ConnectorResolution,
+        Evidence,
+        MailStats,
         MailStatsInput,
         ResolveConnectorInput,
         RestrictedEntities,
         RestrictedEntitiesInput,
         TenantInput,
     )
-    from workflows.grading import acting_admins, is_creation, is_modification
-    from workflows.types import (
-        CaseInput,
-        ConnectorConfig,
-        ConnectorResolution,
-        Evidence,
-        MailStats,
-    )
 
 T = TypeVar("T")
 
-EVIDENCE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=4
-)
-"""429/503 answers carry Retry-After as the ApplicationError's next_retry_delay, which wins."""
 EXO_TIMEOUT = timedelta(seconds=60)
 HUNTING_TIMEOUT = timedelta(minutes=2)
 AUDIT_TIMEOUT = timedelta(minutes=10)
@@ -81,7 +75,7 @@ async def resolve_connector(case: CaseInput) -> ConnectorResolution:
             EvidenceActivities.resolve_connector,
             request,
             start_to_close_timeout=HUNTING_TIMEOUT,
-            retry_policy=EVIDENCE_RETRY,
+            retry_policy=retries.TENANT,
             summary=f"resolve connector for alert {case.alert.alert_id}"[:200],
         )
     except ActivityError as failure:
@@ -97,7 +91,7 @@ async def collect_evidence(case: CaseInput, connector: ConnectorConfig, now: dat
         # Mail stats classify domains as accepted, partner or external, so they wait for the list.
         domains = await _source("accepted_domains", unavailable, workflow.execute_activity_method(
             EvidenceActivities.accepted_domains, TenantInput(tenant_id=tenant),
-            start_to_close_timeout=EXO_TIMEOUT, retry_policy=EVIDENCE_RETRY,
+            start_to_close_timeout=EXO_TIMEOUT, retry_policy=retries.TENANT,
         ))
         mail = await _source("mail_stats", unavailable, workflow.execute_activity_method(
             EvidenceActivities.mail_stats,
@@ -106,7 +100,7 @@ async def collect_evidence(case: CaseInput, connector: ConnectorConfig, now: dat
                 accepted_domains=domains.domains if domains else [],
                 partner_domains=list(case.organization.partner_domains),
             ),
-            start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=EVIDENCE_RETRY,
+            start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
             summary=f"mail through {connector.name}"[:200],
         ))
         return domains, mail
@@ -120,14 +114,11 @@ async def collect_evidence(case: CaseInput, connector: ConnectorConfig, now: dat
                 direction=connector.direction, since=now - AUDIT_HISTORY, until=now,
             ),
             start_to_close_timeout=AUDIT_TIMEOUT, heartbeat_timeout=AUDIT_HEARTBEAT,
-            retry_policy=EVIDENCE_RETRY, summary=f"audit records of {connector.name}"[:200],
+            retry_policy=retries.TENANT, summary=f"audit records of {connector.name}"[:200],
         ))
         if changes is None:
             return None, None
-        upns = acting_admins(
-            c for c in changes.changes
-            if lookback_start <= c.at <= now and (is_creation(c) or is_modification(c))
-        )
+        upns = acting_admins(relevant_changes(changes.changes, lookback_start, now))
         if not upns:
             return changes, AdminEvidence(admins=[])
         admins = await _source("admin_sign_ins", unavailable, workflow.execute_activity_method(
@@ -137,7 +128,7 @@ async def collect_evidence(case: CaseInput, connector: ConnectorConfig, now: dat
                 failure_threshold=thresholds.bruteforce_failures_per_minute,
                 success_within=thresholds.bruteforce_success_within,
             ),
-            start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=EVIDENCE_RETRY,
+            start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
             summary=f"sign-ins of {', '.join(upns)}"[:200],
         ))
         return changes, admins
@@ -145,14 +136,14 @@ async def collect_evidence(case: CaseInput, connector: ConnectorConfig, now: dat
     restricted_call = _source("restricted_entities", unavailable, workflow.execute_activity_method(
         EvidenceActivities.restricted_entities,
         RestrictedEntitiesInput(tenant_id=tenant, connector_name=connector.name, connector_guid=connector.guid),
-        start_to_close_timeout=EXO_TIMEOUT, retry_policy=EVIDENCE_RETRY,
+        start_to_close_timeout=EXO_TIMEOUT, retry_policy=retries.TENANT,
     ))
     compromised_call = _source("compromised_senders", unavailable, workflow.execute_activity_method(
         EvidenceActivities.compromised_senders,
         CompromisedSendersInput(
             tenant_id=tenant, since=lookback_start, until=now, per_hour=thresholds.compromised_sender_per_hour
         ),
-        start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=EVIDENCE_RETRY,
+        start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
     ))
     (domains, mail), (changes, admins), restricted, compromised = await asyncio.gather(
         domains_and_mail(), changes_and_admins(), restricted_call, compromised_call

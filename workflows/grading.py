@@ -12,8 +12,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from workflows.timestamps import parse_iso
 from workflows.types import (
     AdminSignIns,
+    ChangeHistory,
     ConnectorChange,
     ConnectorConfig,
     ConnectorResolution,
@@ -22,9 +24,12 @@ from workflows.types import (
     FindingId,
     MailStats,
     Organization,
+    ReviewedChange,
+    Subject,
     Thresholds,
     Verdict,
     VerdictKind,
+    split_list,
 )
 
 BASELINE_HOURS = 168
@@ -97,30 +102,27 @@ def _in_window(at: datetime, start: datetime, end: datetime) -> bool:
     return start <= at <= end
 
 
-def _object_kind(operation: str) -> tuple[str, str]:
-    """`("set", "inboundconnector")` from `Set-InboundConnector`; `("", "")` for anything else."""
-    verb, _, noun = operation.partition("-")
-    return (verb.casefold(), noun.casefold()) if noun.casefold() in CONNECTOR_OBJECTS else ("", "")
+def connector_verb(change: ConnectorChange) -> str:
+    """`set` for Set-InboundConnector (likewise `new`, `remove`); "" for anything but a connector."""
+    verb, _, noun = change.operation.partition("-")
+    return verb.casefold() if noun.casefold() in CONNECTOR_OBJECTS else ""
 
 
 def is_creation(change: ConnectorChange) -> bool:
-    return _object_kind(change.operation)[0] == "new"
+    return connector_verb(change) == "new"
 
 
 def is_modification(change: ConnectorChange) -> bool:
     """A Set- record that touches a property that routes or authenticates mail (not Enabled/Comment)."""
-    verb, _ = _object_kind(change.operation)
-    return verb == "set" and any(_fold(name) in MODIFYING_PARAMETERS for name in change.parameters)
+    return connector_verb(change) == "set" and any(_fold(name) in MODIFYING_PARAMETERS for name in change.parameters)
 
 
-def relevant_changes(evidence: Evidence, lookback_start: datetime, now: datetime) -> list[ConnectorChange]:
+def relevant_changes(
+    changes: Iterable[ConnectorChange], lookback_start: datetime, now: datetime
+) -> list[ConnectorChange]:
     """Creations and modifications of the alerted connector within the lookback, oldest first."""
     return sorted(
-        (
-            c
-            for c in evidence.changes
-            if _in_window(c.at, lookback_start, now) and (is_creation(c) or is_modification(c))
-        ),
+        (c for c in changes if _in_window(c.at, lookback_start, now) and (is_creation(c) or is_modification(c))),
         key=lambda c: c.at,
     )
 
@@ -151,12 +153,26 @@ def approval_for(change: ConnectorChange, connector: ConnectorConfig, organizati
     return None
 
 
+def review_changes(
+    evidence: Evidence, organization: Organization, lookback_start: datetime, now: datetime
+) -> ChangeHistory:
+    """The lookback's creations and modifications, each with its approval and whether its actor
+    was expected: the reading grading decides on and planning acts on."""
+    admins = {_fold(a) for a in organization.connector_admins}
+    reviewed = []
+    for change in relevant_changes(evidence.changes, lookback_start, now):
+        ticket = approval_for(change, evidence.connector, organization)
+        unexpected = not ticket and _fold(change.actor) not in admins
+        reviewed.append(ReviewedChange(change=change, ticket=ticket, unexpected_actor=unexpected))
+    return ChangeHistory(changes=reviewed, acting_admins=acting_admins(r.change for r in reviewed))
+
+
 def hourly_counts(mail: MailStats) -> dict[datetime, int]:
     counts: dict[datetime, int] = {}
     for key, value in mail.hourly_counts.items():
-        hour = datetime.fromisoformat(key.replace("Z", "+00:00"))
-        hour = (hour if hour.tzinfo else hour.replace(tzinfo=UTC)).astimezone(UTC)
-        counts[hour] = counts.get(hour, 0) + value
+        hour = parse_iso(key)
+        if hour is not None:
+            counts[hour] = counts.get(hour, 0) + value
     return counts
 
 
@@ -199,16 +215,18 @@ def addresses_outside(addresses: Iterable[str], ranges: Iterable[str]) -> list[s
     return outside
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return [v.strip() for v in str(value).split(",") if v.strip()]
+def connector_subject(connector: ConnectorConfig) -> Subject:
+    return Subject(kind="connector", id=connector.guid, name=connector.name)
 
 
-def _finding(id: FindingId, summary: str, **evidence: Any) -> Finding:
-    return Finding(id=id, summary=summary, evidence=evidence)
+def account_subject(upn: str, admins: Iterable[AdminSignIns]) -> Subject:
+    """The account by UPN, with its object id when the sign-in evidence found one."""
+    object_id = next((a.object_id for a in admins if _fold(a.upn) == _fold(upn)), None)
+    return Subject(kind="account", id=object_id, name=upn)
+
+
+def _finding(id: FindingId, subjects: Iterable[Subject], summary: str, **evidence: Any) -> Finding:
+    return Finding(id=id, summary=summary, evidence=evidence, subjects=list(subjects))
 
 
 # --------------------------------------------------------------------------- mail findings
@@ -218,6 +236,7 @@ def _mail_findings(evidence: Evidence, organization: Organization, t: Thresholds
     mail = evidence.mail
     domains_known = ACCEPTED_DOMAINS_SOURCE not in evidence.unavailable
     sample = mail.sample_message_ids[:5]
+    about = [connector_subject(evidence.connector)]
     findings: list[Finding] = []
 
     def at_least(count: int, minimum: int) -> bool:
@@ -225,13 +244,13 @@ def _mail_findings(evidence: Evidence, organization: Organization, t: Thresholds
 
     if at_least(mail.p1_p2_mismatch, t.indicator_min_messages):
         findings.append(_finding(
-            "p1_p2_mismatch",
+            "p1_p2_mismatch", about,
             f"{mail.p1_p2_mismatch} of {mail.messages} messages have an envelope (P1) domain other than the header (P2) domain",
             messages=mail.p1_p2_mismatch, total=mail.messages, sample_message_ids=sample,
         ))
     if at_least(mail.empty_sender_object_id, t.indicator_min_messages):
         findings.append(_finding(
-            "empty_sender_object_id",
+            "empty_sender_object_id", about,
             f"{mail.empty_sender_object_id} of {mail.messages} messages have no SenderObjectId",
             messages=mail.empty_sender_object_id, total=mail.messages, sample_message_ids=sample,
         ))
@@ -250,7 +269,7 @@ def _mail_findings(evidence: Evidence, organization: Organization, t: Thresholds
     if spikes:
         peak_hour, peak = max(spikes, key=lambda s: s[1])
         findings.append(_finding(
-            "volume_spike",
+            "volume_spike", about,
             f"{peak} messages in the hour from {peak_hour:%Y-%m-%d %H:%M}Z against a median of {median:g} an hour",
             peak_hour=peak_hour.isoformat(), peak_messages=peak, baseline_median=median,
             spike_hours=[h.isoformat() for h, _ in spikes][:24],
@@ -258,7 +277,7 @@ def _mail_findings(evidence: Evidence, organization: Organization, t: Thresholds
 
     if domains_known and at_least(mail.spoofed_to_internal, t.indicator_min_messages):
         findings.append(_finding(
-            "internal_recipients",
+            "internal_recipients", about,
             f"{mail.spoofed_to_internal} spoofed messages went to the organization's own domains",
             messages=mail.spoofed_to_internal,
         ))
@@ -266,7 +285,7 @@ def _mail_findings(evidence: Evidence, organization: Organization, t: Thresholds
         mail.junk_or_quarantined >= t.junk_min_ratio * mail.messages
     ):
         findings.append(_finding(
-            "junk_delivery_spike",
+            "junk_delivery_spike", about,
             f"{mail.junk_or_quarantined} of {mail.messages} messages were junked, blocked or quarantined"
             + (f"; message trace shows {mail.trace_filtered_as_spam} FilteredAsSpam from the connector's IPs"
                if mail.trace_filtered_as_spam else ""),
@@ -275,18 +294,18 @@ def _mail_findings(evidence: Evidence, organization: Organization, t: Thresholds
         ))
     if domains_known and at_least(mail.unprovisioned_sender_domain, t.indicator_min_messages):
         findings.append(_finding(
-            "unprovisioned_sender_domain",
+            "unprovisioned_sender_domain", about,
             f"{mail.unprovisioned_sender_domain} messages come from a header domain that is not accepted",
             messages=mail.unprovisioned_sender_domain, accepted_domains=evidence.accepted_domains,
         ))
 
     connector = evidence.connector
     if connector.direction == "inbound" and _fold(connector.connector_type) == "onpremises":
-        configured = _as_list(connector.properties.get("SenderIPAddresses"))
+        configured = split_list(connector.properties.get("SenderIPAddresses"))
         outside = addresses_outside([*mail.sender_ips, *configured], organization.on_premises_ip_ranges)
         if outside:
             findings.append(_finding(
-                "sender_ip_not_on_premises",
+                "sender_ip_not_on_premises", about,
                 f"on-premises connector mail or configuration uses {', '.join(outside[:5])}, outside the on-premises ranges",
                 outside=outside[:20], on_premises_ip_ranges=organization.on_premises_ip_ranges,
                 configured=configured, mail_sender_ips=mail.sender_ips[:20],
@@ -294,7 +313,7 @@ def _mail_findings(evidence: Evidence, organization: Organization, t: Thresholds
 
     if domains_known and mail.external_recipient_domains >= t.spray_min_domains:
         findings.append(_finding(
-            "external_spray",
+            "external_spray", about,
             f"mail reached {mail.external_recipient_domains} external domains that are neither accepted nor partners",
             domains=mail.external_recipient_domains,
             first_contact_recipient_domains=mail.first_contact_recipient_domains,
@@ -302,19 +321,19 @@ def _mail_findings(evidence: Evidence, organization: Organization, t: Thresholds
         ))
     if at_least(mail.spoofed_to_partners, t.indicator_min_messages):
         findings.append(_finding(
-            "supply_chain_targeting",
+            "supply_chain_targeting", about,
             f"{mail.spoofed_to_partners} spoofed messages went to partner domains",
             messages=mail.spoofed_to_partners, partner_domains=organization.partner_domains,
         ))
     if mail.malicious_url_messages >= 1:
         findings.append(_finding(
-            "malicious_url",
+            "malicious_url", about,
             f"{mail.malicious_url_messages} messages carry a Phish or Malware verdict on a link",
             messages=mail.malicious_url_messages, sample_message_ids=mail.malicious_sample_message_ids[:5],
         ))
     if mail.malicious_attachment_messages >= 1:
         findings.append(_finding(
-            "malicious_attachment",
+            "malicious_attachment", about,
             f"{mail.malicious_attachment_messages} messages carry a Phish or Malware verdict on a file",
             messages=mail.malicious_attachment_messages, sample_message_ids=mail.malicious_sample_message_ids[:5],
         ))
@@ -338,44 +357,41 @@ def _change_summary(change: ConnectorChange, ticket: str | None = None) -> dict[
     return summary
 
 
-def _change_findings(
-    evidence: Evidence, changes: list[ConnectorChange], organization: Organization
-) -> list[Finding]:
+def _change_findings(evidence: Evidence, history: ChangeHistory) -> list[Finding]:
     connector = evidence.connector
-    admins = {_fold(a) for a in organization.connector_admins}
-    created = [c for c in changes if is_creation(c)]
-    modified = [c for c in changes if is_modification(c)]
-    tickets = {id(c): approval_for(c, connector, organization) for c in changes}
-    approved = [c for c in changes if tickets[id(c)]]
-    unexpected = [c for c in changes if not tickets[id(c)] and _fold(c.actor) not in admins]
+    about = [connector_subject(connector)]
+    created = [r.change for r in history.changes if is_creation(r.change)]
+    modified = [r.change for r in history.changes if is_modification(r.change)]
+    approved = [r for r in history.changes if r.ticket]
+    unexpected = [r.change for r in history.changes if r.unexpected_actor]
 
     findings: list[Finding] = []
     if created:
         findings.append(_finding(
-            "connector_created",
+            "connector_created", about,
             f"{connector.name} was created by {created[0].actor} at {created[0].at:%Y-%m-%d %H:%M}Z",
             changes=[_change_summary(c) for c in created],
         ))
     if modified:
         last = modified[-1]
         findings.append(_finding(
-            "connector_modified",
+            "connector_modified", about,
             f"{connector.name} was changed {len(modified)} time(s), last by {last.actor} at {last.at:%Y-%m-%d %H:%M}Z",
             changes=[_change_summary(c) for c in modified],
         ))
     if unexpected:
         actors = acting_admins(unexpected)
         findings.append(_finding(
-            "change_by_unexpected_actor",
+            "change_by_unexpected_actor", [*about, *(account_subject(a, evidence.admins) for a in actors)],
             f"{', '.join(actors)} changed {connector.name} without being a connector admin or holding an approved change",
             actors=actors, changes=[_change_summary(c) for c in unexpected],
         ))
     if approved:
         findings.append(_finding(
-            "change_approved",
+            "change_approved", about,
             f"{len(approved)} change(s) match approved change records "
-            f"({', '.join(sorted({str(tickets[id(c)]) for c in approved}))})",
-            changes=[_change_summary(c, tickets[id(c)]) for c in approved],
+            f"({', '.join(sorted({str(r.ticket) for r in approved}))})",
+            changes=[_change_summary(r.change, r.ticket) for r in approved],
         ))
     return findings
 
@@ -394,27 +410,30 @@ def _admin_findings(admins: list[AdminSignIns], acting: list[str], t: Thresholds
     if bursts:
         admin, burst = bursts[0]
         assert burst.first_success is not None
+        accounts = sorted({a.upn for a, _ in bursts})
         findings.append(_finding(
-            "admin_bruteforce_success",
+            "admin_bruteforce_success", [account_subject(upn, relevant) for upn in accounts],
             f"{admin.upn}: {burst.failures} failed logons in a minute, then a success "
             f"{(burst.first_success - burst.latest_failure).total_seconds():g} s later",
-            accounts=sorted({a.upn for a, _ in bursts}), failures=burst.failures,
+            accounts=accounts, failures=burst.failures,
             latest_failure=burst.latest_failure.isoformat(), success=burst.first_success.isoformat(),
             isp=burst.isp, country=burst.country, application=burst.application,
         ))
-    unusual: list[dict[str, Any]] = []
+    unusual: list[tuple[AdminSignIns, dict[str, Any]]] = []
     for admin in relevant:
         total = admin.successful_signins
         if total < t.unusual_location_min_signins:
             continue
         rare = sorted(c for c, n in admin.countries.items() if c and n < t.unusual_location_max_share * total)
         if rare:
-            unusual.append({"upn": admin.upn, "rare_countries": rare, "countries": admin.countries, "signins": total})
+            unusual.append((admin, {"upn": admin.upn, "rare_countries": rare, "countries": admin.countries,
+                                    "signins": total}))
     if unusual:
         findings.append(_finding(
-            "admin_unusual_location",
-            "; ".join(f"{u['upn']} signed in from {', '.join(u['rare_countries'])}, rare among its sign-ins" for u in unusual),
-            accounts=unusual,
+            "admin_unusual_location", [account_subject(a.upn, relevant) for a, _ in unusual],
+            "; ".join(f"{u['upn']} signed in from {', '.join(u['rare_countries'])}, rare among its sign-ins"
+                      for _, u in unusual),
+            accounts=[u for _, u in unusual],
         ))
     return findings
 
@@ -423,44 +442,44 @@ def _admin_findings(admins: list[AdminSignIns], acting: list[str], t: Thresholds
 
 
 def grade(evidence: Evidence, organization: Organization, thresholds: Thresholds, now: datetime) -> Verdict:
-    lookback_start = now - thresholds.lookback
-    changes = relevant_changes(evidence, lookback_start, now)
-    acting = acting_admins(changes)
+    history = review_changes(evidence, organization, now - thresholds.lookback, now)
+    connector = [connector_subject(evidence.connector)]
 
     findings = [
         *_mail_findings(evidence, organization, thresholds, now),
-        *_change_findings(evidence, changes, organization),
+        *_change_findings(evidence, history),
     ]
     if evidence.blocked_connector:
         findings.append(_finding(
-            "connector_blocked",
+            "connector_blocked", connector,
             f"{evidence.connector.name} is on the Restricted entities list",
             connector=evidence.connector.name,
         ))
-    findings.extend(_admin_findings(evidence.admins, acting, thresholds))
+    findings.extend(_admin_findings(evidence.admins, history.acting_admins, thresholds))
     if evidence.compromised_senders:
         findings.append(_finding(
             "compromised_sender_accounts",
+            [Subject(kind="account", id=object_id) for object_id in evidence.compromised_senders[:20]],
             f"{len(evidence.compromised_senders)} internal account(s) sent more than "
             f"{thresholds.compromised_sender_per_hour} external messages in an hour",
             object_ids=evidence.compromised_senders[:20], addresses=evidence.compromised_sender_addresses[:20],
         ))
     if evidence.unavailable:
         findings.append(_finding(
-            "evidence_unavailable",
+            "evidence_unavailable", [],
             f"could not read: {', '.join(evidence.unavailable)}",
             sources=list(evidence.unavailable),
         ))
 
-    kind, reasons = decide(findings, evidence, organization, changes)
-    return Verdict(kind=kind, findings=findings, reasons=reasons)
+    kind, reasons = decide(findings, evidence, organization, history)
+    return Verdict(kind=kind, findings=findings, reasons=reasons, history=history)
 
 
 def decide(
     findings: list[Finding],
     evidence: Evidence,
     organization: Organization,
-    changes: list[ConnectorChange],
+    history: ChangeHistory,
 ) -> tuple[VerdictKind, list[str]]:
     """The verdict rules in docs/scenarios.md order; the first that holds wins."""
     present = {f.id for f in findings}
@@ -473,9 +492,7 @@ def decide(
 
     control, abuse = named(CONTROL_INDICATORS), named(ABUSE_INDICATORS)
     reproduced = named(CONNECTOR_INDICATORS)
-    approved_only = bool(changes) and "change_approved" in present and not any(
-        approval_for(c, evidence.connector, organization) is None for c in changes
-    )
+    approved_only = bool(history.changes) and "change_approved" in present and all(r.ticket is not None for r in history.changes)
     high_volume = _fold(evidence.connector.name) in {_fold(n) for n in organization.expected_high_volume_connectors}
     approved_note = (
         ["change_approved: the connector's changes in the lookback match approved change records"]
@@ -516,14 +533,14 @@ def connector_unresolved_verdict(resolution: ConnectorResolution) -> Verdict:
     """needs_review when the alert's evidence matches no connector, several, or could not be read."""
     findings = [
         _finding(
-            "connector_unresolved",
+            "connector_unresolved", [Subject(kind="connector", name=name) for name in resolution.candidates],
             resolution.reason or "the alert's evidence matches no connector",
             candidates=resolution.candidates, method=resolution.method,
         )
     ]
     if resolution.method == "unavailable":
         findings.insert(0, _finding(
-            "evidence_unavailable",
+            "evidence_unavailable", [],
             f"could not read: connector_resolution ({resolution.reason})",
             sources=["connector_resolution"],
         ))

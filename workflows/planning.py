@@ -11,33 +11,29 @@ containment and the eradication steps are done.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from workflows import grading
-from workflows.action_params import (
+from workflows.types import (
+    ActionParams,
+    CaseInput,
     ClassifyParams,
-    Determination,
     CommentParams,
+    ConnectorChange,
     ConnectorParams,
+    Determination,
+    Evidence,
     MfaParams,
+    Plan,
+    PlannedAction,
     RevertParams,
+    Stage,
+    Subject,
     UnblockConnectorParams,
     UnblockSenderParams,
     UserParams,
-)
-from workflows.types import (
-    ActionKind,
-    CaseInput,
-    ConnectorChange,
-    Evidence,
-    Finding,
-    Frozen,
-    Plan,
-    PlannedAction,
-    Stage,
     Verdict,
 )
 
@@ -50,12 +46,6 @@ ABUSE_INDICATORS = grading.ABUSE_INDICATORS
 NOT_PROPERTIES = frozenset(
     {"identity", "confirm", "force", "erroraction", "warningaction", "verbose", "debug", "whatif",
      "domaincontroller"}
-)
-# Multi-valued connector properties: the audit log may hold them as one comma-joined string.
-MULTI_VALUED = frozenset(
-    {"senderdomains", "recipientdomains", "senderipaddresses", "smarthosts",
-     "associatedaccepteddomains", "trustedorganizations", "efskipips", "efskipmailgateway",
-     "efusers", "scanandroprecipients"}
 )
 
 
@@ -76,10 +66,10 @@ def plan(case: CaseInput, verdict: Verdict, evidence: Evidence | None) -> Plan:
 
 def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evidence) -> None:
     connector = evidence.connector
-    history = _history(case, verdict, evidence)
+    history = _history(verdict, evidence)
     b.comment(_comment(verdict, connector.name))
 
-    target = ConnectorParams(identity=connector.guid, direction=connector.direction)
+    disable = ConnectorParams(kind="disable_connector", identity=connector.guid, direction=connector.direction)
     unblockable = False
     if history.attacker_creation is not None:
         created = history.attacker_creation
@@ -88,11 +78,12 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
             f"{_actor_problem(created.actor, history)}{_cite(verdict, 'connector_created', *CONTROL_INDICATORS)}"
         )
         contain = b.add(
-            "disable_connector", "contain", connector.name, target,
+            "contain", connector.name, disable,
             f"{why}. Disabling it stops its mail at once and can be undone; removal is a separate step.",
         )
         b.add(
-            "remove_connector", "contain", connector.name, target,
+            "contain", connector.name,
+            ConnectorParams(kind="remove_connector", identity=connector.guid, direction=connector.direction),
             f"{why}. An attacker's connector has no legitimate use: remove it once it is disabled "
             "(irreversible, so it has its own approval). It is never unblocked.",
         )
@@ -101,7 +92,7 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
         changes = "; ".join(f"{c.operation} by {c.actor} on {_when(c.at)}" for c in history.unauthorized)
         if unrevertable:
             contain = b.add(
-                "disable_connector", "contain", connector.name, target,
+                "contain", connector.name, disable,
                 f"{connector.name} was changed without approval ({changes})"
                 f"{_cite(verdict, 'connector_modified', *CONTROL_INDICATORS)}, but no audit record before "
                 f"{_when(history.unauthorized[0].at)} sets {', '.join(unrevertable)}, so the change cannot "
@@ -113,7 +104,7 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
                 for name, value in restore.items()
             )
             contain = b.add(
-                "revert_connector_change", "contain", connector.name,
+                "contain", connector.name,
                 RevertParams(identity=connector.guid, direction=connector.direction, restore=restore),
                 f"{connector.name} is an established connector changed without approval ({changes})"
                 f"{_cite(verdict, 'connector_modified', *CONTROL_INDICATORS)}: restore {prior}.",
@@ -121,7 +112,7 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
             unblockable = True
     else:
         contain = b.add(
-            "disable_connector", "contain", connector.name, target,
+            "contain", connector.name, disable,
             f"{connector.name} carries attack mail{_cite(verdict, *CONTROL_INDICATORS, *ABUSE_INDICATORS)} "
             "but was neither created nor changed without approval in the lookback, so there is no "
             "change to undo: disable it to contain it.",
@@ -130,20 +121,20 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
     eradicated: list[str] = []
     for account in history.suspects:
         why = f"{account} {_suspect_because(account, history, verdict)}"
-        user = UserParams(user=history.object_ids.get(account, account))
+        user = history.object_ids.get(account, account)
         eradicated.append(b.add(
-            "reset_admin_password", "eradicate", account, user,
+            "eradicate", account, UserParams(kind="reset_admin_password", user=user),
             f"{why}: reset its password (changed at next sign-in) so the attacker loses it.",
         ))
         eradicated.append(b.add(
-            "revoke_sessions", "eradicate", account, user,
+            "eradicate", account, UserParams(kind="revoke_sessions", user=user),
             f"{why}: revoke its sign-in sessions and refresh tokens so a stolen session stops working.",
         ))
 
     after = [contain, *eradicated]
     if unblockable and evidence.blocked_connector:
         b.add(
-            "unblock_connector", "recover", connector.name,
+            "recover", connector.name,
             UnblockConnectorParams(connector_id=connector.guid),
             f"Defender restricted {connector.name}{_cite(verdict, 'connector_blocked')}; once the "
             "revert is verified and the acting admin is locked out, lift the restriction so "
@@ -152,7 +143,7 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
         )
     for sender in _spoofed_restricted_senders(evidence):
         b.add(
-            "unblock_sender", "recover", sender, UnblockSenderParams(sender_address=sender),
+            "recover", sender, UnblockSenderParams(sender_address=sender),
             f"{sender} is restricted, but it is only the header From (P2) of mail spoofed through "
             f"{connector.name}{_cite(verdict, 'p1_p2_mismatch', 'empty_sender_object_id')}; the account "
             "did not send it. Unblock once the connector is contained.",
@@ -160,12 +151,12 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
         )
     if history.suspects:
         b.add(
-            "require_admin_mfa", "harden", "", MfaParams(report_only=case.mfa_report_only),
+            "harden", "", MfaParams(report_only=case.mfa_report_only),
             f"Suspect acting admin {', '.join(history.suspects)} held an admin role: require MFA for admin roles "
             "(created report-only, so it cannot lock admins out before it is reviewed).",
         )
     b.add(
-        "classify_alert", "report", "",
+        "report", "",
         ClassifyParams(
             alert_id=case.alert.alert_id, status="resolved", classification="truePositive",
             determination=_tp_determination(verdict, history),
@@ -181,7 +172,7 @@ def _benign_or_false(b: _Builder, case: CaseInput, verdict: Verdict, evidence: E
     label = "benign (explained by approved changes or expected volume)" if benign else "a false positive"
     if evidence.blocked_connector:
         b.add(
-            "unblock_connector", "recover", connector.name,
+            "recover", connector.name,
             UnblockConnectorParams(connector_id=connector.guid),
             f"The alert is {label}{_cite(verdict, 'change_approved')}, yet Defender restricted "
             f"{connector.name}: lift the restriction so its legitimate mail flows again.",
@@ -199,7 +190,7 @@ def _benign_or_false(b: _Builder, case: CaseInput, verdict: Verdict, evidence: E
             alert_id=case.alert.alert_id, status="resolved", classification="falsePositive",
             determination="notMalicious",
         )
-    b.add("classify_alert", "report", "", classify, f"Verdict {verdict.kind}: {'; '.join(verdict.reasons)}")
+    b.add("report", "", classify, f"Verdict {verdict.kind}: {'; '.join(verdict.reasons)}")
 
 
 def _needs_review(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evidence | None) -> None:
@@ -207,7 +198,7 @@ def _needs_review(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evid
     name = evidence.connector.name if evidence is not None else None
     b.comment(_comment(verdict, name, missing))
     b.add(
-        "classify_alert", "report", "",
+        "report", "",
         ClassifyParams(alert_id=case.alert.alert_id, status="inProgress"),
         "An analyst must decide: mark the alert in progress and leave its classification unknown.",
     )
@@ -218,7 +209,7 @@ def _needs_review(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evid
 
 @dataclass(frozen=True)
 class _History:
-    """What the audit log says about who touched the connector in the lookback."""
+    """Who touched the connector in the lookback, and which acting admins are suspect."""
 
     unauthorized: list[ConnectorChange]
     """Recent modifications not covered by an approved change, oldest first."""
@@ -232,58 +223,38 @@ class _History:
     object_ids: dict[str, str]
 
 
-def _history(case: CaseInput, verdict: Verdict, evidence: Evidence) -> _History:
-    """Grading's own reading of the audit log (same lookback, approvals and acting admins)."""
-    connector = evidence.connector
-    since = evidence.collected_at - case.thresholds.lookback
-    recent = grading.relevant_changes(evidence, since, evidence.collected_at)
-    approved = [c for c in recent if grading.approval_for(c, connector, case.organization)]
-    admins = {_key(a) for a in case.organization.connector_admins}
-    unexpected = frozenset(_key(c.actor) for c in recent if _key(c.actor) not in admins and c not in approved)
+def _history(verdict: Verdict, evidence: Evidence) -> _History:
+    """Grading's reading of the audit log (`verdict.history`) and the accounts its findings name."""
+    reviewed = verdict.history.changes
+    actors = verdict.history.acting_admins
+    unexpected = frozenset(_key(r.change.actor) for r in reviewed if r.unexpected_actor)
     object_ids = {_key(a.upn): a.object_id for a in evidence.admins if a.object_id}
 
-    actors = grading.acting_admins(recent)
     admin_findings: dict[str, list[str]] = {}
     for finding in (f for f in verdict.findings if f.id in ADMIN_FINDINGS):
-        named = [a for a in actors if _mentions(finding, a, object_ids.get(a))]
+        named = [a for a in actors if any(_is_account(s, a, object_ids.get(a)) for s in finding.accounts())]
         # Admin findings concern acting admins only; one that names none of them covers them all.
         for actor in named or actors:
             admin_findings.setdefault(actor, []).append(finding.id)
     suspects = [a for a in actors if a in unexpected or a in admin_findings]
 
     attacker_creation = next(
-        (c for c in recent if grading.is_creation(c) and _key(c.actor) in suspects), None
+        (r.change for r in reviewed if grading.is_creation(r.change) and _key(r.change.actor) in suspects), None
     )
-    unauthorized = [c for c in recent if not grading.is_creation(c) and c not in approved]
+    unauthorized = [r.change for r in reviewed if not grading.is_creation(r.change) and not r.ticket]
     return _History(unauthorized, attacker_creation, unexpected, suspects, admin_findings, object_ids)
 
 
 def _key(account: str) -> str:
-    """Accounts compare as grading compares them (`acting_admins` returns these keys)."""
+    """Accounts compare as grading compares them (`acting_admins` holds these keys)."""
     return account.strip().casefold()
 
 
-def _verb(change: ConnectorChange) -> str:
-    verb, _, noun = change.operation.partition("-")
-    return verb.capitalize() if noun.casefold() in ("inboundconnector", "outboundconnector") else ""
-
-
-def _mentions(finding: Finding, upn: str, object_id: str | None) -> bool:
-    needles = {upn.casefold()} | ({object_id.casefold()} if object_id else set())
-    if any(n in finding.summary.casefold() for n in needles):
+def _is_account(subject: Subject, actor: str, object_id: str | None) -> bool:
+    """Whether a finding's account is this acting admin, by UPN or by object id."""
+    if subject.name is not None and _key(subject.name) == actor:
         return True
-    return any(s.casefold() in needles for s in _strings(finding.evidence))
-
-
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _strings(item)
+    return subject.id is not None and object_id is not None and subject.id.casefold() == object_id.casefold()
 
 
 def _revert(
@@ -292,11 +263,12 @@ def _revert(
     """Each property the unauthorized changes set -> the value the latest earlier record set.
 
     Returns (restore, the record each value comes from, properties with no earlier record).
-    Records of any age count as "earlier": the lookback limits findings, not the history.
+    Records of any age count as "earlier": the lookback limits findings, not the history. The
+    values are the audit records' parameters as ConnectorChange normalised them.
     """
     earliest = history.unauthorized[0].at
     earlier = [c for c in sorted(evidence.changes, key=lambda c: c.at)
-               if c.at < earliest and _verb(c) in ("New", "Set")]
+               if c.at < earliest and grading.connector_verb(c) in ("new", "set")]
     names = list(dict.fromkeys(
         name for c in history.unauthorized for name in c.parameters if name.casefold() not in NOT_PROPERTIES
     ))
@@ -309,7 +281,7 @@ def _revert(
             unrevertable.append(name)
             continue
         source = setting[-1]
-        restore[name] = _restore_value(name, _parameter(source, name), evidence.connector.properties.get(name))
+        restore[name] = _parameter(source, name)
         sources[name] = source
     return restore, sources, unrevertable
 
@@ -323,20 +295,6 @@ def _parameter(change: ConnectorChange, name: str) -> Any:
         if key.casefold() == name.casefold():
             return value
     return _ABSENT
-
-
-def _restore_value(name: str, logged: Any, current: Any) -> Any:
-    """The audit log's value in the shape Set-*Connector takes (docs/scenarios.md audit_log rules)."""
-    multi = isinstance(current, list) or name.casefold() in MULTI_VALUED
-    if isinstance(logged, str):
-        if multi:
-            # Split on "," only: address spaces such as "smtp:*;1" keep their ";cost".
-            return [part.strip() for part in logged.split(",") if part.strip()]
-        if logged.casefold() in ("true", "false"):
-            return logged.casefold() == "true"
-    if multi and isinstance(logged, list):
-        return [str(item).strip() for item in logged]
-    return logged
 
 
 def _spoofed_restricted_senders(evidence: Evidence) -> list[str]:
@@ -425,24 +383,24 @@ class _Builder:
         self.actions: list[PlannedAction] = []
 
     def add(
-        self, kind: ActionKind, stage: Stage, target: str, params: Frozen, reason: str,
-        requires: list[str] | None = None,
+        self, stage: Stage, target: str, params: ActionParams, reason: str, requires: list[str] | None = None
     ) -> str:
+        """Append the action its params describe (their `kind` is the action's kind)."""
         action_id = f"a{len(self.actions) + 1}"
         self.actions.append(PlannedAction(
             id=action_id,
-            kind=kind,
+            kind=params.kind,
             target=target,
             stage=stage,
             reason=reason,
-            policy=self._case.policy.for_action(kind),
+            policy=self._case.policy.for_action(params.kind),
             requires=list(requires or []),
-            params=params.model_dump(mode="json", exclude_none=True),
+            params=params,
         ))
         return action_id
 
     def comment(self, text: str) -> str:
         return self.add(
-            "comment_alert", "report", "", CommentParams(alert_id=self._case.alert.alert_id, comment=text),
+            "report", "", CommentParams(alert_id=self._case.alert.alert_id, comment=text),
             "Write the verdict and its findings to the alert so analysts in Defender see them.",
         )

@@ -17,30 +17,24 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.types import AlertRef
+    from workflows import retries
+    from workflows.types import AlertRef, Frozen
 
 POLLER_WORKFLOW = "alert-poller"
 LIST_ACTIVITY = "alerts.list-new"
 OPEN_ACTIVITY = "alerts.open-case"
 
 ACTIVITY_TIMEOUT = timedelta(minutes=2)
-ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=5)
 
 
 def poller_schedule_id(tenant_id: str) -> str:
     return f"alert-poller/{tenant_id}"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PollCursor(_Frozen):
+class PollCursor(Frozen):
     """Where the next pass starts: alerts created after `since` − overlap, minus those already fed."""
 
     since: datetime
@@ -49,7 +43,7 @@ class PollCursor(_Frozen):
     """Alert ids fed inside the overlap window before `since`, with their createdDateTime."""
 
 
-class PollerInput(_Frozen):
+class PollerInput(Frozen):
     tenant_id: str
     initial_lookback: timedelta = timedelta(hours=1)
     overlap: timedelta = timedelta(minutes=5)
@@ -58,19 +52,19 @@ class PollerInput(_Frozen):
     """For runs started by hand; a scheduled run continues from the last completed run's cursor."""
 
 
-class ListNewAlerts(_Frozen):
+class ListNewAlerts(Frozen):
     tenant_id: str
     cursor: PollCursor
     overlap: timedelta
     max_pages: int = 20
 
 
-class SkippedAlert(_Frozen):
+class SkippedAlert(Frozen):
     alert_id: str
     reason: str
 
 
-class AlertBatch(_Frozen):
+class AlertBatch(Frozen):
     alerts: list[AlertRef]
     """Connector alerts to feed, oldest first."""
     skipped: list[SkippedAlert] = []
@@ -79,7 +73,7 @@ class AlertBatch(_Frozen):
     """The cursor once every alert of this batch has been fed."""
 
 
-class OpenedCase(_Frozen):
+class OpenedCase(Frozen):
     """What intake did with one alert (the webhook answers the same)."""
 
     case_id: str
@@ -91,7 +85,7 @@ class OpenedCase(_Frozen):
     related_cases: list[str] = []
 
 
-class PollerResult(_Frozen):
+class PollerResult(Frozen):
     cursor: PollCursor
     cases: list[OpenedCase] = []
     skipped: list[SkippedAlert] = []
@@ -118,7 +112,7 @@ class AlertPollerWorkflow:
             ),
             result_type=AlertBatch,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
+            retry_policy=retries.POLLER,
         )
         opened: list[OpenedCase] = []
         # One at a time, oldest first: a failure leaves the cursor at the last completed run, and
@@ -130,7 +124,7 @@ class AlertPollerWorkflow:
                     alert,
                     result_type=OpenedCase,
                     start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    retry_policy=ACTIVITY_RETRY,
+                    retry_policy=retries.POLLER,
                     summary=f"alert {alert.alert_id}"[:200],
                 )
             )

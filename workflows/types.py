@@ -1,4 +1,6 @@
-"""Types that cross the workflow boundary: case input, evidence, findings, plan, approvals, report.
+"""Types that cross the workflow boundary: case input, evidence, findings, action parameters,
+plan, approvals, notifications, report. Workflows and activities both import them from here;
+nothing here imports an activity.
 
 Every model is a frozen pydantic model (or a mutable one where the workflow accumulates state)
 serialised by `temporalio.contrib.pydantic.pydantic_data_converter`. Nothing here holds a
@@ -10,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Direction = Literal["inbound", "outbound"]
 Mode = Literal["enforce", "dry_run"]
@@ -54,7 +56,6 @@ ActionKind = Literal[
     "unblock_connector",
     "unblock_sender",
 ]
-ACTION_KINDS: tuple[str, ...] = ActionKind.__args__  # type: ignore[attr-defined]
 
 Stage = Literal["contain", "eradicate", "recover", "harden", "report"]
 PolicyKind = Literal["auto", "approve", "two_person", "never"]
@@ -73,8 +74,6 @@ CaseStatus = Literal["running", "completed", "needs_manual"]
 CaseStage = Literal[
     "resolving", "collecting", "grading", "awaiting_approval", "remediating", "reporting", "closed"
 ]
-
-JsonScalar = str | int | float | bool | None
 
 
 class Frozen(BaseModel):
@@ -183,9 +182,18 @@ class CaseInput(Frozen):
 
 
 # --------------------------------------------------------------------------- tenant reads
+# The evidence activities' inputs and results, and the Evidence the workflow assembles from them.
 
 
-class ConnectorConfig(Frozen):
+class Result(BaseModel):
+    """An activity's result, or a model inside one. Replay decodes the results stored in old
+    histories into today's models, so a field dropped since must not fail that decoding: unknown
+    fields are ignored (AdminSignIns results once carried `roles` and `bruteforce`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ConnectorConfig(Result):
     """One connector as Get-Inbound/OutboundConnector reports it."""
 
     guid: str
@@ -199,21 +207,47 @@ class ConnectorConfig(Frozen):
     """All cmdlet output properties (JSON-safe), kept for revert and the report."""
 
 
-class ConnectorRef(Frozen):
-    tenant_id: str
-    name: str
-    guid: str
-    direction: Direction
-
-
-class ConnectorResolution(Frozen):
+class ConnectorResolution(Result):
     connector: ConnectorConfig | None = None
     candidates: list[str] = []
     method: str = ""
     reason: str = ""
 
 
-class ConnectorChange(Frozen):
+MULTI_VALUED = frozenset(
+    name.casefold()
+    for name in (
+        # Set-InboundConnector
+        "SenderDomains", "SenderIPAddresses", "AssociatedAcceptedDomains", "TrustedOrganizations",
+        "EFSkipIPs", "EFSkipMailGateway", "EFUsers", "ScanAndDropRecipients",
+        # Set-OutboundConnector
+        "RecipientDomains", "SmartHosts", "ValidationRecipients",
+    )
+)
+"""Connector properties that hold lists (case-folded names): the one definition."""
+
+
+def split_list(value: Any) -> list[str]:
+    """A list value as Exchange and advanced hunting write it: a list, or one string split on ","
+    only (never ";": address spaces such as `smtp:*;1` carry their cost after it)."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if v is not None]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def parameter_value(name: str, value: Any) -> Any:
+    """An audit-log parameter as Set-*Connector takes it (docs/scenarios.md `audit_log`): Exchange's
+    "True"/"False" strings are booleans, multi-valued properties are lists."""
+    if isinstance(value, str) and value.strip().casefold() in ("true", "false"):
+        return value.strip().casefold() == "true"
+    if isinstance(value, list) or name.casefold() in MULTI_VALUED:
+        return split_list(value)
+    return value
+
+
+class ConnectorChange(Result):
     """A New-/Set-/Remove-*Connector audit record for the alerted connector."""
 
     at: datetime
@@ -221,15 +255,211 @@ class ConnectorChange(Frozen):
     actor: str
     client_ip: str | None = None
     parameters: dict[str, Any] = {}
+    """The cmdlet's parameters, normalised here once (`parameter_value`) for grading, planning and
+    the revert they plan."""
+
+    @field_validator("parameters")
+    @classmethod
+    def _normalise(cls, parameters: dict[str, Any]) -> dict[str, Any]:
+        return {name: parameter_value(name, value) for name, value in parameters.items()}
+
+
+class MailStats(Result):
+    """Summary of the alerted connector's mail in the lookback (rows summarised in the activity)."""
+
+    messages: int = 0
+    p1_p2_mismatch: int = 0
+    empty_sender_object_id: int = 0
+    unprovisioned_sender_domain: int = 0
+    junk_or_quarantined: int = 0
+    hourly_counts: dict[str, int] = {}
+    """Messages per clock hour (ISO hour start -> count) over the baseline window; missing = 0."""
+    external_recipient_domains: int = 0
+    """Distinct recipient domains that are neither accepted nor partner domains."""
+    spoofed_to_partners: int = 0
+    spoofed_to_internal: int = 0
+    malicious_url_messages: int = 0
+    malicious_attachment_messages: int = 0
+    sender_ips: list[str] = []
+    spoofed_header_senders: list[str] = []
+    """Header From (P2) addresses of the connector's spoofed mail."""
+    sample_message_ids: list[str] = []
+    malicious_sample_message_ids: list[str] = []
+    first_contact_senders: int = 0
+    """Header senders of the last day's connector mail with no established contact (seed 003)."""
+    first_contact_recipient_domains: int = 0
+    """Recipient domains of the last day's connector mail that the tenant never mailed before."""
+    trace_filtered_as_spam: int | None = None
+    """Message trace (Get-MessageTraceV2) messages from the connector's sender IPs in the lookback
+    with Status FilteredAsSpam (seeds 001/002); None when the trace could not be read."""
+
+
+class FailureBurst(Result):
+    """A 60-second bin of failed logons for one account, application, ISP and country, and the
+    first success for the same account, ISP and application after the bin's latest failure."""
+
+    failures: int
+    earliest_failure: datetime
+    latest_failure: datetime
+    first_success: datetime | None = None
+    application: str = ""
+    isp: str = ""
+    country: str = ""
+
+
+class AdminSignIns(Result):
+    """The acting admin's sign-in evidence."""
+
+    upn: str
+    object_id: str | None = None
+    successful_signins: int = 0
+    countries: dict[str, int] = {}
+    failure_bursts: list[FailureBurst] = []
+    """Bursts the playbook's brute-force query found (grading applies the thresholds again)."""
+
+
+class ResolveConnectorInput(Frozen):
+    tenant_id: str
+    ip_addresses: list[str] = []
+    """The alert's ipEvidence addresses."""
+    message_ids: list[str] = []
+    """The alert's analyzedMessageEvidence networkMessageIds."""
+    since: datetime
+    until: datetime
+
+
+class ConnectorChangesInput(Frozen):
+    tenant_id: str
+    connector_name: str
+    connector_guid: str
+    direction: Direction
+    since: datetime
+    """Audit records from here on (wider than the lookback: revert needs the record before)."""
+    until: datetime
+
+
+class ConnectorChanges(Result):
+    changes: list[ConnectorChange]
+    source: str
+    """graph_audit_log, search_unified_audit_log or cloud_app_events (30 days only)."""
+
+
+class MailStatsInput(Frozen):
+    tenant_id: str
+    connector_name: str
+    now: datetime
+    lookback: timedelta
+    accepted_domains: list[str]
+    partner_domains: list[str]
+
+
+class RestrictedEntitiesInput(Frozen):
+    tenant_id: str
+    connector_name: str
+    connector_guid: str
+
+
+class RestrictedEntities(Result):
+    blocked_connector: bool
+    blocked_senders: list[str]
+
+
+class TenantInput(Frozen):
+    tenant_id: str
+
+
+class AcceptedDomains(Result):
+    domains: list[str]
+
+
+class AdminSignInsInput(Frozen):
+    tenant_id: str
+    upns: list[str]
+    since: datetime
+    until: datetime
+    failure_threshold: int
+    success_within: timedelta
+
+
+class AdminEvidence(Result):
+    admins: list[AdminSignIns]
+
+
+class CompromisedSendersInput(Frozen):
+    tenant_id: str
+    since: datetime
+    until: datetime
+    per_hour: int
+
+
+class CompromisedSenders(Result):
+    object_ids: list[str]
+    addresses: list[str]
+
+
+class Evidence(Frozen):
+    """Everything grading and planning need, collected by activities."""
+
+    connector: ConnectorConfig
+    changes: list[ConnectorChange] = []
+    """Audit records for the connector (any age; grading applies the lookback)."""
+    mail: MailStats = MailStats()
+    accepted_domains: list[str] = []
+    blocked_connector: bool = False
+    blocked_senders: list[str] = []
+    admins: list[AdminSignIns] = []
+    compromised_senders: list[str] = []
+    """Internal SenderObjectIds with unusual outbound volume (tenant-wide)."""
+    compromised_sender_addresses: list[str] = []
+    """Their header From addresses, for the report."""
+    changes_source: str = ""
+    """Which audit source answered: graph_audit_log, search_unified_audit_log or cloud_app_events."""
+    unavailable: list[str] = []
+    """Sources that could not be read after retries."""
+    collected_at: datetime
 
 
 # --------------------------------------------------------------------------- findings and verdict
+
+
+class Subject(Frozen):
+    """One thing a finding is about: a connector (Guid, name) or an account (object id, UPN).
+    Either part may be missing when the evidence did not have it."""
+
+    kind: Literal["connector", "account"]
+    id: str | None = None
+    name: str | None = None
 
 
 class Finding(Frozen):
     id: FindingId
     summary: str
     evidence: dict[str, Any] = {}
+    """What the report shows the analyst; no decision reads it."""
+    subjects: list[Subject] = []
+    """What the finding is about; planning reads these, never the summary or the evidence."""
+
+    def accounts(self) -> list[Subject]:
+        return [s for s in self.subjects if s.kind == "account"]
+
+
+class ReviewedChange(Frozen):
+    """A creation or modification of the connector in the lookback, as grading judged it."""
+
+    change: ConnectorChange
+    ticket: str | None = None
+    """The approved change record that covers it, if one does."""
+    unexpected_actor: bool = False
+    """Neither approved nor made by one of the organization's connector admins."""
+
+
+class ChangeHistory(Frozen):
+    """The connector's audit history as grading read it; planning acts on the same reading."""
+
+    changes: list[ReviewedChange] = []
+    """Creations and modifications in the lookback, oldest first."""
+    acting_admins: list[str] = []
+    """Their actors (case-folded UPNs), in first-seen order."""
 
 
 class Verdict(Frozen):
@@ -237,9 +467,104 @@ class Verdict(Frozen):
     findings: list[Finding]
     reasons: list[str]
     """Which findings drove the verdict and which were explained away, in plain words."""
+    history: ChangeHistory = ChangeHistory()
 
     def has(self, finding_id: str) -> bool:
         return any(f.id == finding_id for f in self.findings)
+
+
+# --------------------------------------------------------------------------- action parameters
+# One frozen model per kind of action: what the planner decides and the action activity does.
+# `kind` picks the model (a discriminated union); it is not serialised, because on the wire the
+# action's own `kind` says it once and PlannedAction hands it down when it is decoded.
+
+
+class ConnectorTarget(Frozen):
+    """A connector by its immutable Guid."""
+
+    identity: str
+    """The connector's Guid (a name can be changed by the attacker; the Guid cannot)."""
+    direction: Direction
+
+
+class ConnectorParams(ConnectorTarget):
+    """disable_connector, remove_connector."""
+
+    kind: Literal["disable_connector", "remove_connector"] = Field(exclude=True)
+
+
+class RevertParams(ConnectorTarget):
+    """revert_connector_change: Set-*Connector with each property's last authorised value."""
+
+    kind: Literal["revert_connector_change"] = Field("revert_connector_change", exclude=True)
+    restore: dict[str, Any]
+    """Property -> value to set, as the audit log's normalised parameters hold it."""
+
+
+class UnblockConnectorParams(Frozen):
+    kind: Literal["unblock_connector"] = Field("unblock_connector", exclude=True)
+    connector_id: str
+    """The Guid Get-BlockedConnector reports as ConnectorId."""
+
+
+class UnblockSenderParams(Frozen):
+    kind: Literal["unblock_sender"] = Field("unblock_sender", exclude=True)
+    sender_address: str
+
+
+class UserParams(Frozen):
+    """reset_admin_password, revoke_sessions."""
+
+    kind: Literal["reset_admin_password", "revoke_sessions"] = Field(exclude=True)
+    user: str
+    """Object id when evidence had it, else the userPrincipalName (Graph accepts both)."""
+
+
+class MfaParams(Frozen):
+    kind: Literal["require_admin_mfa"] = Field("require_admin_mfa", exclude=True)
+    report_only: bool = True
+    """Create the policy as `enabledForReportingButNotEnforced` so it cannot lock admins out."""
+
+
+AlertStatusValue = Literal["new", "inProgress", "resolved"]
+Classification = Literal["truePositive", "falsePositive", "informationalExpectedActivity"]
+Determination = Literal[
+    "compromisedAccount",
+    "malware",
+    "phishing",
+    "other",
+    "confirmedActivity",
+    "lineOfBusinessApplication",
+    "notMalicious",
+]
+
+
+class ClassifyParams(Frozen):
+    kind: Literal["classify_alert"] = Field("classify_alert", exclude=True)
+    alert_id: str
+    status: AlertStatusValue
+    classification: Classification | None = None
+    """None leaves the alert's classification as it is (needs_review: still `unknown`)."""
+    determination: Determination | None = None
+
+
+class CommentParams(Frozen):
+    kind: Literal["comment_alert"] = Field("comment_alert", exclude=True)
+    alert_id: str
+    comment: str
+
+
+ActionParams = Annotated[
+    ConnectorParams
+    | RevertParams
+    | UnblockConnectorParams
+    | UnblockSenderParams
+    | UserParams
+    | MfaParams
+    | ClassifyParams
+    | CommentParams,
+    Field(discriminator="kind"),
+]
 
 
 # --------------------------------------------------------------------------- plan and approvals
@@ -255,7 +580,22 @@ class PlannedAction(Frozen):
     policy: PolicyKind
     requires: list[str] = []
     """Ids of actions that must be executed and verified before this one may run."""
-    params: dict[str, Any] = {}
+    params: ActionParams
+    """The parameters of exactly this kind of action (a mismatch fails validation)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hand_kind_to_params(cls, data: Any) -> Any:
+        """Serialised params carry no `kind`: the action's kind selects their model."""
+        if isinstance(data, dict) and isinstance(data.get("params"), dict):
+            return {**data, "params": {"kind": data.get("kind"), **data["params"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _params_fit_kind(self) -> PlannedAction:
+        if self.params.kind != self.kind:
+            raise ValueError(f"{self.kind} cannot take the parameters of {self.params.kind}")
+        return self
 
 
 class Plan(Frozen):
@@ -263,7 +603,9 @@ class Plan(Frozen):
 
     @property
     def hash(self) -> str:
-        body = json.dumps([a.model_dump(mode="json") for a in self.actions], sort_keys=True)
+        """What an approval names. Params without nulls, as they were hashed while they were dicts,
+        so the same plan keeps its hash."""
+        body = json.dumps([a.model_dump(mode="json", exclude_none=True) for a in self.actions], sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
 
@@ -301,12 +643,30 @@ class ActionRecord(BaseModel):
     detail: str = ""
 
 
-class ActionOutcome(Frozen):
+class ActionOutcome(Result):
     """What an action activity reports: the state it found, whether it acted, and verification."""
 
     status: Literal["done", "already_done", "dry_run"]
     verified: bool
     detail: str
+
+
+class ActionInput(Frozen):
+    """Input of every `action.*` activity."""
+
+    tenant_id: str
+    case_id: str
+    action: PlannedAction
+    mode: Mode = "enforce"
+
+
+class Notification(Frozen):
+    """Input of `notify.send`: an approval request, reminder, escalation or expiry."""
+
+    case_id: str
+    kind: Literal["approval_requested", "reminder", "escalation", "expired"]
+    text: str
+    action_ids: list[str] = []
 
 
 class PendingApproval(Frozen):
@@ -355,94 +715,3 @@ class CaseReport(BaseModel):
     """What the playbook says to keep: message ids sample and counts, source IPs, change history."""
     started_at: datetime
     finished_at: datetime | None = None
-
-
-# --------------------------------------------------------------------------- evidence
-
-
-class MailStats(Frozen):
-    """Summary of the alerted connector's mail in the lookback (rows summarised in the activity)."""
-
-    messages: int = 0
-    p1_p2_mismatch: int = 0
-    empty_sender_object_id: int = 0
-    unprovisioned_sender_domain: int = 0
-    junk_or_quarantined: int = 0
-    hourly_counts: dict[str, int] = {}
-    """Messages per clock hour (ISO hour start -> count) over the baseline window; missing = 0."""
-    external_recipient_domains: int = 0
-    """Distinct recipient domains that are neither accepted nor partner domains."""
-    spoofed_to_partners: int = 0
-    spoofed_to_internal: int = 0
-    malicious_url_messages: int = 0
-    malicious_attachment_messages: int = 0
-    sender_ips: list[str] = []
-    spoofed_header_senders: list[str] = []
-    """Header From (P2) addresses of the connector's spoofed mail."""
-    sample_message_ids: list[str] = []
-    malicious_sample_message_ids: list[str] = []
-    first_contact_senders: int = 0
-    """Header senders of the last day's connector mail with no established contact (seed 003)."""
-    first_contact_recipient_domains: int = 0
-    """Recipient domains of the last day's connector mail that the tenant never mailed before."""
-    trace_filtered_as_spam: int | None = None
-    """Message trace (Get-MessageTraceV2) messages from the connector's sender IPs in the lookback
-    with Status FilteredAsSpam (seeds 001/002); None when the trace could not be read."""
-
-
-class FailureBurst(Frozen):
-    """A 60-second bin of failed logons for one account, application, ISP and country, and the
-    first success for the same account, ISP and application after the bin's latest failure."""
-
-    failures: int
-    earliest_failure: datetime
-    latest_failure: datetime
-    first_success: datetime | None = None
-    application: str = ""
-    isp: str = ""
-    country: str = ""
-
-
-class AdminSignIns(Frozen):
-    """The acting admin's sign-in evidence."""
-
-    upn: str
-    object_id: str | None = None
-    roles: list[str] = []
-    bruteforce: dict[str, Any] | None = None
-    """The failure burst and the success that followed, when the playbook's pattern matched."""
-    successful_signins: int = 0
-    countries: dict[str, int] = {}
-    failure_bursts: list[FailureBurst] = []
-    """Bursts the playbook's brute-force query found (grading applies the thresholds again)."""
-
-
-class Evidence(Frozen):
-    """Everything grading and planning need, collected by activities."""
-
-    connector: ConnectorConfig
-    changes: list[ConnectorChange] = []
-    """Audit records for the connector (any age; grading applies the lookback)."""
-    mail: MailStats = MailStats()
-    accepted_domains: list[str] = []
-    blocked_connector: bool = False
-    blocked_senders: list[str] = []
-    admins: list[AdminSignIns] = []
-    compromised_senders: list[str] = []
-    """Internal SenderObjectIds with unusual outbound volume (tenant-wide)."""
-    compromised_sender_addresses: list[str] = []
-    """Their header From addresses, for the report."""
-    changes_source: str = ""
-    """Which audit source answered: graph_audit_log, search_unified_audit_log or cloud_app_events."""
-    unavailable: list[str] = []
-    """Sources that could not be read after retries."""
-    collected_at: datetime
-
-
-class ActionInput(Frozen):
-    """Input of every `action.*` activity."""
-
-    tenant_id: str
-    case_id: str
-    action: PlannedAction
-    mode: Mode = "enforce"

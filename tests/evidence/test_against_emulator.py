@@ -21,14 +21,14 @@ from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from activities.clients import ClientPool
-    from activities.evidence import ConnectorChangesInput, EvidenceActivities, MailStatsInput
+    from activities.evidence import EvidenceActivities
     from config.settings import TenantSettings
     from emulator.scenario import Scenario, load_scenario
     from emulator.server import running_emulator
     from activities.alert_parsing import from_graph_alert
     from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
     from workflows import evidence, grading
-    from workflows.types import CaseInput, Organization, Verdict
+    from workflows.types import CaseInput, ConnectorChangesInput, MailStatsInput, Organization, Verdict
 
 # A literal path, not tests.conftest: the probe workflow below re-imports this module in the sandbox.
 TP = Path(__file__).parents[2] / "emulator" / "scenarios" / "tp-hijacked-hybrid-connector.yaml"

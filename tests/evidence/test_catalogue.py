@@ -14,7 +14,7 @@ from activities.evidence import CONNECTOR_OPERATIONS, summarise_mail
 from activities.hunting import default_catalogue, render
 from emulator.hunting import HuntingEngine
 from emulator.scenario import load_scenario
-from emulator.timestamps import parse_datetime
+from workflows.timestamps import parse_iso
 from tests.conftest import PROJECT_SCENARIOS
 
 TP = PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml"
@@ -23,7 +23,7 @@ HELPDESK = "2a7d5b20-0000-4000-8000-000000000002"
 
 
 def engine_at(path: Path) -> tuple[HuntingEngine, datetime]:
-    authored = parse_datetime(yaml.safe_load(path.read_text())["now"])
+    authored = parse_iso(yaml.safe_load(path.read_text())["now"])
     return HuntingEngine(load_scenario(path, real_now=authored).tables), authored
 
 
@@ -132,8 +132,8 @@ def logons(start: datetime, failures: int, success_after: float) -> dict[str, li
     [(101, 10, True), (100, 10, False), (101, 11, False)],
 )
 def test_bruteforce_query_boundaries(failures: int, success_after: float, found: bool) -> None:
-    now = parse_datetime("2026-11-20T10:00:00Z")
-    engine = HuntingEngine(logons(parse_datetime("2026-11-20T08:00:00Z"), failures, success_after))
+    now = parse_iso("2026-11-20T10:00:00Z")
+    engine = HuntingEngine(logons(parse_iso("2026-11-20T08:00:00Z"), failures, success_after))
     rows = engine.run(render(default_catalogue()["admin-bruteforce"].query, params("admin-bruteforce", now)), now)["results"]
     assert bool(rows) is found
     if found:

@@ -18,6 +18,7 @@ from workflows.types import (
     FailureBurst,
     MailStats,
     Organization,
+    Subject,
     Thresholds,
 )
 
@@ -269,6 +270,22 @@ def test_bruteforce_boundaries(failures: int, after: timedelta | None, raised: b
 def test_unusual_location_boundaries(countries: dict[str, int], raised: bool) -> None:
     a = admin(countries=countries, successful_signins=sum(countries.values()))
     assert ("admin_unusual_location" in ids(evidence(changes=ACTING, admins=[a]))) is raised
+
+
+def test_findings_name_their_accounts_and_connector_in_typed_subjects() -> None:
+    helpdesk_id = "2a7d5b20-0000-4000-8000-000000000002"
+    a = admin(object_id=helpdesk_id, countries={"US": 9, "NL": 1}, successful_signins=10,
+              failure_bursts=[burst(500, timedelta(seconds=1))])
+    verdict = grade(evidence(changes=ACTING, admins=[a], mail=SPOOFED), ORG, T, NOW)
+    about = {f.id: f.subjects for f in verdict.findings}
+
+    account = Subject(kind="account", id=helpdesk_id, name="helpdesk.op@contoso.com")
+    hybrid = Subject(kind="connector", id=connector().guid, name="Contoso Hybrid")
+    assert about["admin_bruteforce_success"] == about["admin_unusual_location"] == [account]
+    assert about["change_by_unexpected_actor"] == [hybrid, account]
+    assert about["p1_p2_mismatch"] == about["connector_modified"] == [hybrid]
+    assert verdict.history.acting_admins == ["helpdesk.op@contoso.com"]
+    assert [(r.change, r.ticket, r.unexpected_actor) for r in verdict.history.changes] == [(ACTING[0], None, True)]
 
 
 def test_admin_findings_concern_acting_admins_only() -> None:

@@ -8,19 +8,28 @@ from typing import Any
 import pytest
 import yaml
 
+from workflows.grading import review_changes
 from workflows.planning import plan
 from workflows.types import (
     AdminSignIns,
     AlertRef,
     ApprovalPolicy,
     CaseInput,
+    ClassifyParams,
     ConnectorChange,
     ConnectorConfig,
+    ConnectorParams,
     Evidence,
     Finding,
     MailStats,
+    MfaParams,
     Organization,
     Plan,
+    RevertParams,
+    Subject,
+    UnblockConnectorParams,
+    UnblockSenderParams,
+    UserParams,
     Verdict,
 )
 from tests.conftest import PROJECT_SCENARIOS
@@ -86,19 +95,29 @@ def evidence_for(scenario: dict[str, Any], **changes: Any) -> Evidence:
         accepted_domains=scenario["tenant"]["accepted_domains"],
         blocked_connector=True,
         blocked_senders=[s["SenderAddress"] for s in scenario["tenant"]["blocked_senders"]],
-        admins=[AdminSignIns(upn=HELPDESK, object_id=HELPDESK_ID, roles=["Exchange Administrator"])],
+        admins=[AdminSignIns(upn=HELPDESK, object_id=HELPDESK_ID)],
         collected_at=at(scenario["now"]),
     )
     fields.update(changes)
     return Evidence(**fields)
 
 
-def verdict(kind: str, finding_ids: list[str], **evidence: dict[str, Any]) -> Verdict:
+def verdict(kind: str, finding_ids: list[str], **subjects: list[Subject]) -> Verdict:
+    """Findings that say nothing in their summary and evidence: only their typed subjects count."""
     return Verdict(
         kind=kind,  # type: ignore[arg-type]
-        findings=[Finding(id=f, summary=f"{f} observed", evidence=evidence.get(f, {})) for f in finding_ids],  # type: ignore[arg-type]
+        findings=[Finding(id=f, summary=f"{f} observed", subjects=subjects.get(f, [])) for f in finding_ids],  # type: ignore[arg-type]
         reasons=[f"{kind} because of {', '.join(finding_ids) or 'nothing'}"],
     )
+
+
+def plan_for(case: CaseInput, graded: Verdict, evidence: Evidence | None) -> Plan:
+    """The plan for a verdict that carries grading's reading of the evidence's audit log."""
+    if evidence is not None:
+        since = evidence.collected_at - case.thresholds.lookback
+        history = review_changes(evidence, case.organization, since, evidence.collected_at)
+        graded = graded.model_copy(update={"history": history})
+    return plan(case, graded, evidence)
 
 
 def kinds(p: Plan) -> list[tuple[str, str]]:
@@ -113,7 +132,7 @@ def by_kind(p: Plan, kind: str) -> list:
 
 
 def test_hijacked_legitimate_connector_is_reverted_to_the_prior_audited_value(scenario):
-    result = plan(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence_for(scenario))
+    result = plan_for(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence_for(scenario))
 
     assert kinds(result) == [
         ("comment_alert", ""),
@@ -126,18 +145,18 @@ def test_hijacked_legitimate_connector_is_reverted_to_the_prior_audited_value(sc
         ("classify_alert", ""),
     ]
     revert = by_kind(result, "revert_connector_change")[0]
-    assert revert.params == {"identity": GUID, "direction": "inbound", "restore": {"SenderIPAddresses": ["203.0.113.5"]}}
+    assert revert.params == RevertParams(identity=GUID, direction="inbound", restore={"SenderIPAddresses": ["203.0.113.5"]})
     assert "exadmin@contoso.com" in revert.reason and "helpdesk.op@contoso.com" in revert.reason
     assert "change_by_unexpected_actor" in revert.reason
     reset = by_kind(result, "reset_admin_password")[0]
-    assert reset.params == {"user": HELPDESK_ID}
+    assert reset.params == UserParams(kind="reset_admin_password", user=HELPDESK_ID)
     classify = by_kind(result, "classify_alert")[0]
-    assert classify.params == {"alert_id": scenario["alert"]["id"], "status": "resolved",
-                               "classification": "truePositive", "determination": "compromisedAccount"}
+    assert classify.params == ClassifyParams(alert_id=scenario["alert"]["id"], status="resolved",
+                                             classification="truePositive", determination="compromisedAccount")
 
 
 def test_ids_follow_plan_order_and_stages_run_contain_eradicate_recover_harden(scenario):
-    result = plan(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence_for(scenario))
+    result = plan_for(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence_for(scenario))
 
     assert [a.id for a in result.actions] == [f"a{i}" for i in range(1, len(result.actions) + 1)]
     ranks = [STAGE_RANK[a.stage] for a in result.actions if a.stage in STAGE_RANK]
@@ -146,7 +165,7 @@ def test_ids_follow_plan_order_and_stages_run_contain_eradicate_recover_harden(s
 
 
 def test_unblocks_require_the_verified_revert_and_every_eradication_step(scenario):
-    result = plan(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence_for(scenario))
+    result = plan_for(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence_for(scenario))
 
     ids = {a.kind: a.id for a in result.actions}
     expected = {ids["revert_connector_change"], ids["reset_admin_password"], ids["revoke_sessions"]}
@@ -157,7 +176,7 @@ def test_unblocks_require_the_verified_revert_and_every_eradication_step(scenari
 def test_each_action_carries_the_policy_for_its_kind(scenario):
     policy = ApprovalPolicy(by_action={"classify_alert": "auto", "comment_alert": "auto",
                                        "revoke_sessions": "two_person"}, default="approve")
-    result = plan(case_for(scenario, policy=policy), verdict("true_positive", TP_FINDINGS), evidence_for(scenario))
+    result = plan_for(case_for(scenario, policy=policy), verdict("true_positive", TP_FINDINGS), evidence_for(scenario))
 
     assert {a.kind: a.policy for a in result.actions} == {
         "comment_alert": "auto", "revert_connector_change": "approve", "reset_admin_password": "approve",
@@ -171,14 +190,15 @@ def test_attacker_created_connector_is_disabled_then_removed_and_never_unblocked
                       Name="Contoso Hybrid", SenderIPAddresses="198.51.100.23", ConnectorType="OnPremises")]
     findings = ["connector_created", "change_by_unexpected_actor", "sender_ip_not_on_premises", "volume_spike",
                 "connector_blocked"]
-    result = plan(case_for(scenario), verdict("true_positive", findings), evidence_for(scenario, changes=changes))
+    result = plan_for(case_for(scenario), verdict("true_positive", findings), evidence_for(scenario, changes=changes))
 
     assert [k for k, _ in kinds(result)] == [
         "comment_alert", "disable_connector", "remove_connector", "reset_admin_password", "revoke_sessions",
         "unblock_sender", "require_admin_mfa", "classify_alert",
     ]
     disable, remove = by_kind(result, "disable_connector")[0], by_kind(result, "remove_connector")[0]
-    assert disable.params == remove.params == {"identity": GUID, "direction": "inbound"}
+    assert disable.params == ConnectorParams(kind="disable_connector", identity=GUID, direction="inbound")
+    assert remove.params == ConnectorParams(kind="remove_connector", identity=GUID, direction="inbound")
     assert remove.policy == "two_person" and disable.policy == "approve"
     assert remove.stage == "contain" and int(remove.id[1:]) > int(disable.id[1:])
     assert "connector_created" in disable.reason
@@ -187,13 +207,13 @@ def test_attacker_created_connector_is_disabled_then_removed_and_never_unblocked
 
 def test_property_with_no_earlier_record_disables_instead_and_says_why(scenario):
     hijack = [audit_change(r) for r in scenario["audit_log"]][1:]   # drop the CHG-1042 record
-    result = plan(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence_for(scenario, changes=hijack))
+    result = plan_for(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence_for(scenario, changes=hijack))
 
     assert not by_kind(result, "revert_connector_change")
     assert not by_kind(result, "unblock_connector"), "a connector that was not reverted stays restricted"
     disable = by_kind(result, "disable_connector")[0]
     assert "SenderIPAddresses" in disable.reason and "cannot be reverted safely" in disable.reason
-    assert disable.params == {"identity": GUID, "direction": "inbound"}
+    assert disable.params == ConnectorParams(kind="disable_connector", identity=GUID, direction="inbound")
 
 
 def test_revert_uses_the_latest_record_before_the_earliest_unauthorized_change(scenario):
@@ -205,10 +225,10 @@ def test_revert_uses_the_latest_record_before_the_earliest_unauthorized_change(s
         change("2026-11-20T09:05:00Z", "exadmin@contoso.com", SenderIPAddresses="198.51.100.99",
                RestrictDomainsToIPAddresses="False"),
     ]
-    result = plan(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence_for(scenario, changes=changes))
+    result = plan_for(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence_for(scenario, changes=changes))
 
     revert = by_kind(result, "revert_connector_change")[0]
-    assert revert.params["restore"] == {
+    assert revert.params.restore == {
         "SenderIPAddresses": ["203.0.113.5", "203.0.113.6"],   # not the 09:05 value, not the October one
         "SenderDomains": ["smtp:*;1", "smtp:contoso.com;1"],   # split on "," only
         "RestrictDomainsToIPAddresses": True,                  # Exchange's "True" string is a boolean
@@ -220,7 +240,7 @@ def test_approved_changes_are_not_reverted(scenario):
         change("2026-11-18T19:12:00Z", "exadmin@contoso.com", SenderIPAddresses="203.0.113.5"),  # CHG-1042
     ]
     findings = ["sender_ip_not_on_premises", "volume_spike", "p1_p2_mismatch"]
-    result = plan(case_for(scenario), verdict("true_positive", findings),
+    result = plan_for(case_for(scenario), verdict("true_positive", findings),
                   evidence_for(scenario, changes=changes, admins=[]))
 
     assert [k for k, _ in kinds(result)] == ["comment_alert", "disable_connector", "unblock_sender", "classify_alert"]
@@ -229,11 +249,11 @@ def test_approved_changes_are_not_reverted(scenario):
 
 def test_untouched_true_positive_connector_is_disabled_with_no_admin_actions(scenario):
     findings = ["sender_ip_not_on_premises", "volume_spike"]
-    result = plan(case_for(scenario), verdict("true_positive", findings),
+    result = plan_for(case_for(scenario), verdict("true_positive", findings),
                   evidence_for(scenario, changes=[], blocked_senders=[]))
 
     assert [k for k, _ in kinds(result)] == ["comment_alert", "disable_connector", "classify_alert"]
-    assert by_kind(result, "classify_alert")[0].params["determination"] == "other"
+    assert by_kind(result, "classify_alert")[0].params.determination == "other"
 
 
 def test_only_restricted_senders_that_are_the_spoofed_header_from_are_unblocked(scenario):
@@ -242,10 +262,10 @@ def test_only_restricted_senders_that_are_the_spoofed_header_from_are_unblocked(
         blocked_senders=["Billing@Contoso.com", "payroll@contoso.com", "ceo@contoso.com"],
         mail=MailStats(spoofed_header_senders=["billing@contoso.com", "ceo@contoso.com", "other@contoso.com"]),
     )
-    result = plan(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence)
+    result = plan_for(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence)
 
     assert [a.target for a in by_kind(result, "unblock_sender")] == ["billing@contoso.com", "ceo@contoso.com"]
-    assert by_kind(result, "unblock_sender")[0].params == {"sender_address": "billing@contoso.com"}
+    assert by_kind(result, "unblock_sender")[0].params == UnblockSenderParams(sender_address="billing@contoso.com")
 
 
 def test_admin_finding_makes_the_named_acting_admin_suspect(scenario):
@@ -254,20 +274,21 @@ def test_admin_finding_makes_the_named_acting_admin_suspect(scenario):
         change("2026-11-19T12:00:00Z", "exadmin@contoso.com", SenderIPAddresses="203.0.113.7"),
     ]
     findings = ["connector_modified", "admin_bruteforce_success", "volume_spike"]
-    named = verdict("true_positive", findings, admin_bruteforce_success={"account": "EXADMIN@contoso.com"})
-    result = plan(case_for(scenario), named, evidence_for(scenario, changes=changes, admins=[]))
+    named = verdict("true_positive", findings,
+                    admin_bruteforce_success=[Subject(kind="account", name="EXADMIN@contoso.com")])
+    result = plan_for(case_for(scenario), named, evidence_for(scenario, changes=changes, admins=[]))
 
     assert [a.target for a in by_kind(result, "reset_admin_password")] == ["exadmin@contoso.com"]
     assert "admin_bruteforce_success" in by_kind(result, "reset_admin_password")[0].reason
-    assert by_kind(result, "require_admin_mfa")[0].params == {"report_only": True}
+    assert by_kind(result, "require_admin_mfa")[0].params == MfaParams(report_only=True)
     # The listed admin's unapproved change is still reverted to the value before it.
-    assert by_kind(result, "revert_connector_change")[0].params["restore"] == {"SenderIPAddresses": ["203.0.113.5"]}
+    assert by_kind(result, "revert_connector_change")[0].params.restore == {"SenderIPAddresses": ["203.0.113.5"]}
 
 
 def test_listed_admin_without_admin_finding_is_not_suspect(scenario):
     changes = [change("2026-11-19T12:00:00Z", "exadmin@contoso.com", operation="New-InboundConnector",
                       SenderIPAddresses="203.0.113.7")]
-    result = plan(case_for(scenario), verdict("true_positive", ["connector_created", "sender_ip_not_on_premises",
+    result = plan_for(case_for(scenario), verdict("true_positive", ["connector_created", "sender_ip_not_on_premises",
                                                                 "volume_spike"]),
                   evidence_for(scenario, changes=changes, admins=[]))
 
@@ -284,43 +305,42 @@ def test_listed_admin_without_admin_finding_is_not_suspect(scenario):
     ("false_positive", "falsePositive", "notMalicious"),
 ])
 def test_benign_and_false_positive_comment_unblock_and_classify(scenario, kind, classification, determination):
-    result = plan(case_for(scenario), verdict(kind, ["connector_modified", "change_approved"]), evidence_for(scenario))
+    result = plan_for(case_for(scenario), verdict(kind, ["connector_modified", "change_approved"]), evidence_for(scenario))
 
     assert kinds(result) == [("comment_alert", ""), ("unblock_connector", "Contoso Hybrid"), ("classify_alert", "")]
     assert by_kind(result, "unblock_connector")[0].requires == []
-    assert by_kind(result, "unblock_connector")[0].params == {"connector_id": GUID}
-    assert by_kind(result, "classify_alert")[0].params == {
-        "alert_id": scenario["alert"]["id"], "status": "resolved",
-        "classification": classification, "determination": determination}
+    assert by_kind(result, "unblock_connector")[0].params == UnblockConnectorParams(connector_id=GUID)
+    assert by_kind(result, "classify_alert")[0].params == ClassifyParams(
+        alert_id=scenario["alert"]["id"], status="resolved", classification=classification, determination=determination)
 
 
 def test_benign_expected_high_volume_connector_is_line_of_business(scenario):
     evidence = evidence_for(scenario, blocked_connector=False)
     org = Organization.model_validate({**scenario["organization"], "expected_high_volume_connectors": ["contoso hybrid"]})
-    result = plan(case_for(scenario, organization=org), verdict("benign_positive", ["volume_spike"]), evidence)
+    result = plan_for(case_for(scenario, organization=org), verdict("benign_positive", ["volume_spike"]), evidence)
 
     assert [k for k, _ in kinds(result)] == ["comment_alert", "classify_alert"]
-    assert by_kind(result, "classify_alert")[0].params["determination"] == "lineOfBusinessApplication"
+    assert by_kind(result, "classify_alert")[0].params.determination == "lineOfBusinessApplication"
 
 
 def test_needs_review_plans_only_the_comment_and_in_progress_status(scenario):
     evidence = evidence_for(scenario, unavailable=["IdentityLogonEvents"])
     findings = ["volume_spike", "evidence_unavailable"]
-    result = plan(case_for(scenario), verdict("needs_review", findings), evidence)
+    result = plan_for(case_for(scenario), verdict("needs_review", findings), evidence)
 
     assert [k for k, _ in kinds(result)] == ["comment_alert", "classify_alert"]
-    assert by_kind(result, "classify_alert")[0].params == {"alert_id": scenario["alert"]["id"], "status": "inProgress"}
-    comment = by_kind(result, "comment_alert")[0].params["comment"]
+    assert by_kind(result, "classify_alert")[0].params == ClassifyParams(alert_id=scenario["alert"]["id"], status="inProgress")
+    comment = by_kind(result, "comment_alert")[0].params.comment
     assert "volume_spike" in comment and "evidence_unavailable" in comment
     assert "IdentityLogonEvents: could not be read" in comment and "control indicator" in comment
     assert "abuse indicator" not in comment, "volume_spike is an abuse indicator: it is not missing"
 
 
 def test_unresolved_connector_plans_only_the_comment_and_status(scenario):
-    result = plan(case_for(scenario), verdict("needs_review", ["connector_unresolved"]), None)
+    result = plan_for(case_for(scenario), verdict("needs_review", ["connector_unresolved"]), None)
 
     assert [k for k, _ in kinds(result)] == ["comment_alert", "classify_alert"]
-    comment = result.actions[0].params["comment"]
+    comment = result.actions[0].params.comment
     assert "(unresolved)" in comment and "matched no connector or more than one" in comment
 
 
@@ -329,11 +349,11 @@ def test_unresolved_connector_plans_only_the_comment_and_status(scenario):
 
 def test_plan_hash_is_stable_and_follows_the_plan(scenario):
     tp = verdict("true_positive", TP_FINDINGS)
-    first = plan(case_for(scenario), tp, evidence_for(scenario))
-    again = plan(case_for(scenario), tp, evidence_for(scenario))
-    more = plan(case_for(scenario), tp, evidence_for(scenario, blocked_senders=["billing@contoso.com", "x@contoso.com"],
+    first = plan_for(case_for(scenario), tp, evidence_for(scenario))
+    again = plan_for(case_for(scenario), tp, evidence_for(scenario))
+    more = plan_for(case_for(scenario), tp, evidence_for(scenario, blocked_senders=["billing@contoso.com", "x@contoso.com"],
                                                      mail=MailStats(spoofed_header_senders=["billing@contoso.com", "x@contoso.com"])))
-    strict = plan(case_for(scenario, policy=ApprovalPolicy(default="two_person")), tp, evidence_for(scenario))
+    strict = plan_for(case_for(scenario, policy=ApprovalPolicy(default="two_person")), tp, evidence_for(scenario))
 
     assert first.hash == again.hash
     assert len({first.hash, more.hash, strict.hash}) == 3
@@ -344,11 +364,32 @@ def test_admin_finding_naming_no_acting_admin_covers_them_all(scenario):
         change("2026-11-01T12:00:00Z", "exadmin@contoso.com", SenderIPAddresses="203.0.113.5"),
         change("2026-11-19T12:00:00Z", "exadmin@contoso.com", SenderIPAddresses="203.0.113.7"),
     ]
-    unnamed = verdict("true_positive", ["connector_modified", "admin_unusual_location", "volume_spike"],
-                      admin_unusual_location={"countries": ["NL"]})
-    result = plan(case_for(scenario), unnamed, evidence_for(scenario, changes=changes, admins=[]))
+    unnamed = verdict("true_positive", ["connector_modified", "admin_unusual_location", "volume_spike"])
+    result = plan_for(case_for(scenario), unnamed, evidence_for(scenario, changes=changes, admins=[]))
 
     assert [a.target for a in by_kind(result, "revoke_sessions")] == ["exadmin@contoso.com"]
+
+
+def test_the_suspect_admin_is_the_account_the_finding_is_about_whatever_its_text_says(scenario):
+    second_admin, second_id = "ops.admin@contoso.com", "5c3e0f10-0000-4000-8000-000000000005"
+    org = Organization.model_validate({**scenario["organization"],
+                                       "connector_admins": ["exadmin@contoso.com", second_admin]})
+    changes = [
+        change("2026-11-01T12:00:00Z", "exadmin@contoso.com", SenderIPAddresses="203.0.113.5"),
+        change("2026-11-19T12:00:00Z", "exadmin@contoso.com", SenderIPAddresses="203.0.113.7"),
+        change("2026-11-19T13:00:00Z", second_admin, SenderIPAddresses="203.0.113.8"),
+    ]
+    # The summary and evidence name nobody; the subject names the second admin by object id only.
+    findings = ["connector_modified", "admin_bruteforce_success", "volume_spike"]
+    about = verdict("true_positive", findings, admin_bruteforce_success=[Subject(kind="account", id=second_id)])
+    evidence = evidence_for(scenario, changes=changes, admins=[AdminSignIns(upn=second_admin, object_id=second_id)])
+    result = plan_for(case_for(scenario, organization=org), about, evidence)
+
+    assert [(a.target, a.params) for a in by_kind(result, "reset_admin_password")] == [
+        (second_admin, UserParams(kind="reset_admin_password", user=second_id))]
+    assert [(a.target, a.params) for a in by_kind(result, "revoke_sessions")] == [
+        (second_admin, UserParams(kind="revoke_sessions", user=second_id))]
+    assert "exadmin@contoso.com" not in by_kind(result, "require_admin_mfa")[0].reason
 
 
 def test_outbound_connector_is_reverted_with_its_own_cmdlet_shape(scenario):
@@ -359,16 +400,17 @@ def test_outbound_connector_is_reverted_with_its_own_cmdlet_shape(scenario):
         change("2026-11-20T08:55:00Z", HELPDESK, "Set-OutboundConnector", SmartHosts="198.51.100.23,relay.qx.example",
                UseMXRecord="False"),
     ]
-    result = plan(case_for(scenario), verdict("true_positive", TP_FINDINGS),
+    result = plan_for(case_for(scenario), verdict("true_positive", TP_FINDINGS),
                   evidence_for(scenario, connector=outbound, changes=changes, blocked_connector=False))
 
     assert not by_kind(result, "revert_connector_change"), "UseMXRecord was never set before: not revertable"
-    assert by_kind(result, "disable_connector")[0].params == {"identity": "5d2a", "direction": "outbound"}
+    assert by_kind(result, "disable_connector")[0].params == ConnectorParams(
+        kind="disable_connector", identity="5d2a", direction="outbound")
     assert "UseMXRecord" in by_kind(result, "disable_connector")[0].reason
 
     changes[0] = change("2025-01-10T12:00:00Z", "exadmin@contoso.com", "New-OutboundConnector", SmartHosts="",
                         UseMXRecord="True")
-    result = plan(case_for(scenario), verdict("true_positive", TP_FINDINGS),
+    result = plan_for(case_for(scenario), verdict("true_positive", TP_FINDINGS),
                   evidence_for(scenario, connector=outbound, changes=changes, blocked_connector=False))
-    assert by_kind(result, "revert_connector_change")[0].params == {
-        "identity": "5d2a", "direction": "outbound", "restore": {"SmartHosts": [], "UseMXRecord": True}}
+    assert by_kind(result, "revert_connector_change")[0].params == RevertParams(
+        identity="5d2a", direction="outbound", restore={"SmartHosts": [], "UseMXRecord": True})

@@ -8,12 +8,20 @@ from workflows.report import report_markdown
 from workflows.types import ActionRecord, CaseReport, ConnectorConfig, Finding, PlannedAction
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+PARAMS = {
+    "revert_connector_change": {"identity": "9b0e", "direction": "inbound",
+                                "restore": {"SenderIPAddresses": ["203.0.113.5"]}},
+    "reset_admin_password": {"user": "helpdesk.op@contoso.com"},
+    "unblock_connector": {"connector_id": "9b0e"},
+    "remove_connector": {"identity": "9b0e", "direction": "inbound"},
+    "disable_connector": {"identity": "9b0e", "direction": "inbound"},
+}
 
 
 def action(id_: str, kind: str, target: str = "", **fields) -> PlannedAction:
     return PlannedAction(id=id_, kind=kind, target=target, stage=fields.pop("stage", "contain"),
                          reason=fields.pop("reason", f"because {kind}"), policy=fields.pop("policy", "approve"),
-                         **fields)
+                         params=PARAMS[kind], **fields)
 
 
 def report(**fields) -> CaseReport:

@@ -227,9 +227,7 @@ async def test_classify_alert_sets_status_classification_and_determination(tenan
 
 
 async def test_needs_review_classification_only_moves_the_status(tenant):
-    inp = action_input("classify_alert")
-    inp = inp.model_copy(update={"action": inp.action.model_copy(
-        update={"params": {"alert_id": ALERT, "status": "inProgress"}})})
+    inp = action_input("classify_alert", status="inProgress", classification=None, determination=None)
     outcome = await env().run(tenant.acts.classify_alert, inp)
 
     assert outcome.status == "done"

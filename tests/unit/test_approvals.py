@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import pytest
 
 from workflows import approvals
-from workflows.types import ActionRecord, ApprovalPolicy, Decision, Plan, PlannedAction
+from workflows.types import ActionRecord, ApprovalPolicy, ConnectorParams, Decision, Plan, PlannedAction
 
 NOW = datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
 POLICY = ApprovalPolicy(approvers=["soc1@contoso.com", "SOC2@contoso.com"])
@@ -14,9 +14,11 @@ POLICY = ApprovalPolicy(approvers=["soc1@contoso.com", "SOC2@contoso.com"])
 def _plan() -> tuple[Plan, dict[str, ActionRecord]]:
     plan = Plan(
         actions=[
-            PlannedAction(id="a1", kind="disable_connector", target="X", stage="contain", reason="r", policy="approve"),
+            PlannedAction(id="a1", kind="disable_connector", target="X", stage="contain", reason="r", policy="approve",
+                          params=ConnectorParams(kind="disable_connector", identity="9b0e", direction="inbound")),
             PlannedAction(id="a2", kind="remove_connector", target="X", stage="contain", reason="r",
-                          policy="two_person", requires=["a1"]),
+                          policy="two_person", requires=["a1"],
+                          params=ConnectorParams(kind="remove_connector", identity="9b0e", direction="inbound")),
         ]
     )
     records = {a.id: ActionRecord(action=a, status="awaiting_approval") for a in plan.actions}
