@@ -20,16 +20,9 @@ from activities import cases
 from activities.alert_parsing import POLICY_TITLE, PayloadError, from_graph_alert
 from activities.clients import ClientPool
 from config.settings import Settings
-from workflows.poller import (
-    LIST_ACTIVITY,
-    OPEN_ACTIVITY,
-    AlertBatch,
-    ListNewAlerts,
-    OpenedCase,
-    SkippedAlert,
-    advance,
-)
-from workflows.types import AlertRef
+from workflows.poller import LIST_ACTIVITY, OPEN_ACTIVITY, advance
+from workflows.timestamps import parse_timestamp
+from workflows.types import AlertBatch, AlertRef, ListNewAlerts, OpenedCase, SkippedAlert
 
 SERVICE_SOURCE = "microsoftDefenderForOffice365"
 
@@ -41,22 +34,6 @@ def graph_datetime(value: datetime) -> str:
 
 def alerts_filter(after: datetime) -> str:
     return f"serviceSource eq '{SERVICE_SOURCE}' and createdDateTime gt {graph_datetime(after)}"
-
-
-def _created(raw: dict[str, Any]) -> datetime | None:
-    text = raw.get("createdDateTime")
-    if not isinstance(text, str):
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        # Defender writes seven fractional digits; Python reads six.
-        head, _, rest = text.partition(".")
-        try:
-            value = datetime.fromisoformat(f"{head}.{rest.rstrip('Zz')[:6]}+00:00")
-        except ValueError:
-            return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 class AlertActivities:
@@ -83,7 +60,7 @@ class AlertActivities:
         skipped: list[SkippedAlert] = []
         fed: dict[str, datetime] = {}
         for raw in listed:
-            alert_id, created = str(raw.get("id", "")), _created(raw)
+            alert_id, created = str(raw.get("id", "")), parse_timestamp(raw.get("createdDateTime"))
             if not alert_id or created is None:
                 skipped.append(SkippedAlert(alert_id=alert_id or "?", reason="no id or createdDateTime"))
                 continue

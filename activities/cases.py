@@ -16,7 +16,6 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from config.settings import Settings
 from workflows import search_attributes as sa
 from workflows.case import ConnectorCaseWorkflow
-from workflows.poller import OpenedCase
 from workflows.types import (
     AlertRef,
     CaseInput,
@@ -24,6 +23,7 @@ from workflows.types import (
     CaseSummary,
     Decision,
     DecisionReceipt,
+    OpenedCase,
     PendingApproval,
 )
 

@@ -26,8 +26,7 @@ from activities import cases
 from activities.alert_parsing import GenericAlert, PayloadError, parse_alerts
 from config.settings import Settings
 from workers.intake_auth import UNAUTHORIZED, SignatureVerifier, bearer_caller, read_body
-from workflows.poller import OpenedCase
-from workflows.types import CaseReport, CaseSummary, Decision, DecisionReceipt
+from workflows.types import CaseReport, CaseSummary, Decision, DecisionReceipt, OpenedCase
 
 log = structlog.get_logger("quell.intake")
 

@@ -44,8 +44,8 @@ from emulator.tls import ensure_certificates
 from workers.intake import create_app
 from workers.worker import new_worker
 from workflows import search_attributes as sa
-from workflows.poller import AlertPollerWorkflow, PollerInput, PollerResult
-from workflows.types import ApprovalPolicy, CaseReport, Decision, Organization
+from workflows.poller import AlertPollerWorkflow
+from workflows.types import ApprovalPolicy, CaseReport, Decision, Organization, PollerInput, PollerResult
 
 STATE_DIR = Path(".quell")
 CERT_DIR = STATE_DIR / "certs"

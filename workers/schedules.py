@@ -26,7 +26,8 @@ from temporalio.client import (
 )
 
 from config.settings import Settings
-from workflows.poller import POLLER_WORKFLOW, PollerInput, poller_schedule_id
+from workflows.poller import POLLER_WORKFLOW, poller_schedule_id
+from workflows.types import PollerInput
 
 
 def poller_input(settings: Settings, tenant_id: str) -> PollerInput:

@@ -21,7 +21,14 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from workflows import retries
-    from workflows.types import AlertRef, Frozen
+    from workflows.types import (
+        AlertBatch,
+        ListNewAlerts,
+        OpenedCase,
+        PollCursor,
+        PollerInput,
+        PollerResult,
+    )
 
 POLLER_WORKFLOW = "alert-poller"
 LIST_ACTIVITY = "alerts.list-new"
@@ -32,63 +39,6 @@ ACTIVITY_TIMEOUT = timedelta(minutes=2)
 
 def poller_schedule_id(tenant_id: str) -> str:
     return f"alert-poller/{tenant_id}"
-
-
-class PollCursor(Frozen):
-    """Where the next pass starts: alerts created after `since` − overlap, minus those already fed."""
-
-    since: datetime
-    """The newest `createdDateTime` fed so far (or the initial lookback's start)."""
-    seen: dict[str, datetime] = {}
-    """Alert ids fed inside the overlap window before `since`, with their createdDateTime."""
-
-
-class PollerInput(Frozen):
-    tenant_id: str
-    initial_lookback: timedelta = timedelta(hours=1)
-    overlap: timedelta = timedelta(minutes=5)
-    max_pages: int = 20
-    cursor: PollCursor | None = None
-    """For runs started by hand; a scheduled run continues from the last completed run's cursor."""
-
-
-class ListNewAlerts(Frozen):
-    tenant_id: str
-    cursor: PollCursor
-    overlap: timedelta
-    max_pages: int = 20
-
-
-class SkippedAlert(Frozen):
-    alert_id: str
-    reason: str
-
-
-class AlertBatch(Frozen):
-    alerts: list[AlertRef]
-    """Connector alerts to feed, oldest first."""
-    skipped: list[SkippedAlert] = []
-    """Listed alerts that are not connector alerts quell can act on, and why."""
-    cursor: PollCursor
-    """The cursor once every alert of this batch has been fed."""
-
-
-class OpenedCase(Frozen):
-    """What intake did with one alert (the webhook answers the same)."""
-
-    case_id: str
-    alert_id: str
-    tenant_id: str
-    run_id: str | None = None
-    duplicate: bool = False
-    """A closed case already absorbed this alert: acknowledged, no new case."""
-    related_cases: list[str] = []
-
-
-class PollerResult(Frozen):
-    cursor: PollCursor
-    cases: list[OpenedCase] = []
-    skipped: list[SkippedAlert] = []
 
 
 def advance(cursor: PollCursor, fed: dict[str, datetime], overlap: timedelta) -> PollCursor:

@@ -15,7 +15,8 @@ from emulator.server import serving_emulator
 from workers.intake import create_app
 from workers.scenarios import RunOptions, scenario_settings
 from workers.worker import new_worker
-from workflows.poller import AlertPollerWorkflow, PollerInput
+from workflows.poller import AlertPollerWorkflow
+from workflows.types import PollerInput
 from workflows.types import Organization
 from tests.intake.conftest import DEFENDER, TOKENS, intake_client, scenario
 

@@ -19,14 +19,8 @@ from workers import schedules
 from workers.scenarios import RunOptions, poll_once, scenario_settings
 from workers.worker import new_worker
 from workflows.case import ConnectorCaseWorkflow
-from workflows.poller import (
-    LIST_ACTIVITY,
-    AlertPollerWorkflow,
-    PollCursor,
-    PollerResult,
-    advance,
-    poller_schedule_id,
-)
+from workflows.poller import LIST_ACTIVITY, AlertPollerWorkflow, advance, poller_schedule_id
+from workflows.types import PollCursor, PollerResult
 from tests.intake.conftest import TOKENS, eventually, graph_alert, scenario, stack_for
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
