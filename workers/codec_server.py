@@ -8,8 +8,6 @@ Browsers may call from the configured origins only (CORS); a preflight carries n
 so it is answered without them.
 """
 
-from __future__ import annotations
-
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Literal
 
