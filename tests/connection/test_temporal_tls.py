@@ -1,13 +1,15 @@
 """Temporal behind a TLS-terminating gRPC proxy that wants a client certificate (nginx, `ssl_verify_client on`).
 
 A worker and the intake connected with quell's settings (server CA, server name, client
-certificate) run a scenario case through the proxy; a client without the certificate, or one
-that dials the proxy without the server-name override, is refused.
+certificate) run a scenario case through the proxy; a client without the certificate, the
+server-name override or the CA is refused. A second listener stands in for Temporal Cloud: it
+forwards only calls that carry the configured API key as a bearer token.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -31,6 +33,7 @@ from workers.temporal_connection import connect
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 SERVER_NAME = "temporal.quell.test"
 READY_WITHIN = 10.0
+API_KEY = "test-api-key-" + secrets.token_hex(8)
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx; .ci/run does)")
 
@@ -41,8 +44,11 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _nginx_conf(directory: Path, port: int, upstream: str, pki: Pki) -> str:
+def _nginx_conf(directory: Path, ports: tuple[int, int], upstream: str, pki: Pki) -> str:
     temp = "\n".join(f"  {kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    tls = f"ssl_certificate {pki.server_cert}; ssl_certificate_key {pki.server_key}; client_max_body_size 0;"
+    # Long polls of the worker last about a minute.
+    forward = f"location / {{ grpc_pass grpc://{upstream}; grpc_read_timeout 300s; grpc_send_timeout 300s; }}"
     return f"""
 {"user root;" if os.geteuid() == 0 else ""}
 daemon off;
@@ -53,18 +59,18 @@ events {{ worker_connections 256; }}
 http {{
   access_log {directory / "access.log"};
 {temp}
-  server {{
-    listen 127.0.0.1:{port} ssl http2;
-    ssl_certificate {pki.server_cert};
-    ssl_certificate_key {pki.server_key};
+  server {{  # mTLS: a client certificate from the test CA or nothing
+    listen 127.0.0.1:{ports[0]} ssl http2;
+    {tls}
     ssl_client_certificate {pki.ca_cert};
     ssl_verify_client on;
-    client_max_body_size 0;
-    location / {{
-      grpc_pass grpc://{upstream};
-      grpc_read_timeout 300s;   # long polls of the worker last about a minute
-      grpc_send_timeout 300s;
-    }}
+    {forward}
+  }}
+  server {{  # as Temporal Cloud with an API key: TLS, and the key as a bearer token
+    listen 127.0.0.1:{ports[1]} ssl http2;
+    {tls}
+    if ($http_authorization != "Bearer {API_KEY}") {{ return 401; }}
+    {forward}
   }}
 }}
 """
@@ -72,29 +78,36 @@ http {{
 
 @dataclass(frozen=True)
 class Proxy:
-    address: str
+    mtls_address: str
+    api_key_address: str
     access_log: Path
+
+
+def _wait_until_listening(proxy: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + READY_WITHIN
+    while True:
+        if proxy.poll() is not None:
+            assert proxy.stderr is not None
+            raise RuntimeError(f"nginx exited {proxy.returncode}: {proxy.stderr.read().decode()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not listen on {port} within {READY_WITHIN}s") from None
+            time.sleep(0.05)
 
 
 @contextmanager
 def grpc_tls_proxy(directory: Path, upstream: str, pki: Pki) -> Iterator[Proxy]:
-    port = _free_port()
+    ports = (_free_port(), _free_port())
     conf = directory / "nginx.conf"
-    conf.write_text(_nginx_conf(directory, port, upstream, pki))
+    conf.write_text(_nginx_conf(directory, ports, upstream, pki))
     proxy = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf)], stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + READY_WITHIN
-        while True:
-            if proxy.poll() is not None:
-                raise RuntimeError(f"nginx exited {proxy.returncode}: {proxy.stderr.read().decode()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx did not listen on {port} within {READY_WITHIN}s") from None
-                time.sleep(0.05)
-        yield Proxy(f"127.0.0.1:{port}", directory / "access.log")
+        for port in ports:
+            _wait_until_listening(proxy, port)
+        yield Proxy(f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}", directory / "access.log")
     finally:
         proxy.terminate()
         proxy.wait(timeout=10)
@@ -114,7 +127,7 @@ def proxy(dev_server: WorkflowEnvironment, pki: Pki, tmp_path_factory: pytest.Te
 
 def tls_settings(proxy: Proxy, pki: Pki, **overrides: object) -> Settings:
     temporal = {
-        "address": proxy.address,
+        "address": proxy.mtls_address,
         "server_ca_cert_path": pki.ca_cert,
         "server_name": SERVER_NAME,
         "client_cert_path": pki.client_cert,
@@ -148,3 +161,13 @@ async def test_a_case_runs_through_the_mtls_proxy(proxy, pki, cert_dir):
 async def test_a_client_missing_a_tls_setting_is_refused(proxy, pki, missing, refusal):
     with pytest.raises(RuntimeError, match=refusal):
         await connect(tls_settings(proxy, pki, **missing))
+
+
+async def test_an_api_key_goes_as_a_bearer_token_over_tls(proxy, pki):
+    """What Temporal Cloud checks, checked by the proxy: the key arrives, and only over TLS."""
+    cloud = {"address": proxy.api_key_address, "server_ca_cert_path": pki.ca_cert, "server_name": SERVER_NAME}
+    client = await connect(Settings(temporal=TemporalSettings.model_validate({**cloud, "api_key": API_KEY})))
+    assert (await client.count_workflows()).count >= 0
+    with pytest.raises(RuntimeError, match="401") as refused:
+        await connect(Settings(temporal=TemporalSettings.model_validate({**cloud, "api_key": "wrong-key-s3cr3t"})))
+    assert "s3cr3t" not in str(refused.value)
