@@ -120,7 +120,7 @@ class CodecSettings(BaseModel):
 
 def _b64(key: SecretStr) -> bytes:
     try:
-        return base64.b64decode(key.get_secret_value(), validate=True)
+        return base64.b64decode(key.get_secret_value().strip(), validate=True)
     except (binascii.Error, ValueError):
         return b""
 

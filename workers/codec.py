@@ -58,7 +58,7 @@ class EncryptionCodec(PayloadCodec):
         nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
         try:
             return Payload.FromString(cipher.decrypt(nonce, sealed, None))
-        except (InvalidTag, DecodeError):
+        except (InvalidTag, ValueError, DecodeError):  # ValueError: data too short to hold a nonce
             raise PayloadDecryptionError(f"payload under key {key_id!r} does not decrypt: altered, or another key") from None
 
 

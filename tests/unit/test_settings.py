@@ -73,6 +73,7 @@ def test_temporal_settings_refuse_what_cannot_work_without_echoing_secrets(tempo
 def test_codec_keys_are_32_bytes_and_the_current_one_exists_and_errors_hide_them():
     key = base64.b64encode(b"k" * 32).decode()
     assert CodecSettings(current="k1", keys={"k1": key}).key_bytes() == {"k1": b"k" * 32}
+    assert CodecSettings(current="k1", keys={"k1": key + "\n"}).key_bytes() == {"k1": b"k" * 32}  # a secret file's newline
     assert not CodecSettings().enabled
     short = base64.b64encode(b"s3cr3t-short-key").decode()
     for keys, current, message in [
