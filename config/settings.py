@@ -7,12 +7,15 @@ The TOML file is `quell.toml` in the working directory, or the path in `QUELL_CO
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,14 +29,106 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 EXO_SCOPE = "https://outlook.office365.com/.default"
 
 
+CODEC_KEY_BYTES = 32
+CODEC_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _blank_is_none(value: object) -> object:
+    return None if value in ("", None) else value
+
+
 class TemporalSettings(BaseModel):
+    """Where the Temporal frontend is and how to prove who we are to it (names as the Temporal CLI's)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     address: str = "localhost:7233"
     namespace: str = "default"
     task_queue: str = "quell-cases"
+    tls: bool | None = None
+    """None: TLS when any option below is set (as the Temporal CLI does). False with one set is an error."""
+    server_ca_cert_path: Path | None = None
+    """PEM of the CA that issued the server's certificate; default: the system's roots."""
+    server_name: str | None = None
+    """TLS server name (SNI, HTTP/2 authority and the name verified) when it differs from the address host."""
+    client_cert_path: Path | None = None
+    """mTLS: PEM client certificate chain (with client_key_path)."""
+    client_key_path: Path | None = None
+    """mTLS: PEM private key of client_cert_path."""
+    api_key: SecretStr | None = None
+    """Temporal Cloud API key, sent as a bearer token; implies TLS."""
+
+    _blank_api_key = field_validator("api_key", mode="before")(_blank_is_none)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TemporalSettings:
+        if self.client_key_path is not None and self.client_cert_path is None:
+            raise ValueError("temporal.client_key_path is set without temporal.client_cert_path")
+        if self.client_cert_path is not None and self.client_key_path is None:
+            raise ValueError("temporal.client_cert_path is set without temporal.client_key_path")
+        if self.tls is False and self.tls_options():
+            raise ValueError(f"temporal.tls is false but TLS is needed by {', '.join(self.tls_options())}")
+        return self
+
+    def tls_options(self) -> list[str]:
+        """Names of the options set that only work over TLS (an API key is never sent in clear)."""
+        values = {
+            "server_ca_cert_path": self.server_ca_cert_path,
+            "server_name": self.server_name,
+            "client_cert_path": self.client_cert_path,
+            "api_key": self.api_key,
+        }
+        return [f"temporal.{name}" for name, value in values.items() if value is not None]
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls if self.tls is not None else bool(self.tls_options())
+
+
+class CodecSettings(BaseModel):
+    """Payload encryption: AES-256-GCM over everything quell stores in Temporal (inputs, results,
+    signals, queries, errors). Keys by id: encode with `current`, decode with any, so keys rotate
+    by adding one, making it current, and dropping the old one once no history needs it."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    current: str | None = None
+    keys: dict[str, SecretStr] = {}
+    """Key id -> base64 of 32 random bytes (`openssl rand -base64 32`). The id is stored beside
+    each payload in the clear; the key never leaves the worker, intake and CLI."""
+
+    @model_validator(mode="after")
+    def _usable(self) -> CodecSettings:
+        for key_id, key in self.keys.items():
+            if not CODEC_KEY_ID.fullmatch(key_id):
+                raise ValueError("codec key ids are 1-64 letters, digits, '.', '_' or '-'")
+            if len(_b64(key)) != CODEC_KEY_BYTES:
+                raise ValueError(f"codec key {key_id} is not the base64 of {CODEC_KEY_BYTES} bytes")
+        if self.keys and self.current is None:
+            raise ValueError("codec.current must name the key of codec.keys to encrypt with")
+        if self.current is not None and self.current not in self.keys:
+            raise ValueError(f"codec.current = {self.current!r} names no key of codec.keys")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def key_bytes(self) -> dict[str, bytes]:
+        return {key_id: _b64(key) for key_id, key in self.keys.items()}
+
+
+def _b64(key: SecretStr) -> bytes:
+    try:
+        return base64.b64decode(key.get_secret_value().strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 class TenantSettings(BaseModel):
     """One Microsoft 365 tenant quell responds for, with its app registration."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     tenant_id: str
     client_id: str
@@ -68,6 +163,8 @@ class IntakeSettings(BaseModel):
     hmac_secrets: dict[str, SecretStr] = {}
     """Shared secrets of alert sources that sign their webhooks (HMAC-SHA256), by source name."""
     max_body_bytes: int = 1_000_000
+    codec_cors_origins: list[str] = []
+    """Browser origins (the Temporal UI's, e.g. "http://localhost:8233") allowed to call `/codec`."""
     related_window: timedelta = timedelta(hours=24)
     """A case for the same tenant and key that closed within this window is named in a new case's
     `related_cases`, and an alert such a case already absorbed is acknowledged without a new case."""
@@ -88,10 +185,11 @@ class PollerSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="QUELL_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="QUELL_", env_nested_delimiter="__", extra="forbid", hide_input_in_errors=True
     )
 
     temporal: TemporalSettings = TemporalSettings()
+    codec: CodecSettings = CodecSettings()
     tenants: list[TenantSettings] = []
     approval: ApprovalPolicy = ApprovalPolicy()
     thresholds: Thresholds = Thresholds()
@@ -104,10 +202,7 @@ class Settings(BaseSettings):
     """Optional incoming-webhook URL (Teams/Slack) for approval reminders and escalations."""
     log_level: str = "INFO"
 
-    @field_validator("notify_webhook", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        return None if value in ("", None) else value
+    _blank_webhook = field_validator("notify_webhook", mode="before")(_blank_is_none)
 
     @classmethod
     def settings_customise_sources(

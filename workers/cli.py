@@ -34,7 +34,7 @@ def _settings() -> Settings:
 
 
 async def _client(address: str | None):
-    from workers.worker import connect
+    from workers.temporal_connection import connect
 
     return await connect(_settings(), address)
 
@@ -65,7 +65,7 @@ def worker() -> None:
 def intake(host: Optional[str] = None, port: Optional[int] = None) -> None:
     """Run the intake service (alert webhook, case status, approvals API)."""
     from workers.intake import create_app
-    from workers.worker import connect
+    from workers.temporal_connection import connect
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -268,7 +268,7 @@ def scenario_run(
     scenarios.trust_emulator_ca()
 
     async def main() -> None:
-        async with scenarios.temporal_client(temporal_address) as client:
+        async with scenarios.temporal_client(_settings(), temporal_address) as client:
             result = await scenarios.run_scenario(
                 client, load_scenario(file), scenarios.RunOptions(approval_timeout=approval_timeout)
             )
@@ -298,7 +298,7 @@ def scenario_check(
     scenarios.trust_emulator_ca()
 
     async def main() -> int:
-        async with scenarios.temporal_client(temporal_address) as client:
+        async with scenarios.temporal_client(_settings(), temporal_address) as client:
             passed, failed, lines = await scenarios.check(
                 client, files, scenarios.RunOptions(approval_timeout=approval_timeout, history_dir=history_dir),
                 parallel,

@@ -9,6 +9,7 @@ waits for the analyst (or approves by itself with --auto-approve) and prints the
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 import shlex
 from datetime import timedelta
@@ -17,13 +18,16 @@ from pathlib import Path
 import httpx
 import typer
 import uvicorn
+from pydantic import SecretStr
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities import cases
+from config.settings import CodecSettings
 from emulator.scenario import Scenario, load_scenario
 from workers import scenarios
+from workers.intake import create_app
+from workers.temporal_connection import data_converter
 from workflows import search_attributes as sa
 from workflows.report import report_markdown
 from workflows.types import CaseReport, PendingApproval
@@ -64,19 +68,30 @@ async def run_demo(scenario_path: Path, auto_approve: bool) -> None:
     scenario = load_scenario(scenario_path)
     token = secrets.token_urlsafe(24)
     options = scenarios.RunOptions(approval_timeout=timedelta(hours=1).total_seconds())
+    # Case data is encrypted under a key made for this run; the UI decodes through the intake's /codec.
+    codec = CodecSettings(current="demo", keys={"demo": SecretStr(base64.b64encode(secrets.token_bytes(32)).decode())})
     typer.echo(f"Starting Temporal dev server on localhost:{TEMPORAL_PORT} (UI http://localhost:{UI_PORT}) ...")
     async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(codec),
         search_attributes=sa.ALL,
         dev_server_existing_path=scenarios.temporal_binary("temporal"),
         port=TEMPORAL_PORT,
         ui=True,
         ui_port=UI_PORT,
+        dev_server_extra_args=["--ui-codec-endpoint", f"http://127.0.0.1:{INTAKE_PORT}/codec"],
     ) as env, scenarios.tenant_stack(env.client, scenario, options, {"demo": token}) as stack:
         client = env.client
         typer.echo(f"Tenant emulator ({scenario.id}) at {stack.emulator.base_url}")
+        ui_origins = [f"http://localhost:{UI_PORT}", f"http://127.0.0.1:{UI_PORT}"]
+        settings = stack.settings.model_copy(update={
+            "codec": codec, "intake": stack.settings.intake.model_copy(update={"codec_cors_origins": ui_origins}),
+        })
+
+        async def connected() -> Client:
+            return client
+
         server = uvicorn.Server(
-            uvicorn.Config(stack.intake, host="127.0.0.1", port=INTAKE_PORT, log_config=None)
+            uvicorn.Config(create_app(settings, connected), host="127.0.0.1", port=INTAKE_PORT, log_config=None)
         )
         serving = asyncio.create_task(server.serve())
         try:

@@ -6,7 +6,8 @@ see `workers/intake_auth.py`). The caller's name is
 the approver of a decision sent here, so nobody approves in someone else's name. Errors say
 what is wrong without echoing the payload. 202 means Temporal acknowledged the case start or
 signal; if Temporal is unreachable the answer is 503 so the sender retries. Every alert takes
-`cases.accept_alert`, the path the poller uses too (correlation: docs/intake.md).
+`cases.accept_alert`, the path the poller uses too (correlation: docs/intake.md). With payload
+encryption on, `/codec/encode` and `/codec/decode` serve the Temporal UI and CLI (workers/codec_server.py).
 """
 
 
@@ -25,6 +26,8 @@ from temporalio.service import RPCStatusCode
 from activities import cases
 from activities.alert_parsing import GenericAlert, PayloadError, parse_alerts
 from config.settings import Settings
+from workers.codec import encryption_codec
+from workers.codec_server import codec_routes
 from workers.intake_auth import UNAUTHORIZED, SignatureVerifier, bearer_caller, read_body
 from workflows.types import CaseReport, CaseSummary, Decision, DecisionReceipt, OpenedCase
 
@@ -103,6 +106,10 @@ def create_app(settings: Settings, connect: Callable[[], Any]) -> FastAPI:
 
     Caller = Annotated[str, Depends(caller)]
     Temporal = Annotated[Client, Depends(temporal)]
+
+    codec = encryption_codec(settings.codec)
+    if codec is not None:
+        app.include_router(codec_routes(codec, caller, settings.intake.codec_cors_origins))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -31,7 +31,6 @@ from google.protobuf.duration_pb2 import Duration
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities import cases
@@ -42,6 +41,7 @@ from emulator.scenario import Scenario, load_scenario
 from emulator.server import serving_emulator
 from emulator.tls import ensure_certificates
 from workers.intake import create_app
+from workers.temporal_connection import connect, data_converter
 from workers.worker import new_worker
 from workflows import search_attributes as sa
 from workflows.poller import AlertPollerWorkflow
@@ -70,12 +70,13 @@ def temporal_binary(name: str) -> str:
 
 
 @asynccontextmanager
-async def temporal_client(address: str | None) -> AsyncIterator[Client]:
+async def temporal_client(settings: Settings, address: str | None) -> AsyncIterator[Client]:
+    """The Temporal at `address` as settings connect to it, or a dev server started here."""
     if address:
-        yield await Client.connect(address, data_converter=pydantic_data_converter)
+        yield await connect(settings, address)
         return
     async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings.codec),
         search_attributes=sa.ALL,
         dev_server_existing_path=temporal_binary("temporal"),
     ) as env:
@@ -319,7 +320,7 @@ async def isolated_namespace(client: Client) -> AsyncIterator[Client]:
     await client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(namespace=name, search_attributes=sa.indexed_value_types())
     )
-    yield Client(client.service_client, namespace=name, data_converter=pydantic_data_converter)
+    yield Client(client.service_client, namespace=name, data_converter=client.data_converter)
 
 
 async def run_scenario(client: Client, scenario: Scenario, options: RunOptions) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import structlog
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.alerts import AlertActivities
@@ -17,16 +17,11 @@ from activities.evidence import EvidenceActivities
 from activities.notify import NotifyActivities
 from activities.remediation import RemediationActivities
 from config.settings import Settings
+from workers.temporal_connection import connect
 from workflows.case import ConnectorCaseWorkflow
 from workflows.poller import AlertPollerWorkflow
 
-
-async def connect(settings: Settings, address: str | None = None) -> Client:
-    return await Client.connect(
-        address or settings.temporal.address,
-        namespace=settings.temporal.namespace,
-        data_converter=pydantic_data_converter,
-    )
+log = structlog.get_logger("quell.worker")
 
 
 def build_activities(settings: Settings, pool: ClientPool, client: Client) -> list[Callable[..., Any]]:
@@ -49,6 +44,8 @@ def new_worker(client: Client, settings: Settings, pool: ClientPool, task_queue:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    if not settings.codec.enabled:
+        log.warning("payload encryption is off: no [codec] keys configured, case data reaches Temporal in the clear")
     client = await connect(settings)
     pool = ClientPool(settings.tenants)
     try:

@@ -1,7 +1,9 @@
 """Typed search attributes: what the Temporal UI and `quell cases` filter on.
 
-They are stored unencrypted, so they hold ids and states only: no secrets, no personal data
-beyond the tenant id and the connector name.
+The server indexes them, so the payload codec cannot encrypt them: they hold ids and states
+only, no secrets and no personal data. The tenant id names an organisation. The connector name
+stays: it names a mail-flow object of the tenant's Exchange configuration, not a person, and it
+is what an analyst looks a case up by (tests/codec checks it is the only case value in the clear).
 """
 
 from temporalio.api.enums.v1 import IndexedValueType

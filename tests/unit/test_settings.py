@@ -1,11 +1,12 @@
 """Settings: the example file documents a loadable configuration; env wins; secrets stay hidden."""
 
+import base64
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from config.settings import Settings, TenantSettings
+from config.settings import CodecSettings, Settings, TemporalSettings, TenantSettings
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "quell.example.toml"
 
@@ -45,3 +46,50 @@ def test_blank_notify_webhook_means_none(monkeypatch, tmp_path):
     monkeypatch.setenv("QUELL_CONFIG", str(tmp_path / "absent.toml"))
     monkeypatch.setenv("QUELL_NOTIFY_WEBHOOK", "")
     assert Settings().notify_webhook is None
+
+
+def test_temporal_tls_turns_on_with_any_tls_option_and_an_api_key_implies_it():
+    assert not TemporalSettings().uses_tls
+    assert TemporalSettings(tls=True).uses_tls
+    assert TemporalSettings(api_key="cloud-key").uses_tls
+    assert TemporalSettings(server_ca_cert_path="/ca.pem").uses_tls
+    assert TemporalSettings(api_key="").api_key is None  # a blank environment variable is no key
+
+
+@pytest.mark.parametrize(
+    ("temporal", "message"),
+    [
+        ({"client_key_path": "/k.pem"}, "client_key_path is set without temporal.client_cert_path"),
+        ({"client_cert_path": "/c.pem"}, "client_cert_path is set without temporal.client_key_path"),
+        ({"tls": False, "api_key": "s3cr3t-api-key"}, "TLS is needed by temporal.api_key"),
+    ],
+)
+def test_temporal_settings_refuse_what_cannot_work_without_echoing_secrets(temporal, message):
+    with pytest.raises(ValidationError, match=message) as refused:
+        Settings(temporal=temporal)
+    assert "s3cr3t" not in str(refused.value)
+
+
+def test_codec_keys_are_32_bytes_and_the_current_one_exists_and_errors_hide_them():
+    key = base64.b64encode(b"k" * 32).decode()
+    assert CodecSettings(current="k1", keys={"k1": key}).key_bytes() == {"k1": b"k" * 32}
+    assert CodecSettings(current="k1", keys={"k1": key + "\n"}).key_bytes() == {"k1": b"k" * 32}  # a secret file's newline
+    assert not CodecSettings().enabled
+    short = base64.b64encode(b"s3cr3t-short-key").decode()
+    for keys, current, message in [
+        ({"k1": short}, "k1", "codec key k1 is not the base64 of 32 bytes"),
+        ({"k1": "s3cr3t not base64!"}, "k1", "codec key k1 is not the base64 of 32 bytes"),
+        ({"k1": key}, None, "codec.current must name"),
+        ({"k1": key}, "k2", "codec.current = 'k2' names no key"),
+    ]:
+        with pytest.raises(ValidationError, match=message) as refused:
+            Settings(codec={"keys": keys, "current": current})
+        assert "s3cr3t" not in str(refused.value) and short not in str(refused.value) and key not in str(refused.value)
+
+
+def test_codec_keys_come_from_the_environment(monkeypatch, tmp_path):
+    key = base64.b64encode(b"e" * 32).decode()
+    monkeypatch.setenv("QUELL_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("QUELL_CODEC__CURRENT", "k2")
+    monkeypatch.setenv("QUELL_CODEC__KEYS__K2", key)
+    assert Settings().codec.key_bytes() == {"k2": b"e" * 32}
