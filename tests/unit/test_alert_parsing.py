@@ -63,7 +63,7 @@ def test_generic_alert_naming_the_connector_keys_the_case_by_connector():
         ({**GRAPH_ALERT, "evidence": []}, "no ipEvidence"),
         ({"id": "", "title": "Suspicious connector activity"}, "id"),
         ({"tenant": TENANT, "alert_id": "x"}, "'connector' or 'ip'"),
-        ({"tenant": TENANT, "alert_id": "x", "ip": "1.2.3.4", "extra": 1}, "extra"),
+        ({"tenant": TENANT, "alert_id": "x", "ip": "1.2.3.4", "surprise": 1}, "Extra inputs are not permitted"),
     ],
 )
 def test_malformed_alerts_are_refused_with_a_reason(body, reason):
