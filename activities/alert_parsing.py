@@ -3,11 +3,14 @@
 Shapes: a Microsoft Graph security alert (alerts_v2 resource, as Defender raises it for the
 "Suspicious connector activity" policy), a Microsoft Sentinel incident trigger payload,
 Defender XDR streaming records (AlertInfo / AlertEvidence) and a small generic schema. A payload
-that fits neither is refused with the reason, never guessed at.
+that fits neither is refused with the reason, never guessed at. Every field quell reads is
+typed, so a value of the wrong type is a PayloadError like any other, and no reason quotes the
+payload (its values, its alert ids, its key names).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -64,9 +67,22 @@ class GenericAlert(BaseModel):
     severity: Literal["informational", "low", "medium", "high", "unknown"] = "unknown"
 
 
+def public_errors(errors: Sequence[Mapping[str, Any]], limit: int = 5) -> list[dict[str, Any]]:
+    """Validation errors as a caller may see them: where (the schema's path) and why, without
+    the input, its context, or the name of a key the schema does not have."""
+    shown = []
+    for error in errors[:limit]:
+        loc = list(error["loc"])
+        if error["type"] == "extra_forbidden":
+            loc = loc[:-1]
+        shown.append({"loc": loc, "msg": error["msg"], "type": error["type"]})
+    return shown
+
+
 def _errors(error: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()[:5]
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+        for e in public_errors(error.errors(include_input=False, include_url=False))
     )
 
 
@@ -130,6 +146,22 @@ class SentinelEntity(BaseModel):
     properties: dict[str, Any] = {}
 
 
+class SentinelIp(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    address: str | None = None
+
+
+class SentinelMailMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    networkMessageId: str | None = None
+    senderIP: str | None = None
+    p1Sender: str | None = None
+    p2Sender: str | None = None
+    recipient: str | None = None
+
+
 class SentinelAlertProperties(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -176,17 +208,22 @@ def from_sentinel_incident(body: dict[str, Any], tenant_id: str | None) -> list[
     if not tenant_id:
         raise PayloadError("a Sentinel incident needs the tenant (query parameter 'tenant')")
     entities = incident.properties.relatedEntities
-    ips = [str(e.properties["address"]) for e in entities if e.kind == "Ip" and e.properties.get("address")]
+    try:
+        addresses = [SentinelIp.model_validate(e.properties) for e in entities if e.kind == "Ip"]
+        mail = [SentinelMailMessage.model_validate(e.properties) for e in entities if e.kind == "MailMessage"]
+    except ValidationError as invalid:
+        raise PayloadError(f"not a Sentinel incident: relatedEntities: {_errors(invalid)}") from None
+    ips = [a.address for a in addresses if a.address]
     messages = [
         AnalyzedMessage(
-            network_message_id=str(e.properties["networkMessageId"]),
-            sender_ip=e.properties.get("senderIP"),
-            p1_sender=e.properties.get("p1Sender"),
-            p2_sender=e.properties.get("p2Sender"),
-            recipient=e.properties.get("recipient"),
+            network_message_id=m.networkMessageId,
+            sender_ip=m.senderIP,
+            p1_sender=m.p1Sender,
+            p2_sender=m.p2Sender,
+            recipient=m.recipient,
         )
-        for e in entities
-        if e.kind == "MailMessage" and e.properties.get("networkMessageId")
+        for m in mail
+        if m.networkMessageId
     ]
     alerts = [
         a.properties
@@ -212,48 +249,71 @@ def from_sentinel_incident(body: dict[str, Any], tenant_id: str | None) -> list[
     ]
 
 
+class StreamProperties(BaseModel):
+    """The AlertInfo / AlertEvidence columns quell reads; others are allowed and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    AlertId: str = Field(min_length=1, max_length=200)
+    Title: str | None = None
+    Severity: str = "unknown"
+    EntityType: str | None = None
+    RemoteIP: str | None = None
+    NetworkMessageId: str | None = None
+
+
+class StreamRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    tenantId: str | None = None
+    category: str = ""
+    properties: StreamProperties
+
+
+class StreamRecords(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    records: list[StreamRecord]
+
+
 def from_defender_stream(body: dict[str, Any], tenant_id: str | None) -> list[AlertRef]:
     """Defender XDR streaming API records (Event Hub / webhook relay): AlertInfo + AlertEvidence.
 
     `{"records": [{"tenantId", "category": "AdvancedHunting-AlertInfo" | "AdvancedHunting-AlertEvidence",
     "properties": {...}}]}`; records of one AlertId are joined into one AlertRef.
     """
-    records = body.get("records")
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise PayloadError("'records' must be a list of objects")
-    titles: dict[str, dict[str, Any]] = {}
+    try:
+        records = StreamRecords.model_validate(body).records
+    except ValidationError as invalid:
+        raise PayloadError(f"not Defender streaming records: {_errors(invalid)}") from None
+    titles: dict[str, StreamProperties] = {}
     ips: dict[str, list[str]] = {}
     messages: dict[str, list[AnalyzedMessage]] = {}
     tenants: dict[str, str] = {}
     for record in records:
-        props = record.get("properties")
-        if not isinstance(props, dict) or not isinstance(props.get("AlertId"), str):
-            raise PayloadError("every record needs properties.AlertId")
-        alert_id = props["AlertId"]
-        tenants[alert_id] = record.get("tenantId") or tenant_id or ""
-        category = record.get("category", "")
-        if category.endswith("AlertInfo"):
+        props = record.properties
+        alert_id = props.AlertId
+        tenants[alert_id] = record.tenantId or tenant_id or ""
+        if record.category.endswith("AlertInfo"):
             titles[alert_id] = props
-        elif category.endswith("AlertEvidence"):
-            if props.get("EntityType") == "Ip" and props.get("RemoteIP"):
-                ips.setdefault(alert_id, []).append(str(props["RemoteIP"]))
-            if props.get("EntityType") == "MailMessage" and props.get("NetworkMessageId"):
-                messages.setdefault(alert_id, []).append(
-                    AnalyzedMessage(network_message_id=str(props["NetworkMessageId"]))
-                )
+        elif record.category.endswith("AlertEvidence"):
+            if props.EntityType == "Ip" and props.RemoteIP:
+                ips.setdefault(alert_id, []).append(props.RemoteIP)
+            if props.EntityType == "MailMessage" and props.NetworkMessageId:
+                messages.setdefault(alert_id, []).append(AnalyzedMessage(network_message_id=props.NetworkMessageId))
     found = []
     for alert_id, info in titles.items():
-        if str(info.get("Title", "")).strip().casefold() != POLICY_TITLE:
+        if (info.Title or "").strip().casefold() != POLICY_TITLE:
             continue
         if not tenants[alert_id]:
-            raise PayloadError(f"record for alert {alert_id} names no tenantId")
+            raise PayloadError("a connector alert's records name no tenantId")
         if not ips.get(alert_id) and not messages.get(alert_id):
-            raise PayloadError(f"alert {alert_id} has no Ip or MailMessage evidence record")
+            raise PayloadError("a connector alert has no Ip or MailMessage evidence record")
         found.append(
             AlertRef(
                 alert_id=alert_id,
                 tenant_id=tenants[alert_id],
-                severity=str(info.get("Severity", "unknown")).lower(),
+                severity=info.Severity.lower(),
                 ip_addresses=ips.get(alert_id, []),
                 messages=messages.get(alert_id, []),
                 source="defender-stream",
@@ -272,7 +332,8 @@ def parse_alerts(body: Any, tenant_id: str | None = None) -> list[AlertRef]:
         return [from_generic(body)]
     if "records" in body:
         return from_defender_stream(body, tenant_id)
-    if "object" in body or body.get("type", "").endswith("/Incidents"):
+    kind = body.get("type")
+    if "object" in body or (isinstance(kind, str) and kind.endswith("/Incidents")):
         return from_sentinel_incident(body, tenant_id)
     if "id" in body and "title" in body:
         return [from_graph_alert(body, tenant_id, source="webhook")]

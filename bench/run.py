@@ -86,7 +86,7 @@ async def bench_intake(alerts: int = 100) -> None:
     tenant = "11111111-2222-3333-4444-555555555555"
     settings = Settings(
         tenants=[TenantSettings(tenant_id=tenant, client_id="c", client_secret="s")],
-        intake=IntakeSettings(api_tokens={"bench": "bench-token"}),
+        intake=IntakeSettings(api_tokens={"bench": "bench-token"}, sources={"bench": {"tenants": [tenant]}}),
     )
     headers = {"Authorization": "Bearer bench-token"}
     async with await WorkflowEnvironment.start_local(

@@ -17,7 +17,20 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emulator import exo
-from emulator.auth import EXCHANGE, GRAPH, Credentials, TokenStore, auth_router
+from emulator.auth import (
+    ANALYST_ROLE,
+    ANALYSTS_GROUP,
+    APPROVER_ROLE,
+    APPROVERS_GROUP,
+    EXCHANGE,
+    GRAPH,
+    Credentials,
+    Directory,
+    TokenStore,
+    UserAccount,
+    auth_router,
+    issuer,
+)
 from emulator.errors import FAULT_MESSAGES, GRAPH_CODES, ExoError, GraphError, exo_error, graph_error
 from emulator.faults import FaultInjector
 from emulator.graph import graph_router
@@ -39,7 +52,8 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
 
     app = FastAPI(title=f"quell Microsoft 365 emulator ({scenario.id})", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.tenant = state
-    app.include_router(auth_router(tenant_names, Credentials(client_id, client_secret), tokens))
+    directory = user_directory(scenario)
+    app.include_router(auth_router(tenant_names, Credentials(client_id, client_secret), tokens, directory))
     graph = graph_router(state, hunting, client_id)
     app.include_router(graph, prefix="/v1.0")
     app.include_router(graph, prefix="/beta")
@@ -101,6 +115,24 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
             return JSONResponse({"error": "introspection answers loopback clients only"}, status_code=403)
         return JSONResponse({**state.snapshot(), "calls": state.calls, "audit_log": state.data.audit_log})
 
+    @app.post("/_emulator/user-token")
+    async def user_token(request: Request) -> JSONResponse:
+        """A test's way to a user token Entra ID would not hand out on request (an expired one):
+        `{"username", "audience", "expires_in"}`, signed and shaped like the ROPC grant's."""
+        if request.client is None or request.client.host not in LOOPBACK:
+            return JSONResponse({"error": "introspection answers loopback clients only"}, status_code=403)
+        try:
+            asked = json.loads(await request.body())
+            username, audience, expires_in = str(asked["username"]), str(asked["audience"]), int(asked["expires_in"])
+        except (ValueError, TypeError, KeyError):
+            return JSONResponse({"error": "expected {username, audience, expires_in}"}, status_code=400)
+        user = directory.find(username)
+        if user is None:
+            return JSONResponse({"error": "no such user"}, status_code=404)
+        token = directory.access_token(user, issuer(request, directory.tenant_id), audience, [".default"],
+                                       client_id, expires_in)
+        return JSONResponse({"access_token": token})
+
     @app.get("/_emulator/healthz")
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok", "scenario": scenario.id, "tenant": scenario.tenant.id})
@@ -119,6 +151,19 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
         return graph_error(error.status_code, GRAPH_CODES.get(error.status_code, "BadRequest"), message)
 
     return app
+
+
+def user_directory(scenario: Scenario) -> Directory:
+    """Who signs in: the tenant's users (no app role), its read-only analysts and its approvers."""
+    directory = Directory(scenario.tenant.id)
+    for user in scenario.tenant.users:
+        directory.add(UserAccount(user.userPrincipalName, user.id, user.displayName, user.accountEnabled))
+    approvals = scenario.approvals
+    for upn in approvals.analysts if approvals else []:
+        directory.grant(upn, (ANALYST_ROLE,), (ANALYSTS_GROUP,))
+    for upn in approvals.approvers if approvals else []:
+        directory.grant(upn, (ANALYST_ROLE, APPROVER_ROLE), (APPROVERS_GROUP,))
+    return directory
 
 
 def _cmdlet(body: bytes) -> tuple[str, Any]:

@@ -1,23 +1,34 @@
-"""Microsoft identity platform, the part an app-only client uses: OpenID configuration and the
-client-credentials token endpoint (client secret, or a client assertion JWT for certificates).
+"""Microsoft identity platform: OpenID configuration, the signing keys (JWKS) and the token
+endpoint, for the app (client credentials: a client secret, or a client assertion JWT for
+certificates) and for the scenario's analysts (resource owner password credentials, ROPC).
 
-Tokens are random opaque strings bound to one audience (Graph or Exchange Online); answers and
-errors have the fields and AADSTS codes that Entra ID uses.
+App tokens are random opaque strings bound to one audience (Graph or Exchange Online). User
+tokens are RS256 JWTs for an application ID URI (`api://...`), signed with the emulator's key
+and verifiable from its JWKS like Entra ID v2.0 access tokens: `iss`, `aud`, `tid`, `oid`,
+`upn`, `preferred_username`, app `roles` and `groups`. The approvers of the scenario hold
+`APPROVER_ROLE` and `ANALYST_ROLE` (group `APPROVERS_GROUP`), its read-only analysts
+`ANALYST_ROLE` (group `ANALYSTS_GROUP`), other users of the tenant no role. Every one of them
+signs in with `USER_PASSWORD`. Answers and errors have the fields and AADSTS codes Entra ID uses.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any
 from urllib.parse import parse_qs
 
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -27,6 +38,11 @@ AUDIENCES = (GRAPH, EXCHANGE)
 TOKEN_LIFETIME = 3599
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 OIDC_SCOPES = {"openid", "profile", "offline_access", "email"}
+USER_PASSWORD = "emulator-user-password"
+ANALYST_ROLE = "Quell.Analyst"
+APPROVER_ROLE = "Quell.Approver"
+ANALYSTS_GROUP = str(uuid.uuid5(uuid.NAMESPACE_URL, "quell-emulator/groups/analysts"))
+APPROVERS_GROUP = str(uuid.uuid5(uuid.NAMESPACE_URL, "quell-emulator/groups/approvers"))
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,75 @@ class TokenStore:
         return found[0]
 
 
+@dataclass(frozen=True)
+class UserAccount:
+    upn: str
+    object_id: str
+    display_name: str = ""
+    enabled: bool = True
+    roles: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+@dataclass
+class Directory:
+    """The tenant's users that sign in, and the key their access tokens are signed with."""
+
+    tenant_id: str
+    users: dict[str, UserAccount] = field(default_factory=dict)
+    """By userPrincipalName, casefolded."""
+
+    def find(self, upn: str) -> UserAccount | None:
+        return self.users.get(upn.casefold())
+
+    def add(self, user: UserAccount) -> None:
+        self.users[user.upn.casefold()] = user
+
+    def grant(self, upn: str, roles: tuple[str, ...], groups: tuple[str, ...]) -> None:
+        """Give a user (added when the tenant does not list it) app roles and group memberships."""
+        user = self.find(upn) or UserAccount(
+            upn, str(uuid.uuid5(uuid.NAMESPACE_URL, f"quell-emulator/users/{upn.casefold()}")), upn.split("@")[0]
+        )
+        self.add(replace(user, roles=roles, groups=groups))
+
+    @cached_property
+    def _key(self) -> rsa.RSAPrivateKey:
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)  # made at first use
+
+    @cached_property
+    def public_jwk(self) -> dict[str, Any]:
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._key.public_key()))
+        canonical = json.dumps({k: jwk[k] for k in ("e", "kty", "n")}, separators=(",", ":"))
+        kid = base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+        return {"kty": "RSA", "use": "sig", "kid": kid, "n": jwk["n"], "e": jwk["e"]}
+
+    def access_token(self, user: UserAccount, issuer: str, audience: str, scopes: list[str], client_id: str,
+                     lifetime_s: int = TOKEN_LIFETIME) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "aud": audience,
+            "iss": issuer,
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime_s,
+            "tid": self.tenant_id,
+            "oid": user.object_id,
+            "sub": hashlib.sha256(f"{user.object_id}/{audience}".encode()).hexdigest()[:43],
+            "upn": user.upn,
+            "preferred_username": user.upn,
+            "name": user.display_name,
+            "azp": client_id,
+            "scp": " ".join(scopes),
+            "uti": secrets.token_urlsafe(16),
+            "ver": "2.0",
+        }
+        if user.roles:
+            claims["roles"] = list(user.roles)
+        if user.groups:
+            claims["groups"] = list(user.groups)
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.public_jwk["kid"]})
+
+
 def aad_error(status: int, error: str, code: int, description: str) -> JSONResponse:
     trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
@@ -71,8 +156,13 @@ def aad_error(status: int, error: str, code: int, description: str) -> JSONRespo
     )
 
 
-def auth_router(tenant_names: set[str], credentials: Credentials, tokens: TokenStore) -> APIRouter:
-    """Routes for `{base}/{tenant}/v2.0/.well-known/openid-configuration` and the token endpoint."""
+def issuer(request: Request, tenant_id: str) -> str:
+    """The tenant's issuer, always named by its id (as Entra ID does, whatever name the path used)."""
+    return f"{str(request.base_url).rstrip('/')}/{tenant_id}/v2.0"
+
+
+def auth_router(tenant_names: set[str], credentials: Credentials, tokens: TokenStore, directory: Directory) -> APIRouter:
+    """Routes for `{base}/{tenant}/v2.0/.well-known/openid-configuration`, the keys and the token endpoint."""
     router = APIRouter()
     known = {name.casefold() for name in tenant_names}
 
@@ -82,7 +172,7 @@ def auth_router(tenant_names: set[str], credentials: Credentials, tokens: TokenS
             return aad_error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
         base = f"{str(request.base_url).rstrip('/')}/{tenant}"
         return JSONResponse({
-            "issuer": f"{base}/v2.0",
+            "issuer": issuer(request, directory.tenant_id),
             "token_endpoint": f"{base}/oauth2/v2.0/token",
             "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
             "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
@@ -103,20 +193,24 @@ def auth_router(tenant_names: set[str], credentials: Credentials, tokens: TokenS
 
     @router.get("/{tenant}/discovery/v2.0/keys")
     async def keys(tenant: str) -> JSONResponse:
-        return JSONResponse({"keys": []})  # access tokens are opaque here: nothing to verify
+        if tenant.casefold() not in known:
+            return aad_error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
+        return JSONResponse({"keys": [directory.public_jwk]})
 
     @router.post("/{tenant}/oauth2/v2.0/token")
     async def token(tenant: str, request: Request) -> JSONResponse:
         if tenant.casefold() not in known:
             return aad_error(400, "invalid_request", 90002, f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID.")
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
-        if form.get("grant_type") != "client_credentials":
+        if form.get("grant_type") not in ("client_credentials", "password"):
             return aad_error(400, "unsupported_grant_type", 70003,
                              f"The app requested an unsupported grant type '{form.get('grant_type', '')}'.")
         client_id = form.get("client_id", "")
         if not hmac.compare_digest(client_id.encode(), credentials.client_id.encode()):
             return aad_error(400, "unauthorized_client", 700016,
                              f"Application with identifier '{client_id}' was not found in the directory '{tenant}'.")
+        if form["grant_type"] == "password":
+            return _password_grant(form, credentials, directory, issuer(request, directory.tenant_id))
         endpoint = f"{str(request.base_url).rstrip('/')}/{tenant}/oauth2/v2.0/token"
         refusal = _check_client(form, credentials, endpoint)
         if refusal is not None:
@@ -132,6 +226,49 @@ def auth_router(tenant_names: set[str], credentials: Credentials, tokens: TokenS
         })
 
     return router
+
+
+def _password_grant(form: dict[str, str], credentials: Credentials, directory: Directory, issuer: str) -> JSONResponse:
+    """ROPC: a user's access token for an application ID URI (`api://...`); the app is a public
+    client, so a client secret is optional but must be right when sent."""
+    for required in ("username", "password", "scope"):
+        if not form.get(required):
+            return aad_error(400, "invalid_request", 900144,
+                             f"The request body must contain the following parameter: '{required}'.")
+    if "client_secret" in form and not hmac.compare_digest(
+        form["client_secret"].encode(), credentials.client_secret.encode()
+    ):
+        return aad_error(401, "invalid_client", 7000215, "Invalid client secret provided.")
+    user = directory.find(form["username"])
+    if user is None:
+        return aad_error(400, "invalid_grant", 50034,
+                         f"The user account {form['username']} does not exist in the {directory.tenant_id} directory. "
+                         "To sign into this application, the account must be added to the directory.")
+    if not hmac.compare_digest(form["password"].encode(), USER_PASSWORD.encode()):
+        return aad_error(400, "invalid_grant", 50126, "Error validating credentials due to invalid username or password.")
+    if not user.enabled:
+        return aad_error(400, "invalid_grant", 50057, "The user account is disabled.")
+    audience = _user_audience(form["scope"])
+    if isinstance(audience, JSONResponse):
+        return audience
+    resource, scopes = audience
+    return JSONResponse({
+        "token_type": "Bearer",
+        "scope": " ".join(scopes),
+        "expires_in": TOKEN_LIFETIME,
+        "ext_expires_in": TOKEN_LIFETIME,
+        "access_token": directory.access_token(user, issuer, resource, scopes, credentials.client_id),
+    })
+
+
+def _user_audience(scope: str) -> tuple[str, list[str]] | JSONResponse:
+    """The one application ID URI a user token is requested for, and its scope names."""
+    requested = [s for s in scope.split() if s not in OIDC_SCOPES]
+    resources = {s.rsplit("/", 1)[0] for s in requested}
+    if len(resources) != 1 or not next(iter(resources)).startswith("api://"):
+        return aad_error(400, "invalid_resource", 500011,
+                         "The emulator issues user tokens for one application ID URI (api://.../scope) only.")
+    return resources.pop(), [s.rsplit("/", 1)[1] for s in requested]
 
 
 def _check_client(form: dict[str, str], credentials: Credentials, endpoint: str) -> JSONResponse | None:

@@ -142,6 +142,8 @@ Answer = Literal["approve", "reject", "ignore"]
 
 class Approvals(Strict):
     approvers: list[str] = []
+    analysts: list[str] = []
+    """Read-only analysts: they sign in to the emulator (user tokens) but may not approve."""
     default: Answer = "ignore"
     by_action: dict[ActionKind, Answer] = {}
 

@@ -14,7 +14,7 @@ import typer
 import uvicorn
 
 from activities import cases
-from config.settings import Settings
+from config.settings import Settings, load_settings
 from workers.logging import configure_logging
 from workflows.types import Decision
 
@@ -30,7 +30,7 @@ TemporalAddress = Annotated[
 
 
 def _settings() -> Settings:
-    return Settings()
+    return load_settings()
 
 
 async def _client(address: str | None):
@@ -70,7 +70,8 @@ def intake(host: Optional[str] = None, port: Optional[int] = None) -> None:
     settings = _settings()
     configure_logging(settings.log_level)
     api = create_app(settings, lambda: connect(settings))
-    uvicorn.run(api, host=host or settings.intake.host, port=port or settings.intake.port, log_config=None)
+    uvicorn.run(api, host=host or settings.intake.host, port=port or settings.intake.port, log_config=None,
+                ssl_certfile=settings.intake.ssl_certfile, ssl_keyfile=settings.intake.ssl_keyfile)
 
 
 Tenants = Annotated[Optional[list[str]], typer.Option("--tenant", help="tenant id (repeatable); default: every configured tenant")]

@@ -35,7 +35,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import cases
 from activities.clients import ClientPool
-from config.settings import IntakeSettings, Settings, TemporalSettings, TenantSettings
+from config.settings import AnalystGrant, IntakeSettings, Settings, SourceGrant, TemporalSettings, TenantSettings
 from emulator.expectations import judge
 from emulator.scenario import Scenario, load_scenario
 from emulator.server import serving_emulator
@@ -122,7 +122,12 @@ def scenario_settings(
             expire_after=timedelta(seconds=options.approval_timeout),
         ),
         mode=scenario.mode,
-        intake=IntakeSettings(api_tokens={name: SecretStr(t) for name, t in api_tokens.items()}),
+        # Every caller of a scenario's intake is a source and an approving analyst of its tenant.
+        intake=IntakeSettings(
+            api_tokens={name: SecretStr(t) for name, t in api_tokens.items()},
+            sources={name: SourceGrant(tenants=[scenario.tenant.id]) for name in api_tokens},
+            analysts={name: AnalystGrant(tenants=[scenario.tenant.id], approve=True) for name in api_tokens},
+        ),
     )
 
 

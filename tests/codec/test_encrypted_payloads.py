@@ -28,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from activities import cases
-from config.settings import CodecSettings, IntakeSettings, Settings
+from config.settings import CodecSettings, IntakeSettings, Settings, TenantSettings
 from emulator.expectations import judge
 from emulator.scenario import load_scenario
 from tests.conftest import PROJECT_SCENARIOS
@@ -137,7 +137,11 @@ def test_history_holds_no_case_data_in_the_clear(encrypted_case):
 
 def codec_intake(codec: CodecSettings) -> Any:
     api_tokens = {"soc1@contoso.com": SecretStr(TOKEN)}
-    settings = Settings(codec=codec, intake=IntakeSettings(api_tokens=api_tokens, codec_cors_origins=[UI]))
+    tenant = TenantSettings(tenant_id="contoso", client_id="quell", client_secret="unused")
+    intake = IntakeSettings(
+        api_tokens=api_tokens, analysts={"soc1@contoso.com": {"tenants": ["contoso"]}}, codec_cors_origins=[UI]
+    )
+    settings = Settings(tenants=[tenant], codec=codec, intake=intake)
     return create_app(settings, temporal_down)
 
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import jwt
 from azure.identity.aio import ClientSecretCredential
 from cryptography import x509
 from emu_client import EXO_SCOPE, GRAPH_SCOPE, TENANT, Api, https
@@ -15,7 +16,9 @@ from kiota_authentication_azure.azure_identity_authentication_provider import Az
 from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph_core import GraphClientFactory
 
-from emulator.server import EmulatorHandle
+from emulator.auth import ANALYST_ROLE, APPROVER_ROLE, USER_PASSWORD
+from emulator.scenario import Scenario
+from emulator.server import EmulatorHandle, running_emulator
 from emulator.tls import ensure_certificates
 
 
@@ -119,3 +122,44 @@ async def test_azure_identity_and_msgraph_sdk_work_unchanged(emulator: EmulatorH
         await credential.close()
     assert user is not None and user.id == "2a7d5b20-0000-4000-8000-000000000002"
     assert user.display_name == "Helpdesk Operator"
+
+
+def user_sign_in(emulator: EmulatorHandle, username: str, password: str = USER_PASSWORD,
+                 scope: str = "api://quell-intake/.default") -> httpx.Response:
+    form = {"grant_type": "password", "client_id": "quell-emulator", "username": username, "password": password,
+            "scope": scope}
+    with https(emulator) as http:
+        return http.post(f"/{TENANT}/oauth2/v2.0/token", data={k: v for k, v in form.items() if v is not None})
+
+
+def test_user_tokens_are_rs256_jwts_verified_by_the_jwks_the_discovery_document_names(emulator: EmulatorHandle) -> None:
+    with https(emulator) as http:
+        config = http.get("/contoso.com/v2.0/.well-known/openid-configuration").json()  # a domain names the tenant too
+        keys = http.get(f"/{TENANT}/discovery/v2.0/keys").json()["keys"]
+    assert config["issuer"] == f"{emulator.base_url}/{TENANT}/v2.0"  # always by id, as Entra ID does
+    assert [(k["kty"], k["use"]) for k in keys] == [("RSA", "sig")]
+    answer = user_sign_in(emulator, "SOC1@contoso.com")
+    assert answer.status_code == 200 and answer.json()["token_type"] == "Bearer"
+    token = answer.json()["access_token"]
+    assert jwt.get_unverified_header(token) == {"alg": "RS256", "typ": "JWT", "kid": keys[0]["kid"]}
+    key = jwt.PyJWKClient(config["jwks_uri"]).get_signing_key_from_jwt(token)  # trusts the CA via SSL_CERT_FILE
+    claims = jwt.decode(token, key, algorithms=["RS256"], audience="api://quell-intake", issuer=config["issuer"])
+    assert claims["tid"] == TENANT and claims["upn"] == claims["preferred_username"] == "soc1@contoso.com"
+    assert claims["roles"] == [ANALYST_ROLE, APPROVER_ROLE] and claims["exp"] - claims["iat"] == 3599
+    helpdesk = jwt.decode(user_sign_in(emulator, "helpdesk.op@contoso.com").json()["access_token"], key,
+                          algorithms=["RS256"], audience="api://quell-intake")
+    assert "roles" not in helpdesk and helpdesk["oid"] == "2a7d5b20-0000-4000-8000-000000000002"
+
+
+def test_user_sign_in_fails_as_entra_id_fails_it(emulator: EmulatorHandle, example: Scenario, cert_dir: Path) -> None:
+    def code(response: httpx.Response) -> tuple[int, str, int]:
+        return response.status_code, response.json()["error"], response.json()["error_codes"][0]
+
+    assert code(user_sign_in(emulator, "nobody@contoso.com")) == (400, "invalid_grant", 50034)
+    assert code(user_sign_in(emulator, "soc1@contoso.com", password="guess")) == (400, "invalid_grant", 50126)
+    assert code(user_sign_in(emulator, "soc1@contoso.com", password=None)) == (400, "invalid_request", 900144)
+    assert code(user_sign_in(emulator, "soc1@contoso.com", scope=GRAPH_SCOPE)) == (400, "invalid_resource", 500011)
+    users = [u.model_copy(update={"accountEnabled": False}) for u in example.tenant.users]
+    disabled = example.model_copy(update={"tenant": example.tenant.model_copy(update={"users": users})})
+    with running_emulator(disabled, cert_dir) as other:
+        assert code(user_sign_in(other, "helpdesk.op@contoso.com")) == (400, "invalid_grant", 50057)

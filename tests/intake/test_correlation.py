@@ -10,7 +10,6 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import cases
-from config.settings import IntakeSettings
 from workers.intake import create_app
 from workers.scenarios import sentinel_incident
 from tests.intake.conftest import DEFENDER, intake_client, runs, scenario, stack_for
@@ -47,8 +46,8 @@ async def test_closed_case_is_named_by_the_next_case_and_a_late_repeat_is_not_a_
         assert len(await runs(client, _runs_of(first["case_id"], queue))) == 2
 
         # Outside the window nothing is related, and a repeat is handled as a new alert.
-        narrow = stack.settings.model_copy(update={"intake": IntakeSettings(
-            api_tokens=stack.settings.intake.api_tokens, related_window=timedelta(0))})
+        narrow = stack.settings.model_copy(
+            update={"intake": stack.settings.intake.model_copy(update={"related_window": timedelta(0)})})
 
         async def connect() -> Client:
             return client

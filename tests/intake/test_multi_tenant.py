@@ -10,7 +10,7 @@ from temporalio.client import Client
 
 from activities import cases
 from activities.clients import ClientPool
-from config.settings import TenantSettings
+from config.settings import IntakeSettings, SourceGrant, TenantSettings
 from emulator.server import serving_emulator
 from workers.intake import create_app
 from workers.scenarios import RunOptions, scenario_settings
@@ -38,7 +38,13 @@ async def test_cases_of_two_tenants_stay_in_their_own_tenant(client, cert_dir):
             authority_host=emu_b.base_url, disable_instance_discovery=True,
             graph_base_url=emu_b.base_url, exo_base_url=emu_b.base_url, organization=org_b,
         )
-        settings = settings.model_copy(update={"tenants": [*settings.tenants, tenant_b], "mode": "dry_run"})
+        # The Defender relay posts for both tenants; tenant A's own relay for tenant A only.
+        intake_settings = IntakeSettings(
+            api_tokens={"defender": SecretStr(TOKENS["defender"]), "relay-a": SecretStr("tok-relay-a")},
+            sources={"defender": SourceGrant(tenants=[tenant_a, TENANT_B]), "relay-a": SourceGrant(tenants=[tenant_a])},
+        )
+        settings = settings.model_copy(
+            update={"tenants": [*settings.tenants, tenant_b], "mode": "dry_run", "intake": intake_settings})
         pool = ClientPool(settings.tenants)
 
         async def connect() -> Client:
@@ -52,6 +58,12 @@ async def test_cases_of_two_tenants_stay_in_their_own_tenant(client, cert_dir):
                 report_a = await cases.handle(client, case_a).result()
                 assert report_a.tenant_id == tenant_a and report_a.verdict == "true_positive"
                 assert emu_a.state.calls and emu_b.state.calls == []
+
+                # Tenant A's relay may not file alerts for tenant B, and is not told more than that.
+                refused = await intake.post("/v1/alerts", params={"tenant": TENANT_B}, json=found_b.alert,
+                                            headers={"Authorization": "Bearer tok-relay-a"})
+                assert refused.status_code == 403 and TENANT_B not in refused.text
+                assert found_b.alert["id"] not in refused.text
 
                 # The same alert for tenant B: another case id, B's credentials, B's organization.
                 posted = await intake.post("/v1/alerts", params={"tenant": TENANT_B}, json=found_b.alert, headers=DEFENDER)

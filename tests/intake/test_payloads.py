@@ -13,14 +13,16 @@ from temporalio.exceptions import ApplicationError
 from activities.alert_parsing import from_graph_alert, parse_alerts
 from activities.alerts import alerts_filter
 from activities.clients import GraphHttp
-from config.settings import IntakeSettings
+from config.settings import IntakeSettings, SourceGrant
 from workers.scenarios import sentinel_incident
 from tests.intake.conftest import DEFENDER, TENANT, intake_without_temporal, scenario
 
 
 @pytest.fixture
 async def intake():
-    async with intake_without_temporal(IntakeSettings(api_tokens={"defender": SecretStr("tok-defender")})) as http:
+    granted = IntakeSettings(api_tokens={"defender": SecretStr("tok-defender")},
+                             sources={"defender": SourceGrant(tenants=[TENANT])})
+    async with intake_without_temporal(granted) as http:
         yield http
 
 

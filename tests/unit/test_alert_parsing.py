@@ -1,6 +1,8 @@
 """Intake payload validation: what is accepted, and the reason for what is refused."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from activities.alert_parsing import PayloadError, parse_alerts
 from activities.cases import case_id
@@ -63,7 +65,7 @@ def test_generic_alert_naming_the_connector_keys_the_case_by_connector():
         ({**GRAPH_ALERT, "evidence": []}, "no ipEvidence"),
         ({"id": "", "title": "Suspicious connector activity"}, "id"),
         ({"tenant": TENANT, "alert_id": "x"}, "'connector' or 'ip'"),
-        ({"tenant": TENANT, "alert_id": "x", "ip": "1.2.3.4", "extra": 1}, "extra"),
+        ({"tenant": TENANT, "alert_id": "x", "ip": "1.2.3.4", "surprise": 1}, "Extra inputs are not permitted"),
     ],
 )
 def test_malformed_alerts_are_refused_with_a_reason(body, reason):
@@ -139,3 +141,54 @@ def test_defender_stream_records_are_joined_by_alert_id():
     assert alert.alert_id == "da-9" and alert.severity == "high"
     assert alert.ip_addresses == ["198.51.100.23"]
     assert alert.messages[0].network_message_id == "spam-1"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+STREAM = {"records": [
+    {"tenantId": TENANT, "category": "AdvancedHunting-AlertInfo",
+     "properties": {"AlertId": "da-9", "Title": "Suspicious connector activity", "Severity": "High"}},
+    {"tenantId": TENANT, "category": "AdvancedHunting-AlertEvidence",
+     "properties": {"AlertId": "da-9", "EntityType": "Ip", "RemoteIP": "198.51.100.23"}},
+]}
+SHAPES = [GRAPH_ALERT, sentinel_incident("Suspicious connector activity"), STREAM,
+          {"tenant": TENANT, "alert_id": "x", "ip": "1.2.3.4"}, {"type": "Microsoft.SecurityInsights/Incidents"}]
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+
+
+def _replaced(value, path, new):
+    if not path:
+        return new
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = _replaced(value[path[0]], path[1:], new)
+    return copy
+
+
+@st.composite
+def mutated_alerts(draw):
+    """A valid payload of each shape with one value, at any depth, replaced by any JSON value."""
+    shape = draw(st.sampled_from(SHAPES))
+    return _replaced(shape, draw(st.sampled_from(list(_paths(shape)))), draw(JSON))
+
+
+@given(body=JSON | mutated_alerts(), tenant=st.none() | st.just(TENANT))
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+def test_any_json_is_parsed_or_refused_with_a_payload_error(body, tenant):
+    """Nothing a sender can put in a JSON body makes parsing fail in another way (a 500 at intake)."""
+    try:
+        alerts = parse_alerts(body, tenant)
+    except PayloadError:
+        return
+    assert alerts and all(isinstance(a.alert_id, str) and isinstance(a.tenant_id, str) for a in alerts)
