@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import signal
+import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 import uvicorn
@@ -16,7 +19,49 @@ from workers import cases
 from workers.logging import configure_logging
 from workflows.types import Decision
 
-app = typer.Typer(no_args_is_help=True, help="quell: respond to compromised Exchange Online connectors.")
+
+def exit_now(status: int) -> NoReturn:
+    """Flush what was written, then end the process without finalizing the interpreter.
+
+    The Temporal SDK's Rust threads can still hand a result back to Python while the interpreter
+    finalizes, and CPython then aborts the process (exit 134, "Fatal Python error:
+    PyGILState_Release"; temporalio/sdk-python#300). Once the output is out, finalizing buys
+    nothing, so every `quell` run ends here.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: report it as CPython's exit would
+            status = status or 120
+    os._exit(status)
+
+
+def _exit_status(code: object) -> int:
+    """`sys.exit`'s convention: None is 0, an int is itself, anything else is printed and is 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+class _Quell(typer.Typer):
+    """The `quell` entry point (`workers.cli:app`): whatever way a command ends, through `exit_now`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        try:
+            super().__call__(*args, **kwargs)
+        except SystemExit as stop:
+            exit_now(_exit_status(stop.code))
+        except BaseException as error:
+            sys.excepthook(type(error), error, error.__traceback__)
+            exit_now(1)
+        exit_now(0)
+
+
+app = _Quell(no_args_is_help=True, help="quell: respond to compromised Exchange Online connectors.")
 scenario_app = typer.Typer(no_args_is_help=True, help="Run scenario files against the emulator.")
 app.add_typer(scenario_app, name="scenario")
 poller_app = typer.Typer(no_args_is_help=True, help="The alerts_v2 poller: one Temporal Schedule per tenant.")
