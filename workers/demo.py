@@ -18,12 +18,9 @@ import httpx
 import typer
 import uvicorn
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from emulator.scenario import Scenario, load_scenario
 from workers import cases, scenarios
-from workflows import search_attributes as sa
 from workflows.report import report_markdown
 from workflows.types import CaseReport, PendingApproval
 
@@ -64,14 +61,7 @@ async def run_demo(scenario_path: Path, auto_approve: bool) -> None:
     token = secrets.token_urlsafe(24)
     options = scenarios.RunOptions(approval_timeout=timedelta(hours=1).total_seconds())
     typer.echo(f"Starting Temporal dev server on localhost:{TEMPORAL_PORT} (UI http://localhost:{UI_PORT}) ...")
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        search_attributes=sa.ALL,
-        dev_server_existing_path=scenarios.temporal_binary("temporal"),
-        port=TEMPORAL_PORT,
-        ui=True,
-        ui_port=UI_PORT,
-    ) as env, scenarios.tenant_stack(env.client, scenario, options, {"demo": token}) as stack:
+    async with await scenarios.start_dev_server(port=TEMPORAL_PORT, ui=True, ui_port=UI_PORT) as env, scenarios.tenant_stack(env.client, scenario, options, {"demo": token}) as stack:
         client = env.client
         typer.echo(f"Tenant emulator ({scenario.id}) at {stack.emulator.base_url}")
         server = uvicorn.Server(
