@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import time
 from typing import Any
 
 import schemathesis
@@ -41,13 +40,11 @@ def focused(document: dict[str, Any]) -> dict[str, Any]:
 
 async def test_no_input_makes_the_intake_answer_5xx(client: Client, cert_dir):
     loop = asyncio.get_running_loop()
-    T0 = time.perf_counter()
     seen: dict[int, int] = {}
     failures: list[str] = []
     opened: set[str] = set()
     async with stack_for(client, scenario("fp-scanner-relay-normal-traffic"), cert_dir) as stack, \
             intake_client(stack.intake) as http:
-        print("setup", time.perf_counter() - T0)
         document = (await http.get("/openapi.json")).json()
         schema = schemathesis.openapi.from_dict(document)
         alerts_for_us = schemathesis.openapi.from_dict(focused(document))
@@ -68,11 +65,11 @@ async def test_no_input_makes_the_intake_answer_5xx(client: Client, cert_dir):
             # the cases just opened.
             operations = [found.ok() for found in schema.get_all_operations()]
             for operation in [*operations, *(found.ok() for found in alerts_for_us.get_all_operations())]:
-                t0 = time.perf_counter(); run(operation.as_strategy().map(lambda case: (case, None))); print(operation.label, time.perf_counter() - t0)
+                run(operation.as_strategy().map(lambda case: (case, None)))
             ids = st.sampled_from(sorted(opened)) if opened else st.none()
             for operation in operations:
                 if "{case_id}" in operation.path:
-                    t0 = time.perf_counter(); run(st.tuples(operation.as_strategy(), st.one_of(st.none(), ids))); print(operation.label, time.perf_counter() - t0)
+                    run(st.tuples(operation.as_strategy(), st.one_of(st.none(), ids)))
 
         def run(strategy: Any) -> None:
             @given(pair=strategy)
@@ -86,15 +83,8 @@ async def test_no_input_makes_the_intake_answer_5xx(client: Client, cert_dir):
 
             check()
 
-        t0 = time.perf_counter()
         await asyncio.to_thread(fuzz)
-        print("fuzz", time.perf_counter() - t0); t0 = time.perf_counter()
         await _terminate_cases(client, stack.settings.temporal.task_queue)
-        print("terminate", time.perf_counter() - t0); t0 = time.perf_counter()
-        print("calls", len(stack.emulator.state.calls), time.strftime("%H:%M:%S", time.gmtime()))
-        print("running", [w.id async for w in client.list_workflows(f"TaskQueue = '{stack.settings.temporal.task_queue}' AND ExecutionStatus = 'Running'")])
-        import faulthandler, sys; faulthandler.dump_traceback_later(8, file=sys.stderr)
-    print("exit", time.perf_counter() - t0, len(stack.emulator.state.calls), stack.emulator.state.calls[-1]["at"], stack.emulator.state.calls[-1]["api"])
 
     print(f"\nschemathesis: statuses {dict(sorted(seen.items()))}")
     assert not failures, "\n".join(failures[:10])
