@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 import uvicorn
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from config.settings import Settings
 from workers import cases
@@ -47,10 +48,21 @@ def _exit_status(code: object) -> int:
     return 1
 
 
+def _temporal_core_logs_to_stderr() -> None:
+    """The Temporal SDK's core writes its own log lines to stdout; forwarded, they go through
+    Python logging, on stderr (and at the level `configure_logging` sets)."""
+    Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    ))))
+
+
 class _Quell(typer.Typer):
-    """The `quell` entry point (`workers.cli:app`): whatever way a command ends, through `exit_now`."""
+    """The `quell` entry point (`workers.cli:app`): stdout carries only what a command prints, and
+    whatever way the command ends, the process ends through `exit_now`."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _temporal_core_logs_to_stderr()
         try:
             super().__call__(*args, **kwargs)
         except SystemExit as stop:
