@@ -125,6 +125,10 @@ def intake(host: Optional[str] = None, port: Optional[int] = None) -> None:
     settings = _settings()
     configure_logging(settings.log_level)
     api = create_app(settings, lambda: connect(settings))
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again for the handler it
+    # found installed: this one, which ends the process like a worker asked to stop.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: exit_now(0))
     uvicorn.run(api, host=host or settings.intake.host, port=port or settings.intake.port, log_config=None)
 
 
