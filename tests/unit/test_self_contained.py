@@ -33,6 +33,6 @@ def test_no_file_references_a_folder_beside_the_checkout() -> None:
 
 
 def test_the_guard_sees_a_reference() -> None:
-    line = 'SCENARIO = Path(__file__).parents[3] / "shared" / "scenarios" / "x.yaml"'
+    line = 'SCENARIO = Path(__file__).parents[3] / "shared" / ' + '"scenarios" / "x.yaml"'
     assert any(marker in line for marker in OUTSIDE)
     assert any(marker in "see ../" + "shared/docs" for marker in OUTSIDE)
