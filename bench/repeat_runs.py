@@ -28,7 +28,7 @@ from pathlib import Path
 from emulator.scenario import load_scenario
 from workers import cases
 from workers.alert_payloads import parse_alerts
-from workers.cli import exit_now
+from workers.cli import exit_now, temporal_core_logs_to_stderr
 from workers.logging import configure_logging
 from workers.scenarios import RunOptions, isolated_namespace, start_dev_server, tenant_stack, trust_emulator_ca
 
@@ -106,7 +106,8 @@ async def client_commands(logs: Path, round_: int, work: Path, cert_dir: Path) -
 
 
 async def main(rounds: int, suite: bool) -> int:
-    configure_logging("WARNING")  # the in-process worker's log, on stderr
+    temporal_core_logs_to_stderr()  # the in-process worker's log, on stderr
+    configure_logging("WARNING")
     logs = Path(tempfile.mkdtemp(prefix="quell-repeat-runs-"))
     work = logs / "work"
     work.mkdir()

@@ -48,7 +48,7 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def _temporal_core_logs_to_stderr() -> None:
+def temporal_core_logs_to_stderr() -> None:
     """The Temporal SDK's core writes its own log lines to stdout; forwarded, they go through
     Python logging, on stderr (and at the level `configure_logging` sets)."""
     Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
@@ -62,7 +62,7 @@ class _Quell(typer.Typer):
     whatever way the command ends, the process ends through `exit_now`."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _temporal_core_logs_to_stderr()
+        temporal_core_logs_to_stderr()
         try:
             super().__call__(*args, **kwargs)
         except SystemExit as stop:
