@@ -75,13 +75,10 @@ def bench_hunting_parameters(factor: int = 20) -> None:
 
 async def bench_intake(alerts: int = 100) -> None:
     import httpx
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
 
     from config.settings import IntakeSettings, Settings, TenantSettings
     from workers.intake import create_app
-    from workers.scenarios import temporal_binary
-    from workflows import search_attributes as sa
+    from workers.scenarios import start_dev_server
 
     tenant = "11111111-2222-3333-4444-555555555555"
     settings = Settings(
@@ -89,11 +86,7 @@ async def bench_intake(alerts: int = 100) -> None:
         intake=IntakeSettings(api_tokens={"bench": "bench-token"}, sources={"bench": {"tenants": [tenant]}}),
     )
     headers = {"Authorization": "Bearer bench-token"}
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        search_attributes=sa.ALL,
-        dev_server_existing_path=temporal_binary("temporal"),
-    ) as env:
+    async with await start_dev_server() as env:
 
         async def connect():
             return env.client

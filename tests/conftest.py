@@ -11,7 +11,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from workers.scenarios import temporal_binary, trust_emulator_ca
+from workers.scenarios import start_dev_server, temporal_binary, trust_emulator_ca
 from workflows import search_attributes as sa
 
 PROJECT_SCENARIOS = Path(__file__).parents[1] / "emulator" / "scenarios"
@@ -28,11 +28,7 @@ def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     """`temporal server start-dev` with quell's search attributes registered."""
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        search_attributes=sa.ALL,
-        dev_server_existing_path=temporal_binary("temporal"),
-    ) as env:
+    async with await start_dev_server() as env:
         yield env
 
 

@@ -4,21 +4,78 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 import uvicorn
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from activities import cases
 from config.settings import Settings, load_settings
 from workers.logging import configure_logging
 from workflows.types import Decision
 
-app = typer.Typer(no_args_is_help=True, help="quell: respond to compromised Exchange Online connectors.")
+
+def exit_now(status: int) -> NoReturn:
+    """Flush what was written, then end the process without finalizing the interpreter.
+
+    The Temporal SDK's Rust threads can still hand a result back to Python while the interpreter
+    finalizes, and CPython then aborts the process (exit 134, "Fatal Python error:
+    PyGILState_Release"; temporalio/sdk-python#300). Once the output is out, finalizing buys
+    nothing, so every `quell` run ends here.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: report it as CPython's exit would
+            status = status or 120
+    os._exit(status)
+
+
+def _exit_status(code: object) -> int:
+    """`sys.exit`'s convention: None is 0, an int is itself, anything else is printed and is 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def temporal_core_logs_to_stderr() -> None:
+    """The Temporal SDK's core writes its own log lines to stdout; forwarded, they go through
+    Python logging, on stderr (and at the level `configure_logging` sets)."""
+    Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    ))))
+
+
+class _Quell(typer.Typer):
+    """The `quell` entry point (`workers.cli:app`): stdout carries only what a command prints, and
+    whatever way the command ends, the process ends through `exit_now`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        temporal_core_logs_to_stderr()
+        try:
+            super().__call__(*args, **kwargs)
+        except SystemExit as stop:
+            exit_now(_exit_status(stop.code))
+        except BaseException as error:
+            sys.excepthook(type(error), error, error.__traceback__)
+            exit_now(1)
+        exit_now(0)
+
+
+app = _Quell(no_args_is_help=True, help="quell: respond to compromised Exchange Online connectors.")
 scenario_app = typer.Typer(no_args_is_help=True, help="Run scenario files against the emulator.")
 app.add_typer(scenario_app, name="scenario")
 poller_app = typer.Typer(no_args_is_help=True, help="The alerts_v2 poller: one Temporal Schedule per tenant.")
@@ -70,6 +127,10 @@ def intake(host: Optional[str] = None, port: Optional[int] = None) -> None:
     settings = _settings()
     configure_logging(settings.log_level)
     api = create_app(settings, lambda: connect(settings))
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again for the handler it
+    # found installed: this one, which ends the process like a worker asked to stop.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: exit_now(0))
     uvicorn.run(api, host=host or settings.intake.host, port=port or settings.intake.port, log_config=None,
                 ssl_certfile=settings.intake.ssl_certfile, ssl_keyfile=settings.intake.ssl_keyfile)
 

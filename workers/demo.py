@@ -20,7 +20,6 @@ import typer
 import uvicorn
 from pydantic import SecretStr
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
 from activities import cases
 from config.settings import CodecSettings
@@ -28,7 +27,6 @@ from emulator.scenario import Scenario, load_scenario
 from workers import scenarios
 from workers.intake import create_app
 from workers.temporal_connection import data_converter
-from workflows import search_attributes as sa
 from workflows.report import report_markdown
 from workflows.types import CaseReport, PendingApproval
 
@@ -71,10 +69,8 @@ async def run_demo(scenario_path: Path, auto_approve: bool) -> None:
     # Case data is encrypted under a key made for this run; the UI decodes through the intake's /codec.
     codec = CodecSettings(current="demo", keys={"demo": SecretStr(base64.b64encode(secrets.token_bytes(32)).decode())})
     typer.echo(f"Starting Temporal dev server on localhost:{TEMPORAL_PORT} (UI http://localhost:{UI_PORT}) ...")
-    async with await WorkflowEnvironment.start_local(
-        data_converter=data_converter(codec),
-        search_attributes=sa.ALL,
-        dev_server_existing_path=scenarios.temporal_binary("temporal"),
+    async with await scenarios.start_dev_server(
+        converter=data_converter(codec),
         port=TEMPORAL_PORT,
         ui=True,
         ui_port=UI_PORT,

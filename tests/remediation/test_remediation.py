@@ -24,7 +24,7 @@ from activities.clients import ClientPool
 from activities.remediation import ADMIN_ROLE_TEMPLATE_IDS, RemediationActivities
 from config.settings import TenantSettings
 from emulator.scenario import load_scenario
-from emulator.server import running_emulator
+from emulator.server import serving_emulator
 from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
 from workflows.types import ActionInput, PlannedAction
 from tests.conftest import PROJECT_SCENARIOS
@@ -82,7 +82,7 @@ async def serve(cert_dir: Path, faults: list[dict[str, Any]], tenant_changes: di
     data = yaml.safe_load(SCENARIO.read_text())
     data["faults"] = faults
     data["tenant"].update(tenant_changes)
-    with running_emulator(load_scenario(yaml.safe_dump(data)), cert_dir) as emulator:
+    async with serving_emulator(load_scenario(yaml.safe_dump(data)), cert_dir) as emulator:
         pool = ClientPool([TenantSettings(
             tenant_id=TENANT, client_id=EMULATOR_CLIENT_ID, client_secret=SecretStr(EMULATOR_CLIENT_SECRET),
             authority_host=emulator.base_url, disable_instance_discovery=True,
