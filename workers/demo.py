@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities import cases
 from emulator.scenario import Scenario, load_scenario
 from workers import scenarios
+from workers.analysts import Analysts
 from workflows import search_attributes as sa
 from workflows.report import report_markdown
 from workflows.types import CaseReport, PendingApproval
@@ -83,7 +84,7 @@ async def run_demo(scenario_path: Path, auto_approve: bool) -> None:
             while not server.started:
                 await asyncio.sleep(0.05)
             case = await post_alert(scenario, token)
-            await follow_case(client, case, scenario, auto_approve)
+            await follow_case(client, case, scenario, auto_approve, stack.analysts)
         finally:
             server.should_exit = True
             await serving
@@ -103,7 +104,9 @@ async def post_alert(scenario: Scenario, token: str) -> str:
     return accepted["case_id"]
 
 
-async def follow_case(client: Client, case: str, scenario: Scenario, auto_approve: bool) -> None:
+async def follow_case(
+    client: Client, case: str, scenario: Scenario, auto_approve: bool, analysts: Analysts
+) -> None:
     """Show what waits for approval once, answer it if asked to, and print the report at the end."""
     result = asyncio.ensure_future(cases.handle(client, case).result())
     shown = False
@@ -114,7 +117,7 @@ async def follow_case(client: Client, case: str, scenario: Scenario, auto_approv
             typer.echo(approval_instructions(case, waiting, approvers))
             shown = True
         if auto_approve:
-            await scenarios.answer_approvals(client, case, scenario)
+            await scenarios.answer_approvals(client, case, scenario, analysts)
         await asyncio.wait([result], timeout=0.2)
     report = CaseReport.model_validate(result.result().model_dump())
     typer.echo("\n" + report_markdown(report))

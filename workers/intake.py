@@ -3,7 +3,8 @@
 Every route but `/healthz` needs `Authorization: Bearer <token>` (tokens from settings
 `intake.api_tokens`, by caller name); alert sources may sign instead (`intake.hmac_secrets`,
 see `workers/intake_auth.py`). The caller's name is
-the approver of a decision sent here, so nobody approves in someone else's name. Errors say
+the approver of a decision sent here, so nobody approves in someone else's name; the API signs
+the decision with its own key (`intake.signing_key`) in that name. Errors say
 what is wrong without echoing the payload. 202 means Temporal acknowledged the case start or
 signal; if Temporal is unreachable the answer is 503 so the sender retries. Every alert takes
 `cases.accept_alert`, the path the poller uses too (correlation: docs/intake.md).
@@ -26,8 +27,9 @@ from activities import cases
 from activities.alert_parsing import GenericAlert, PayloadError, parse_alerts
 from config.settings import Settings
 from workers.intake_auth import UNAUTHORIZED, SignatureVerifier, bearer_caller, read_body
+from workflows.signatures import load_private_key
 from workflows.poller import OpenedCase
-from workflows.types import CaseReport, CaseSummary, Decision, DecisionReceipt
+from workflows.types import CaseReport, CaseSummary, DecisionReceipt
 
 log = structlog.get_logger("quell.intake")
 
@@ -171,9 +173,16 @@ def create_app(settings: Settings, connect: Callable[[], Any]) -> FastAPI:
     async def get_report(case_id: str, who: Caller, client: Temporal) -> Any:
         return await _known(client, case_id, cases.report)
 
+    signing_key = (
+        load_private_key(settings.intake.signing_key.get_secret_value().encode())
+        if settings.intake.signing_key is not None else None
+    )
+
     @app.post("/v1/cases/{case_id:path}/approvals", response_model=DecisionReceipt)
     async def post_approval(case_id: str, body: ApprovalRequest, who: Caller, client: Temporal) -> Any:
-        decision = Decision(approver=who, **body.model_dump())
+        # Signed with the API's key in the name of the caller it authenticated (unsigned without a
+        # key, which the workflow refuses unless approval.allow_unsigned is on).
+        decision = cases.new_decision(case_id, approver=who, key=signing_key, **body.model_dump())
         try:
             return await _known(client, case_id, lambda c, k: cases.decide(c, k, decision))
         except cases.DecisionRefused as refused:
