@@ -254,10 +254,10 @@ def sign(
     decide` or `temporal workflow signal --name decision`. It must arrive within the approval window."""
     signing_key = _signing_key(as_, key)
 
-    async def plan_hash() -> str:
-        return plan or await cases.current_plan_hash(await _client(temporal_address), case)
+    async def current_plan() -> str:
+        return await cases.current_plan_hash(await _client(temporal_address), case)
 
-    decision = cases.new_decision(case, action, asyncio.run(plan_hash()), as_, approve, reason, signing_key)
+    decision = cases.new_decision(case, action, plan or asyncio.run(current_plan()), as_, approve, reason, signing_key)
     typer.echo(decision.model_dump_json())
 
 

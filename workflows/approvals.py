@@ -158,11 +158,13 @@ def validate_signed(
     excluded: list[str],
 ) -> None:
     """Raise ValueError with the reason when a decision must be refused (signed approvals)."""
-    record = _pending_record(decision, plan, records)
+    if plan is None:
+        raise ValueError("the case has no plan yet")
     if problem := decision_problem(decision, case_id, trust, now):
         raise ValueError(problem)
     if decision.signed and decision.nonce in nonces:
         raise ValueError(f"nonce {decision.nonce} was used before: a signed decision counts once")
+    record = _pending_record(decision, plan, records)
     if _fold(decision.approver) in excluded:
         raise ValueError(f"{decision.approver} is named by this case's findings or actions and cannot decide them")
     if any(_same(decision.approver, earlier) for earlier in record.approved_by):
