@@ -23,35 +23,45 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import cases
 from emulator.scenario import Scenario, load_scenario
-from workers import scenarios
+from workers import key_files, scenarios
 from workers.analysts import Analysts
 from workflows import search_attributes as sa
 from workflows.report import report_markdown
 from workflows.types import CaseReport, PendingApproval
 
+DEMO_KEYS = Path(".quell/demo-keys")
 TEMPORAL_PORT = 7233
 UI_PORT = 8233
 INTAKE_PORT = 8088
 
 
-def approval_instructions(case: str, pending: list[PendingApproval], approvers: list[str]) -> str:
+def write_demo_keys(analysts: Analysts) -> dict[str, Path]:
+    """The analysts' private keys of this run as files, for `quell approve --key` by hand."""
+    paths = {}
+    for account, key in analysts.keys.items():
+        paths[account] = DEMO_KEYS / f"{account}.pem"
+        paths[account].unlink(missing_ok=True)
+        key_files.write_key(paths[account], key)
+    return paths
+
+
+def approval_instructions(case: str, pending: list[PendingApproval], keys: dict[str, Path]) -> str:
     lines = [f"Case {case} waits for approval of:"]
     for p in pending:
         lines.append(f"  {p.action_id}  {p.kind}  {p.target or '-'}  ({p.policy}, plan {p.plan_hash})")
         lines.append(f"      {p.reason}")
     first = pending[0]
-    who = approvers[0] if approvers else "soc1@contoso.com"
+    who, key = next(iter(keys.items())) if keys else ("soc1@contoso.com", Path("KEY.pem"))
+    sign = (f".venv/bin/quell sign {shlex.quote(case)} {first.action_id} --approve --as {who} --key {key} "
+            f"--plan {first.plan_hash}")
     lines += [
         "",
-        "Approve from another terminal, one action at a time:",
-        f"  .venv/bin/quell approve {shlex.quote(case)} {first.action_id} --as {who} "
+        "Approve from another terminal, one action at a time (signed with the analyst's demo key):",
+        f"  .venv/bin/quell approve {shlex.quote(case)} {first.action_id} --as {who} --key {key} "
         f"--temporal-address localhost:{TEMPORAL_PORT}",
-        "or with the stock Temporal CLI:",
+        "or with the stock Temporal CLI (a decision signed by `quell sign` counts for 15 minutes):",
         f"  .venv/bin/temporal workflow update execute --address localhost:{TEMPORAL_PORT} "
-        f"--workflow-id {shlex.quote(case)} --name decide --input "
-        + shlex.quote(
-            f'{{"action_id": "{first.action_id}", "approver": "{who}", "plan_hash": "{first.plan_hash}", "approve": true}}'
-        ),
+        f"--workflow-id {shlex.quote(case)} --name decide --input \"$({sign})\"",
         "List what still waits:",
         f"  .venv/bin/quell pending --temporal-address localhost:{TEMPORAL_PORT}",
         "",
@@ -113,8 +123,7 @@ async def follow_case(
     while not result.done():
         waiting = await cases.pending(client, case)
         if waiting and not shown:
-            approvers = scenario.approvals.approvers if scenario.approvals else []
-            typer.echo(approval_instructions(case, waiting, approvers))
+            typer.echo(approval_instructions(case, waiting, write_demo_keys(analysts)))
             shown = True
         if auto_approve:
             await scenarios.answer_approvals(client, case, scenario, analysts)

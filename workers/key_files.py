@@ -26,13 +26,18 @@ def default_key_path(account: str) -> Path:
     return config_dir() / f"{account.strip().casefold()}.ed25519.pem"
 
 
-def write_new_key(path: Path, passphrase: str | None) -> Ed25519PrivateKey:
-    """A new key pair; the private key goes to `path` (created 0600, never overwritten)."""
-    key = Ed25519PrivateKey.generate()
+def write_key(path: Path, key: Ed25519PrivateKey, passphrase: str | None = None) -> None:
+    """Write the private key to `path`, created 0600 (an existing file is never overwritten)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as file:
         file.write(signatures.private_key_pem(key, passphrase))
+
+
+def write_new_key(path: Path, passphrase: str | None) -> Ed25519PrivateKey:
+    """A new key pair; the private key goes to `path`."""
+    key = Ed25519PrivateKey.generate()
+    write_key(path, key, passphrase)
     return key
 
 

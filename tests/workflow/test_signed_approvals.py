@@ -32,6 +32,7 @@ from workers.cli import app as quell
 from workers.scenarios import RunOptions, Stack, temporal_binary, tenant_stack
 from workflows import signatures
 from workflows.case import ConnectorCaseWorkflow
+from workflows.report import report_markdown
 from workflows.types import (
     ActionInput,
     ApprovalPolicy,
@@ -182,6 +183,8 @@ async def test_forged_replayed_stale_and_self_approvals_are_refused(client, cert
     assert [d.key_id for d in records["reset_admin_password"].decisions] == [
         api_key, signatures.key_id(signatures.public_key_text(stack.analysts.keys[SOC2].public_key()))]
     assert all(d.signature and d.nonce and d.issued_at for r in report.actions for d in r.decisions)
+    first = records["revert_connector_change"].decisions[0]
+    assert f"key {first.key_id}, issued" in report_markdown(report) and first.signature in report_markdown(report)
 
     # Offline verification: the report as stored passes; one altered signature is named.
     saved = tmp_path / "report.json"
