@@ -47,7 +47,4 @@ def is_encrypted(path: Path) -> bool:
 
 def read_key(path: Path, passphrase: str | None) -> Ed25519PrivateKey:
     """Raise ValueError when the file holds no Ed25519 key or the passphrase is wrong."""
-    try:
-        return signatures.load_private_key(path.read_bytes(), passphrase)
-    except TypeError as wrong:  # encrypted without a passphrase, or a passphrase for a plain key
-        raise ValueError(str(wrong)) from None
+    return signatures.load_private_key(path.read_bytes(), passphrase)

@@ -64,9 +64,12 @@ def private_key_pem(key: Ed25519PrivateKey, passphrase: str | None = None) -> by
 
 
 def load_private_key(pem: bytes, passphrase: str | None = None) -> Ed25519PrivateKey:
-    """Raise ValueError when `pem` is not an Ed25519 private key (or the passphrase is wrong);
-    TypeError when it is encrypted and no passphrase was given."""
-    key = load_pem_private_key(pem, passphrase.encode() if passphrase else None)
+    """Raise ValueError when `pem` is not an Ed25519 private key, or the passphrase is wrong or
+    missing."""
+    try:
+        key = load_pem_private_key(pem, passphrase.encode() if passphrase else None)
+    except TypeError as wrong:  # encrypted without a passphrase, or a passphrase for a plain key
+        raise ValueError(str(wrong)) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("not an Ed25519 private key")
     return key

@@ -45,3 +45,18 @@ def test_blank_notify_webhook_means_none(monkeypatch, tmp_path):
     monkeypatch.setenv("QUELL_CONFIG", str(tmp_path / "absent.toml"))
     monkeypatch.setenv("QUELL_NOTIFY_WEBHOOK", "")
     assert Settings().notify_webhook is None
+
+
+def test_the_approvals_api_key_pair_must_match(monkeypatch, tmp_path):
+    from workers.analysts import ApiKey
+
+    monkeypatch.setenv("QUELL_CONFIG", str(tmp_path / "absent.toml"))
+    mine, other = ApiKey.generate(), ApiKey.generate()
+    settings = Settings(intake={"signing_key": mine.private_pem}, approval={"api_public_key": mine.public_key})
+    assert mine.private_pem.get_secret_value() not in settings.model_dump_json()
+    with pytest.raises(ValidationError, match="not the public key of intake.signing_key"):
+        Settings(intake={"signing_key": mine.private_pem}, approval={"api_public_key": other.public_key})
+    with pytest.raises(ValidationError, match="has no public key"):
+        Settings(approval={"approvers": ["soc1@contoso.com"]})
+    assert Settings(approval={"approvers": ["soc1@contoso.com"], "allow_unsigned": True}).approval.accounts() == [
+        "soc1@contoso.com"]
