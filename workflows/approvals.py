@@ -49,12 +49,12 @@ def is_approved(record: ActionRecord) -> bool:
     return len(record.approved_by) >= required_approvals(record)
 
 
-def _same(a: str, b: str) -> bool:
-    return a.strip().casefold() == b.strip().casefold()
-
-
 def _fold(text: str) -> str:
     return text.strip().casefold()
+
+
+def _same(a: str, b: str) -> bool:
+    return _fold(a) == _fold(b)
 
 
 def _pending_record(decision: Decision, plan: Plan | None, records: dict[str, ActionRecord]) -> ActionRecord:
@@ -118,8 +118,8 @@ def decision_problem(
         return f"key {decision.key_id} belongs to {owner}, not to {decision.approver}"
     if not signatures.signature_valid(decision, public_key):
         return f"bad signature (key {decision.key_id})"
-    if decision.issued_at is None:
-        return "a signed decision needs issued_at"
+    if decision.issued_at is None or not decision.nonce:
+        return "a signed decision needs issued_at and a nonce"
     if now is not None:
         age = max_age or trust.window
         if decision.issued_at < now - age:
