@@ -8,13 +8,17 @@ its state is read by query, and decisions are sent as the validated `decide` upd
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import datetime, timezone
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from config.settings import Settings
 from workflows import search_attributes as sa
+from workflows import signatures
 from workflows.case import ConnectorCaseWorkflow
 from workflows.types import (
     AlertRef,
@@ -60,7 +64,7 @@ def case_input(settings: Settings, alert: AlertRef, related_cases: list[str] | N
         alert=alert,
         organization=tenant.organization,
         thresholds=settings.thresholds,
-        policy=settings.approval,
+        policy=settings.approval.policy(),
         mode=settings.mode,
         mfa_report_only=settings.mfa_report_only,
         related_cases=related_cases or [],
@@ -168,6 +172,23 @@ async def all_pending(client: Client) -> list[PendingApproval]:
     for case in await open_cases(client, waiting_only=True):
         found.extend(await pending(client, case))
     return found
+
+
+def new_decision(
+    case: str,
+    action_id: str,
+    plan_hash: str,
+    approver: str,
+    approve: bool,
+    reason: str,
+    key: Ed25519PrivateKey | None,
+) -> Decision:
+    """A decision issued now with a fresh nonce, signed with `key` (unsigned without one)."""
+    decision = Decision(
+        case_id=case, action_id=action_id, plan_hash=plan_hash, approver=approver, approve=approve,
+        reason=reason, issued_at=datetime.now(timezone.utc), nonce=secrets.token_hex(16),
+    )
+    return signatures.sign(decision, key) if key is not None else decision
 
 
 async def decide(client: Client, case: str, decision: Decision) -> DecisionReceipt:

@@ -1,6 +1,9 @@
 """Remediation actions: one idempotent, verified activity per action kind (`action.<kind>`),
 and `BY_KIND`, the one table from an action's kind to its activity.
 
+Before it touches the tenant, every action passes `approval_gate.authorise` against the worker's
+current settings (kind `auto`, or enough valid signed approvals for this case, action and plan).
+
 Every action reads the current state first and answers `already_done` when the tenant is
 already where the action would put it, so a Temporal retry or a rerun is safe. In `dry_run` it
 reads and reports what it would do, and writes nothing. Otherwise it acts, reads again, and
@@ -42,6 +45,8 @@ from msgraph.generated.users.item.user_item_request_builder import UserItemReque
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.approval_gate import ApprovalLoader, authorise
+from activities.alert_parsing import POLICY_TITLE
 from activities.clients import ClientPool, ExoClient, ExoError, TenantClients, graph_failure
 from workflows.types import (
     ActionInput,
@@ -84,8 +89,9 @@ USER_MARKERS = ["id", "userPrincipalName", "lastPasswordChangeDateTime", "signIn
 class RemediationActivities:
     """The `action.*` activities; the workflow runs one per approved PlannedAction, in plan order."""
 
-    def __init__(self, pool: ClientPool) -> None:
+    def __init__(self, pool: ClientPool, approval: ApprovalLoader) -> None:
         self._pool = pool
+        self._approval = approval
 
     def all(self) -> list[Callable[[ActionInput], Awaitable[ActionOutcome]]]:
         return [method.__get__(self) for method in BY_KIND.values()]
@@ -95,7 +101,7 @@ class RemediationActivities:
     @activity.defn(name="action.disable-connector")
     async def disable_connector(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, ConnectorParams)
-        exo = self._clients(inp).exo
+        exo = self._authorised_clients(inp).exo
         before = await _connector(exo, p)
         if before is None:
             raise ApplicationError(f"connector {p.identity} not found", type="ConnectorNotFound", non_retryable=True)
@@ -112,7 +118,7 @@ class RemediationActivities:
     @activity.defn(name="action.remove-connector")
     async def remove_connector(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, ConnectorParams)
-        exo = self._clients(inp).exo
+        exo = self._authorised_clients(inp).exo
         before = await _connector(exo, p)
         if before is None:
             return run.already(f"connector {p.identity} no longer exists")
@@ -126,7 +132,7 @@ class RemediationActivities:
     @activity.defn(name="action.revert-connector-change")
     async def revert_connector_change(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, RevertParams)
-        exo = self._clients(inp).exo
+        exo = self._authorised_clients(inp).exo
         before = await _connector(exo, p)
         if before is None:
             raise ApplicationError(f"connector {p.identity} not found", type="ConnectorNotFound", non_retryable=True)
@@ -146,12 +152,12 @@ class RemediationActivities:
     async def unblock_connector(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, UnblockConnectorParams)
         label = f"connector {p.connector_id}"
-        return await _lift(self._clients(inp).exo, run, BLOCKED_CONNECTOR, p.connector_id, label)
+        return await _lift(self._authorised_clients(inp).exo, run, BLOCKED_CONNECTOR, p.connector_id, label)
 
     @activity.defn(name="action.unblock-sender")
     async def unblock_sender(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, UnblockSenderParams)
-        return await _lift(self._clients(inp).exo, run, BLOCKED_SENDER, p.sender_address, p.sender_address)
+        return await _lift(self._authorised_clients(inp).exo, run, BLOCKED_SENDER, p.sender_address, p.sender_address)
 
     # ------------------------------------------------------------------ Graph: the acting admin
 
@@ -164,7 +170,7 @@ class RemediationActivities:
         approval wait is older and does not count as done.
         """
         run, p = _Run(inp), _params(inp, UserParams)
-        users = self._clients(inp).graph.users.by_user_id(p.user)
+        users = self._authorised_clients(inp).graph.users.by_user_id(p.user)
         before = await _read(users.get(_select(USER_MARKERS)))
         since = activity.info().scheduled_time
         if _at_or_after(before.last_password_change_date_time, since):
@@ -185,7 +191,7 @@ class RemediationActivities:
     async def revoke_sessions(self, inp: ActionInput) -> ActionOutcome:
         """Idempotency marker: signInSessionsValidFromDateTime at or after the first scheduling."""
         run, p = _Run(inp), _params(inp, UserParams)
-        users = self._clients(inp).graph.users.by_user_id(p.user)
+        users = self._authorised_clients(inp).graph.users.by_user_id(p.user)
         before = await _read(users.get(_select(USER_MARKERS)))
         if _at_or_after(before.sign_in_sessions_valid_from_date_time, activity.info().scheduled_time):
             return run.already(f"sessions of {before.user_principal_name} already revoked at "
@@ -201,7 +207,7 @@ class RemediationActivities:
     @activity.defn(name="action.require-admin-mfa")
     async def require_admin_mfa(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, MfaParams)
-        policies = self._clients(inp).graph.identity.conditional_access.policies
+        policies = self._authorised_clients(inp).graph.identity.conditional_access.policies
         existing = await _admin_mfa_policies(policies)
         enforced = [x for x in existing if x.state == ConditionalAccessPolicyState.Enabled]
         if enforced:
@@ -238,7 +244,10 @@ class RemediationActivities:
     @activity.defn(name="action.classify-alert")
     async def classify_alert(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, ClassifyParams)
-        alerts = self._clients(inp).graph.security.alerts_v2.by_alert_id(p.alert_id)
+        clients = self._authorised_clients(inp)
+        if refusal := await _not_ours(clients.graph_http, p.alert_id, inp.tenant_id):
+            return run.refused(refusal)
+        alerts = clients.graph.security.alerts_v2.by_alert_id(p.alert_id)
         wanted = _wanted_alert(p)
         if _alert_is(await _read(alerts.get()), wanted):
             return run.already(f"alert {p.alert_id} is already {_describe(wanted)}")
@@ -261,7 +270,9 @@ class RemediationActivities:
         Idempotency marker: a last line naming the case and action, found among the alert's comments.
         """
         run, p = _Run(inp), _params(inp, CommentParams)
-        http = self._clients(inp).graph_http
+        http = self._authorised_clients(inp).graph_http
+        if refusal := await _not_ours(http, p.alert_id, inp.tenant_id):
+            return run.refused(refusal)
         path = f"/security/alerts_v2/{quote(p.alert_id, safe='')}"
         marker = f"[quell case {inp.case_id} action {inp.action.id}]"
         if await _has_comment(http, path, marker):
@@ -277,7 +288,9 @@ class RemediationActivities:
 
     # ------------------------------------------------------------------ helpers
 
-    def _clients(self, inp: ActionInput) -> TenantClients:
+    def _authorised_clients(self, inp: ActionInput) -> TenantClients:
+        """The tenant's clients, only for an action the worker's approval settings let run."""
+        authorise(inp, self._approval())
         return self._pool.for_tenant(inp.tenant_id)
 
 
@@ -304,6 +317,13 @@ class _Run:
     def would(self, detail: str) -> ActionOutcome:
         self._log.info("dry run", detail=detail)
         return ActionOutcome(status="dry_run", verified=False, detail=f"dry run: would {detail}")
+
+    def refused(self, detail: str) -> ActionOutcome:
+        """Nothing written, on purpose (the detail says why)."""
+        self._log.warning("action refused", detail=detail)
+        if self.dry:
+            return ActionOutcome(status="dry_run", verified=False, detail=f"dry run: would not write, {detail}")
+        return ActionOutcome(status="skipped", verified=False, detail=detail)
 
     def not_verified(self, detail: str) -> ApplicationError:
         self._log.warning("action not verified", detail=detail)
@@ -432,6 +452,24 @@ async def _admin_mfa_policies(policies: Any) -> list[ConditionalAccessPolicy]:
         if all(r in included and r not in excluded for r in ADMIN_ROLE_TEMPLATE_IDS):
             matching.append(policy)
     return matching
+
+
+async def _not_ours(http: Any, alert_id: str, tenant_id: str) -> str | None:
+    """Why quell must not write to this alert, or None. It writes only to alerts that Graph
+    returns in the case's tenant and that are connector alerts (the policy's title): an alert id
+    from a generic payload, or one an attacker signalled into the case, is never written to."""
+    try:
+        alert = await http.request("GET", f"/security/alerts_v2/{quote(alert_id, safe='')}")
+    except ApplicationError as failure:
+        if failure.type == "GraphHttp404":
+            return f"alert {alert_id} not written: Graph does not know it in tenant {tenant_id}"
+        raise
+    if str((alert or {}).get("tenantId") or tenant_id) != tenant_id:
+        return f"alert {alert_id} not written: it belongs to another tenant"
+    title = str((alert or {}).get("title", ""))
+    if title.strip().casefold() != POLICY_TITLE:
+        return f"alert {alert_id} not written: '{title[:80]}' is not a connector alert"
+    return None
 
 
 def _wanted_alert(p: ClassifyParams) -> dict[str, str]:

@@ -25,7 +25,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from workflows.types import ApprovalPolicy, Mode, Organization, Thresholds
+from workflows import signatures
+from workflows.types import ApprovalPolicy, ApproverKey, Mode, Organization, PolicyKind, Thresholds, Trust
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 EXO_SCOPE = "https://outlook.office365.com/.default"
@@ -268,6 +269,9 @@ class IntakeSettings(Section):
     max_body_bytes: int = 1_000_000
     codec_cors_origins: list[str] = []
     """Browser origins (the Temporal UI's, e.g. "http://localhost:8233") allowed to call `/codec`."""
+    signing_key: SecretStr | None = None
+    """PEM (PKCS#8, unencrypted) Ed25519 private key the approvals API signs decisions with, in
+    the name of the caller it authenticated; its public key is `approval.api_public_key`."""
     related_window: timedelta = timedelta(hours=24)
     """A case for the same tenant and key that closed within this window is named in a new case's
     `related_cases`, and an alert such a case already absorbed is acknowledged without a new case."""
@@ -311,6 +315,76 @@ class PollerSettings(Section):
     """Graph pages (`@odata.nextLink`) one pass follows at most; the rest waits for the next pass."""
 
 
+class ApprovalSettings(BaseModel):
+    """Who may approve what, with which keys, and how long a request waits (`[approval]`).
+
+    The worker reads it for every case (the `approvals.trust` activity, and again in every action
+    activity), so an edit of the config file counts for running cases at their next refresh.
+    """
+
+    approvers: list[ApproverKey | str] = []
+    """`{account, public_key}` entries (an account may have several keys); plain account names
+    only with `allow_unsigned`."""
+    api_public_key: str | None = None
+    """The approvals API's public key (`quell keys init --api`): it may sign for any approver."""
+    allow_unsigned: bool = False
+    """Accept unsigned decisions from the listed accounts. Demo and emulator scenarios only:
+    anyone who can reach Temporal can then approve in an approver's name."""
+    by_action: dict[str, PolicyKind] = ApprovalPolicy().by_action
+    default: PolicyKind = "approve"
+    remind_every: timedelta = timedelta(minutes=30)
+    escalate_after_reminders: int = 2
+    expire_after: timedelta = timedelta(hours=8)
+    window: timedelta = timedelta(minutes=15)
+    """A decision must arrive within this of being signed."""
+    max_skew: timedelta = timedelta(minutes=2)
+    """How far in the future a signature's issued-at may be (the signer's clock ahead)."""
+    valid_for: timedelta = timedelta(hours=9)
+    """How long a signed approval authorises its action in the action activity (longer than
+    `expire_after`: an approved action may wait for the actions before it)."""
+
+    @model_validator(mode="after")
+    def _keys_unless_unsigned(self) -> ApprovalSettings:
+        for entry in self.approvers:
+            if isinstance(entry, str) and not self.allow_unsigned:
+                raise ValueError(
+                    f"approver {entry} has no public key: give {{account, public_key}} "
+                    "(quell keys init), or set allow_unsigned (demo only)"
+                )
+            if isinstance(entry, ApproverKey):
+                signatures.load_public_key(entry.public_key)
+        if self.api_public_key is not None:
+            signatures.load_public_key(self.api_public_key)
+        return self
+
+    def accounts(self) -> list[str]:
+        names = [e if isinstance(e, str) else e.account for e in self.approvers]
+        return list(dict.fromkeys(n.strip().casefold() for n in names))
+
+    def for_action(self, kind: str) -> PolicyKind:
+        return self.by_action.get(kind, self.default)
+
+    def policy(self) -> ApprovalPolicy:
+        """The policy a case's input carries (the workflow reads only its timing)."""
+        return ApprovalPolicy(
+            approvers=self.accounts(), by_action=self.by_action, default=self.default,
+            remind_every=self.remind_every, escalate_after_reminders=self.escalate_after_reminders,
+            expire_after=self.expire_after,
+        )
+
+    def trust(self) -> Trust:
+        return Trust(
+            approvers=self.accounts(),
+            keys=[e for e in self.approvers if isinstance(e, ApproverKey)],
+            api_key=self.api_public_key,
+            by_action=self.by_action,
+            default=self.default,
+            allow_unsigned=self.allow_unsigned,
+            window=self.window,
+            max_skew=self.max_skew,
+        )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QUELL_", env_nested_delimiter="__", extra="forbid", hide_input_in_errors=True
@@ -319,7 +393,7 @@ class Settings(BaseSettings):
     temporal: TemporalSettings = TemporalSettings()
     codec: CodecSettings = CodecSettings()
     tenants: list[TenantSettings] = []
-    approval: ApprovalPolicy = ApprovalPolicy()
+    approval: ApprovalSettings = ApprovalSettings()
     thresholds: Thresholds = Thresholds()
     mode: Mode = "enforce"
     mfa_report_only: bool = True
@@ -360,6 +434,16 @@ class Settings(BaseSettings):
             TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
         )
 
+    @model_validator(mode="after")
+    def _api_key_pair(self) -> Settings:
+        if self.intake.signing_key is None:
+            return self
+        private = signatures.load_private_key(self.intake.signing_key.get_secret_value().encode())
+        if signatures.public_key_text(private.public_key()) != self.approval.api_public_key:
+            raise ValueError("approval.api_public_key is not the public key of intake.signing_key: "
+                             "the worker could not verify what the approvals API signs")
+        return self
+
     def tenant(self, tenant_id: str) -> TenantSettings:
         for tenant in self.tenants:
             if tenant.tenant_id == tenant_id:
@@ -378,3 +462,8 @@ def load_settings() -> Settings:
             for error in invalid.errors(include_input=False, include_url=False)
         ]
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def current_approval() -> ApprovalSettings:
+    """The `[approval]` settings as the config file and environment say now (read on every call)."""
+    return load_settings().approval

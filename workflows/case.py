@@ -3,6 +3,12 @@
 `run` reads like the playbook; every decision is a pure function (grading, planning, approvals)
 and every side effect an activity. Approvals arrive as the `decide` update (validated, so a
 rejected request leaves no history) or the `decision` signal for tools that can only signal.
+
+Signed approvals (docs/security.md): who may approve, with which keys, and which kinds need
+approval come from the worker's settings through the `approvals.trust` activity, fetched
+before planning and again before each action that needed approval; decisions are verified
+against the last trust fetched, and each action activity verifies them again on its own.
+Cases started before this (no `signed-approvals` marker) replay with the old rules.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities import remediation
+    from activities.approval_gate import TrustActivities
     from activities.notify import NotifyActivities
     from workflows import approvals, evidence, grading, planning, retries
     from workflows import search_attributes as sa
@@ -37,10 +44,12 @@ with workflow.unsafe.imports_passed_through():
         PendingApproval,
         Plan,
         PlannedAction,
+        Trust,
         Verdict,
     )
 
 ACTION_TIMEOUT = timedelta(minutes=2)
+SIGNED_APPROVALS = "signed-approvals"
 
 
 def playbook_notes(collected: Evidence) -> dict[str, object]:
@@ -73,11 +82,17 @@ class ConnectorCaseWorkflow:
         self._ignored_signals: list[str] = []
         self._started = workflow.now()
         self._finished: datetime | None = None
+        self._signed = False
+        self._trust: Trust | None = None
+        self._nonces: set[str] = set()
+        self._case_accounts: list[str] = []
+        self._withdrawn: list[str] = []
 
     # ------------------------------------------------------------------ run
 
     @workflow.run
     async def run(self, case: CaseInput) -> CaseReport:
+        self._signed = workflow.patched(SIGNED_APPROVALS)
         workflow.upsert_search_attributes([sa.TENANT.value_set(case.tenant_id)])
         self._set_stage("resolving")
         resolution = await evidence.resolve_connector(case)
@@ -95,7 +110,14 @@ class ConnectorCaseWorkflow:
         workflow.upsert_search_attributes([sa.VERDICT.value_set(self._verdict.kind)])
         workflow.set_current_details(f"Verdict: {self._verdict.kind}")
 
+        if self._signed:
+            trust = await self._fetch_trust()
+            # Plan with the worker's policy: the input's policy is whatever the starter wrote.
+            case = case.model_copy(update={"policy": case.policy.model_copy(
+                update={"approvers": trust.approvers, "by_action": trust.by_action, "default": trust.default}
+            )})
         self._plan = planning.plan(case, self._verdict, collected)
+        self._case_accounts = approvals.case_accounts(self._verdict.findings, self._plan)
         self._records = {a.id: ActionRecord(action=a) for a in self._plan.actions}
         await self._request_approvals()
         await self._remediate()
@@ -146,9 +168,44 @@ class ConnectorCaseWorkflow:
         self._set_stage("remediating")
         self._refresh_pending()
 
+    async def _fetch_trust(self) -> Trust:
+        self._trust = await workflow.execute_activity_method(
+            TrustActivities.trust,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=retries.TRUST,
+            summary="approval policy and keys from the worker's settings",
+        )
+        return self._trust
+
+    async def _await_trusted_decision(self, record: ActionRecord) -> None:
+        """Wait for the decision, then re-read the trust: approvals that no longer count under
+        the worker's current settings are withdrawn and the action waits again."""
+        while True:
+            await self._await_decision(record)
+            if not self._signed or record.status != "awaiting_approval":
+                return
+            withdrawn = approvals.withdraw_untrusted(record, workflow.info().workflow_id, await self._fetch_trust())
+            if not withdrawn:
+                return
+            self._withdrawn.extend(withdrawn)
+            workflow.logger.warning("approvals withdrawn", extra={"withdrawn": withdrawn})
+
+    def _validate(self, decision: Decision) -> None:
+        if not self._signed:
+            approvals.validate(decision, self._plan, self._records, self._case.policy)
+            return
+        if self._trust is None:
+            raise ValueError("the case has no plan yet")
+        approvals.validate_signed(
+            decision, workflow.info().workflow_id, self._plan, self._records, self._trust, workflow.now(),
+            self._nonces, self._case_accounts,
+        )
+
     @workflow.update(name="decide")
     def decide(self, decision: Decision) -> DecisionReceipt:
         record = self._records[decision.action_id]
+        if decision.signed:
+            self._nonces.add(decision.nonce)
         approvals.apply(record, decision, workflow.now())
         workflow.logger.info(
             "decision recorded",
@@ -159,13 +216,13 @@ class ConnectorCaseWorkflow:
 
     @decide.validator
     def _validate_decide(self, decision: Decision) -> None:
-        approvals.validate(decision, self._plan, self._records, self._case.policy)
+        self._validate(decision)
 
     @workflow.signal(name="decision")
     def decision(self, decision: Decision) -> None:
         """The same as `decide` for tools that can only signal: invalid ones are logged and dropped."""
         try:
-            approvals.validate(decision, self._plan, self._records, self._case.policy)
+            self._validate(decision)
         except ValueError as invalid:
             self._ignored_signals.append(f"{decision.action_id} by {decision.approver}: {invalid}")
             workflow.logger.warning("decision signal ignored", extra={"reason": str(invalid)})
@@ -191,7 +248,7 @@ class ConnectorCaseWorkflow:
                     approvals.skip(record, f"requires {', '.join(blocked_by)}", workflow.now())
                     self._refresh_pending()
                     continue
-                await self._await_decision(record)
+                await self._await_trusted_decision(record)
             if record.status in ("rejected", "expired", "skipped"):
                 continue  # decided against (possibly before its turn came), or timed out
             if action.policy == "never" and self._case.mode == "enforce":
@@ -209,7 +266,7 @@ class ConnectorCaseWorkflow:
         outcomes: list[ActionOutcome] = []
         try:
             for action in self._per_alert(record.action):
-                outcomes.append(await self._run_action(action, record.approved_by))
+                outcomes.append(await self._run_action(action, record))
         except ActivityError as failure:
             record.status = "failed"
             record.verified = False
@@ -229,8 +286,9 @@ class ConnectorCaseWorkflow:
             for alert in self._alerts
         ]
 
-    async def _run_action(self, action: PlannedAction, approved_by: list[str]) -> ActionOutcome:
-        approved = f" approved by {', '.join(approved_by)}" if approved_by else ""
+    async def _run_action(self, action: PlannedAction, record: ActionRecord) -> ActionOutcome:
+        approved = f" approved by {', '.join(record.approved_by)}" if record.approved_by else ""
+        signed = {"plan": self._plan, "decisions": record.decisions, "case_accounts": self._case_accounts}
         return await workflow.execute_activity_method(
             remediation.BY_KIND[action.kind],
             ActionInput(
@@ -238,6 +296,7 @@ class ConnectorCaseWorkflow:
                 case_id=workflow.info().workflow_id,
                 action=action,
                 mode=self._case.mode,
+                **(signed if self._signed else {}),
             ),
             start_to_close_timeout=ACTION_TIMEOUT,
             retry_policy=retries.TENANT,
@@ -286,7 +345,8 @@ class ConnectorCaseWorkflow:
             reasons=verdict.reasons if verdict else [],
             plan_hash=self._plan.hash if self._plan else None,
             actions=list(self._records.values()),
-            notes={**self._notes, "ignored_signals": self._ignored_signals, "related_cases": self._case.related_cases},
+            notes={**self._notes, "ignored_signals": self._ignored_signals, "withdrawn_approvals": self._withdrawn,
+                   "related_cases": self._case.related_cases},
             started_at=self._started,
             finished_at=self._finished,
         )

@@ -2,8 +2,9 @@
 
 Pure: the workflow (or the CLI, from the `report` query) renders a `CaseReport`; nothing here
 reads the clock or the tenant. It shows the verdict and the findings with their evidence, the
-plan, every action with its status, approvers, timestamps and verification, and, when the case
-needs manual work, what was and was not done.
+plan, every action with its status, approvers, timestamps and verification, each decision with
+its key id, nonce, issue time and signature (what `quell report --verify` checks), and, when the
+case needs manual work, what was and was not done.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from workflows.types import ActionRecord, CaseReport
+from workflows.types import ActionRecord, CaseReport, Decision
 
 EXECUTED = ("done", "already_done")
 NOT_DONE_BECAUSE = {
@@ -104,9 +105,18 @@ def _action_detail(record: ActionRecord) -> str:
     elif record.approved_by:
         said = f": {_inline(record.decision_reason)}" if record.decision_reason else ""
         lines.append(f"  - approved by {', '.join(record.approved_by)} at {_time(record.decided_at)}{said}")
+    lines += [f"  - {_decision(d)}" for d in record.decisions]
     if record.detail:
         lines.append(f"  - result: {_inline(record.detail)}")
     return "\n".join(lines)
+
+
+def _decision(d: Decision) -> str:
+    answer = "approval" if d.approve else "rejection"
+    if not d.signed:
+        return f"{answer} by {d.approver}: unsigned"
+    return (f"{answer} by {d.approver}: key {d.key_id}, issued {_time(d.issued_at)}, nonce {d.nonce}, "
+            f"signature `{d.signature}`")
 
 
 def _outcome(report: CaseReport) -> str:

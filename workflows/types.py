@@ -14,7 +14,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Direction = Literal["inbound", "outbound"]
 Mode = Literal["enforce", "dry_run"]
@@ -123,7 +123,13 @@ class Thresholds(Frozen):
 
 
 class ApprovalPolicy(Frozen):
-    """Who may approve what, and how long a request waits."""
+    """Who may approve what, and how long a request waits.
+
+    A case carries one in its input, but since signed approvals (docs/security.md) the workflow
+    reads only the timing from it (remind, escalate, expire): who may approve, with which keys,
+    and which kinds need approval come from the worker's settings (`Trust`), because whoever
+    can start a workflow writes its input.
+    """
 
     approvers: list[str] = []
     by_action: dict[str, PolicyKind] = {
@@ -135,6 +141,40 @@ class ApprovalPolicy(Frozen):
     remind_every: timedelta = timedelta(minutes=30)
     escalate_after_reminders: int = 2
     expire_after: timedelta = timedelta(hours=8)
+
+    def for_action(self, kind: str) -> PolicyKind:
+        return self.by_action.get(kind, self.default)
+
+
+class ApproverKey(Frozen):
+    """An approver's account and one Ed25519 public key their decisions are signed with
+    (`ed25519:<base64 of the 32-byte key>`, as `quell keys init` prints it). An account may
+    have several entries, one per key."""
+
+    account: str
+    public_key: str
+
+
+class Trust(BaseModel):
+    """What the worker's settings say about approvals now (the `approvals.trust` activity's
+    result): accounts, their public keys, the approvals API's public key, the policy per kind and
+    the time bounds of a signature. Public keys only, never a secret."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    approvers: list[str] = []
+    """Accounts that may decide (case-folded)."""
+    keys: list[ApproverKey] = []
+    api_key: str | None = None
+    """The approvals API's public key: it signs for any of `approvers` (the caller it authenticated)."""
+    by_action: dict[str, PolicyKind] = {}
+    default: PolicyKind = "approve"
+    allow_unsigned: bool = False
+    """Accept unsigned decisions from `approvers` (demo and emulator scenarios only)."""
+    window: timedelta = timedelta(minutes=15)
+    """A decision signed longer ago than this when it arrives is refused."""
+    max_skew: timedelta = timedelta(minutes=2)
+    """A decision signed further than this in the future (the signer's clock ahead) is refused."""
 
     def for_action(self, kind: str) -> PolicyKind:
         return self.by_action.get(kind, self.default)
@@ -610,13 +650,27 @@ class Plan(Frozen):
 
 
 class Decision(Frozen):
-    """An analyst's answer to one pending action (the approval update / signal payload)."""
+    """An analyst's answer to one pending action (the approval update / signal payload).
+
+    Signed (`workflows/signatures.py`): an Ed25519 signature by `key_id` over every other field,
+    so it holds for this case, action, plan and answer only, once (`nonce`), and shortly after
+    `issued_at`. The unsigned form (no signature) counts only where `allow_unsigned` is set."""
 
     action_id: str
     approver: str
     plan_hash: str
     approve: bool = True
     reason: str = ""
+    case_id: str = ""
+    issued_at: AwareDatetime | None = None
+    nonce: str = ""
+    key_id: str = ""
+    signature: str = ""
+    """Base64 Ed25519 signature over `signatures.signed_bytes(decision)`."""
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.signature)
 
 
 class DecisionReceipt(Frozen):
@@ -641,23 +695,35 @@ class ActionRecord(BaseModel):
     finished_at: datetime | None = None
     verified: bool | None = None
     detail: str = ""
+    decisions: list[Decision] = []
+    """The decisions that count, as received (signature, key id, nonce, issued-at): the report
+    keeps them so `quell report --verify` can check every one offline."""
 
 
 class ActionOutcome(Result):
-    """What an action activity reports: the state it found, whether it acted, and verification."""
+    """What an action activity reports: the state it found, whether it acted, and verification.
+    `skipped`: the activity refused to write (e.g. an alert Graph does not know), detail says why."""
 
-    status: Literal["done", "already_done", "dry_run"]
+    status: Literal["done", "already_done", "dry_run", "skipped"]
     verified: bool
     detail: str
 
 
 class ActionInput(Frozen):
-    """Input of every `action.*` activity."""
+    """Input of every `action.*` activity.
+
+    The activity trusts none of it for authorisation: it re-checks, against the worker's current
+    settings, that the action's kind is `auto` or that `decisions` hold enough valid signatures
+    for this case, this action and `plan` (whose hash the signatures name)."""
 
     tenant_id: str
     case_id: str
     action: PlannedAction
     mode: Mode = "enforce"
+    plan: Plan | None = None
+    decisions: list[Decision] = []
+    case_accounts: list[str] = []
+    """Accounts the case's findings name: none of them may approve (separation of duties)."""
 
 
 class Notification(Frozen):

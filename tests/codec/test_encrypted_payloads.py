@@ -77,7 +77,7 @@ async def encrypted_case(dev_server: WorkflowEnvironment, cert_dir) -> Encrypted
             result = asyncio.ensure_future(cases.handle(client, case).result())
             async with asyncio.timeout(120):
                 while not result.done():
-                    await answer_approvals(client, case, scenario)
+                    await answer_approvals(client, case, scenario, stack.analysts)
                     await asyncio.wait([result], timeout=0.1)
             assert judge(scenario.expected, result_json(scenario, result.result(), stack.emulator_state(), 1)) == []
         history = await cases.handle(client, case).fetch_history()
@@ -121,8 +121,13 @@ def test_history_holds_no_case_data_in_the_clear(encrypted_case):
     for value in CASE_DATA:
         assert not any(value in text for text in texts), f"{value} is readable in history"
 
-    # Every payload but the search attributes is ciphertext under k1 ...
-    payloads = _payloads(_search_attribute_updates_removed(encrypted_case.history))
+    # Every payload but the search attributes and the SDK's patch markers (the patch id, written by
+    # the SDK core, which no codec sees) is ciphertext under k1 ...
+    document = _search_attribute_updates_removed(encrypted_case.history)
+    markers = [e.pop("markerRecordedEventAttributes") for e in document["events"] if "markerRecordedEventAttributes" in e]
+    assert {m["markerName"] for m in markers} <= {"core_patch"}
+    assert all(CONNECTOR not in json.dumps(m) for m in markers)
+    payloads = _payloads(document)
     assert payloads and {_encoding(p) for p in payloads} == {b"binary/encrypted"}
     assert {base64.b64decode(p["metadata"]["encryption-key-id"]) for p in payloads} == {b"k1"}
     # ... failures included: their message and stack trace travel in an encrypted payload.

@@ -22,8 +22,7 @@ from activities import cases
 from activities.alert_parsing import parse_alerts
 from emulator.scenario import load_scenario
 from emulator.server import serving_emulator
-from workers.scenarios import RunOptions, scenario_settings
-from workflows.types import Decision
+from workers.scenarios import RunOptions, scenario_analysts, scenario_settings
 from tests.conftest import PROJECT_SCENARIOS
 
 QUELL = str(Path(sys.executable).parent / "quell")
@@ -45,6 +44,7 @@ def start_worker(settings, address: str) -> subprocess.Popen:
         "QUELL_CONFIG": "/nonexistent/quell.toml",
         "QUELL_TEMPORAL__ADDRESS": address,
         "QUELL_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue,
+        "QUELL_APPROVAL": settings.approval.model_dump_json(),
         "QUELL_TENANTS": json.dumps([
             {**t.model_dump(mode="json"), "client_secret": t.client_secret.get_secret_value()}
             for t in settings.tenants
@@ -67,7 +67,8 @@ async def test_sigkill_during_an_approved_action_runs_each_action_once(client, d
     scenario = load_scenario(text)
     address = dev_server.client.service_client.config.target_host
     async with serving_emulator(scenario, cert_dir) as emulator:
-        settings = scenario_settings(scenario, emulator.base_url, RunOptions(approval_timeout=300), {})
+        analysts = scenario_analysts(scenario)
+        settings = scenario_settings(scenario, emulator.base_url, RunOptions(approval_timeout=300), {}, analysts)
         settings.temporal.task_queue = f"crash-{uuid.uuid4().hex[:8]}"
         first = start_worker(settings, address)
         try:
@@ -79,8 +80,8 @@ async def test_sigkill_during_an_approved_action_runs_each_action_once(client, d
 
             for request in await until(pending):
                 for approver in ["soc1@contoso.com", "soc2@contoso.com"][: request.still_needed]:
-                    await cases.decide(client, handle.id, Decision(
-                        action_id=request.action_id, approver=approver, plan_hash=request.plan_hash))
+                    await cases.decide(client, handle.id, cases.new_decision(
+                        handle.id, request.action_id, request.plan_hash, approver, True, "", analysts.keys[approver]))
 
             async def revert_throttled_and_retry_scheduled():
                 description = await handle.describe()

@@ -11,7 +11,6 @@ from temporalio.client import Client
 
 from activities import cases
 from workers.intake import create_app
-from workflows.types import ApprovalPolicy
 from tests.intake.conftest import DEFENDER, eventually, intake_client, runs, scenario, stack_for
 
 ALERTS = 200
@@ -22,11 +21,12 @@ async def test_200_concurrent_alerts_for_5_connectors_make_5_cases(client, cert_
     found = scenario("fp-scanner-relay-normal-traffic", mode="enforce")
     tenant = found.tenant.id
     async with stack_for(client, found, cert_dir) as stack:
-        # Every case waits for an approval nobody gives (comment_alert gated), so all five stay
-        # open through the burst whatever the machine's speed: the test is about correlation.
-        settings = stack.settings.model_copy(update={"approval": ApprovalPolicy(
-            approvers=["soc1@contoso.com"], by_action={"comment_alert": "approve"}, expire_after=timedelta(minutes=5)
-        )})
+        # Every case waits for an approval nobody gives (comment_alert gated in the worker's
+        # settings), so all five stay open through the burst whatever the machine's speed: the
+        # test is about correlation.
+        stack.settings.approval = stack.settings.approval.model_copy(update={"by_action": {"comment_alert": "approve"}})
+        settings = stack.settings.model_copy(update={"approval": stack.settings.approval.model_copy(
+            update={"expire_after": timedelta(minutes=5)})})
 
         async def connect() -> Client:
             return client

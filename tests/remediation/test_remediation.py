@@ -1,5 +1,6 @@
 """Action activities against the emulated tenant: act and verify, idempotent reruns, dry runs
-that write nothing, silently ignored writes caught, and a password that never leaves the request."""
+that write nothing, silently ignored writes caught, a password that never leaves the request,
+the approval gate every action passes first, and alert write-backs only to connector alerts."""
 
 from __future__ import annotations
 
@@ -15,18 +16,20 @@ from typing import Any
 import pytest
 import structlog
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import remediation
+from activities import cases, remediation
 from activities.clients import ClientPool
 from activities.remediation import ADMIN_ROLE_TEMPLATE_IDS, RemediationActivities
-from config.settings import TenantSettings
+from config.settings import ApprovalSettings, TenantSettings
 from emulator.scenario import load_scenario
 from emulator.server import serving_emulator
+from workers.analysts import Analysts
 from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
-from workflows.types import ActionInput, PlannedAction
+from workflows.types import ActionInput, Decision, Plan, PlannedAction
 from tests.conftest import PROJECT_SCENARIOS
 
 SCENARIO = PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml"
@@ -35,6 +38,10 @@ GUID = "9b0e4c50-0000-4000-8000-000000000010"
 ALERT = "da637f1e2c3b4a5d6e7f80910"
 HELPDESK = "2a7d5b20-0000-4000-8000-000000000002"
 CASE = "connector-case/test/contoso-hybrid"
+ANALYSTS = Analysts.generate(["soc1@contoso.com", "soc2@contoso.com"])
+APPROVAL = ApprovalSettings(approvers=ANALYSTS.approvers())
+"""The worker's approval settings in these tests: the default policy (alert write-backs auto,
+remove_connector two-person, the rest one approver)."""
 
 PARAMS: dict[str, dict[str, Any]] = {
     "disable_connector": {"identity": GUID, "direction": "inbound"},
@@ -89,7 +96,7 @@ async def serve(cert_dir: Path, faults: list[dict[str, Any]], tenant_changes: di
             graph_base_url=emulator.base_url, exo_base_url=emulator.base_url,
         )])
         try:
-            yield Tenant(emulator, RemediationActivities(pool))
+            yield Tenant(emulator, RemediationActivities(pool, lambda: APPROVAL))
         finally:
             await pool.aclose()
 
@@ -119,12 +126,21 @@ def tenant(shared_tenant: tuple[Tenant, Any]) -> Tenant:
     return t
 
 
-def action_input(kind: str, mode: str = "enforce", **params: Any) -> ActionInput:
-    return ActionInput(
-        tenant_id=TENANT, case_id=CASE, mode=mode,  # type: ignore[arg-type]
-        action=PlannedAction(id="a2", kind=kind, target="t", stage="contain", reason="test",  # type: ignore[arg-type]
-                             policy="approve", params={**PARAMS[kind], **params}),
-    )
+def approval(plan: Plan, who: str = "soc1@contoso.com", key: Ed25519PrivateKey | None = None,
+             approve: bool = True) -> Decision:
+    return cases.new_decision(CASE, "a2", plan.hash, who, approve, "" if approve else "no",
+                              key or ANALYSTS.keys[who])
+
+
+def action_input(kind: str, mode: str = "enforce", approvers: tuple[str, ...] | None = None, **params: Any) -> ActionInput:
+    """The action `a2` of a one-action plan, approved (signed) as its kind needs by default."""
+    action = PlannedAction(id="a2", kind=kind, target="t", stage="contain", reason="test",  # type: ignore[arg-type]
+                           policy=APPROVAL.for_action(kind), params={**PARAMS[kind], **params})
+    plan = Plan(actions=[action])
+    if approvers is None:
+        approvers = ("soc1@contoso.com", "soc2@contoso.com")[: 2 if action.policy == "two_person" else 1]
+    return ActionInput(tenant_id=TENANT, case_id=CASE, mode=mode, action=action, plan=plan,  # type: ignore[arg-type]
+                       decisions=[approval(plan, who) for who in approvers])
 
 
 def env(scheduled: datetime | None = None) -> ActivityEnvironment:
@@ -363,6 +379,62 @@ def test_generated_passwords_are_strong_and_distinct():
         assert len(p) == 24
         assert any(c.isupper() for c in p) and any(c.islower() for c in p)
         assert any(c.isdigit() for c in p) and any(c in remediation.PASSWORD_SYMBOLS for c in p)
+
+
+# --------------------------------------------------------------------------- the approval gate
+
+
+def refused(failure: pytest.ExceptionInfo[ApplicationError]) -> str:
+    assert failure.value.type == "NotApproved" and failure.value.non_retryable
+    return str(failure.value)
+
+
+async def test_without_a_valid_signed_approval_nothing_is_touched(tenant):
+    unapproved = action_input("disable_connector", approvers=())
+    crafted = unapproved.model_copy(update={  # the input says `auto`; the worker's policy says otherwise
+        "action": unapproved.action.model_copy(update={"policy": "auto"}),
+        "plan": Plan(actions=[unapproved.action.model_copy(update={"policy": "auto"})]),
+    })
+    forged = action_input("disable_connector")
+    forged = forged.model_copy(update={"decisions": [approval(forged.plan, key=Ed25519PrivateKey.generate())]})
+    for inp, reason in ((unapproved, "has 0"), (crafted, "has 0"), (forged, "unknown key")):
+        with pytest.raises(ApplicationError) as failure:
+            await env().run(tenant.acts.disable_connector, inp)
+        assert reason in refused(failure)
+    assert tenant.emulator.state.calls == [] and tenant.connector()["Enabled"] is True
+
+
+async def test_a_two_person_action_needs_two_people_and_a_rejection_vetoes(tenant):
+    one = action_input("remove_connector", approvers=("soc1@contoso.com",))
+    with pytest.raises(ApplicationError) as failure:
+        await env().run(tenant.acts.remove_connector, one)
+    assert "needs 2" in refused(failure)
+    vetoed = one.model_copy(update={"decisions": [*one.decisions, approval(one.plan, "soc2@contoso.com", approve=False)]})
+    with pytest.raises(ApplicationError) as failure:
+        await env().run(tenant.acts.remove_connector, vetoed)
+    assert "rejected by soc2@contoso.com" in refused(failure)
+    assert tenant.writes() == []
+    assert (await env().run(tenant.acts.remove_connector, action_input("remove_connector"))).status == "done"
+
+
+async def test_an_action_outside_the_signed_plan_is_refused(tenant):
+    approved = action_input("revert_connector_change")
+    swapped = approved.model_copy(update={"action": approved.action.model_copy(
+        update={"params": approved.action.params.model_copy(update={"restore": {"SenderIPAddresses": ["6.6.6.6"]}})})})
+    with pytest.raises(ApplicationError) as failure:
+        await env().run(tenant.acts.revert_connector_change, swapped)
+    assert "not part of the plan" in refused(failure)
+    assert tenant.writes() == []
+
+
+@pytest.mark.parametrize("kind", ["classify_alert", "comment_alert"])
+async def test_alerts_graph_does_not_know_or_that_are_not_connector_alerts_are_never_written(tenant, kind):
+    unknown = await env().run(activity_for(tenant, kind), action_input(kind, alert_id="generic-payload-42"))
+    assert unknown.status == "skipped" and "Graph does not know it" in unknown.detail
+    tenant.emulator.state.data.alerts[ALERT]["title"] = "Email messages containing malicious URL removed"
+    other = await env().run(activity_for(tenant, kind), action_input(kind))
+    assert other.status == "skipped" and "is not a connector alert" in other.detail
+    assert tenant.writes() == []
 
 
 async def test_dry_run_of_an_action_already_in_place_says_so(tenant):

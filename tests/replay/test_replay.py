@@ -5,6 +5,7 @@ safely"): SHA256SUMS pins each stored file, so editing one fails `test_histories
 """
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,10 @@ HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays(path: Path):
-    history = WorkflowHistory.from_json(f"connector-case/{path.stem}", path.read_text())
+    # Under the workflow id it ran with: a case checks that signed decisions name it.
+    text = path.read_text()
+    started = json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"]
+    history = WorkflowHistory.from_json(started.get("workflowId", f"connector-case/{path.stem}"), text)
     replayer = Replayer(workflows=[ConnectorCaseWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
 

@@ -1,4 +1,6 @@
-"""Approval rules: who may approve what, bound to the plan they saw."""
+"""Approval rules: who may approve what, bound to the plan they saw (`validate` is the rule of
+cases started before signed approvals, which replay with it; tests/unit/test_signed_decisions.py
+covers the signed rules)."""
 
 from datetime import datetime, timezone
 

@@ -159,3 +159,18 @@ def test_intake_grants_must_name_credentials_and_configured_tenants(intake, prob
     tenant = TenantSettings(tenant_id="t", client_id="c", client_secret="s")
     with pytest.raises(ValidationError, match=problem):
         Settings(tenants=[tenant], intake=intake)
+
+
+def test_the_approvals_api_key_pair_must_match(monkeypatch, tmp_path):
+    from workers.analysts import ApiKey
+
+    monkeypatch.setenv("QUELL_CONFIG", str(tmp_path / "absent.toml"))
+    mine, other = ApiKey.generate(), ApiKey.generate()
+    settings = Settings(intake={"signing_key": mine.private_pem}, approval={"api_public_key": mine.public_key})
+    assert mine.private_pem.get_secret_value() not in settings.model_dump_json()
+    with pytest.raises(ValidationError, match="not the public key of intake.signing_key"):
+        Settings(intake={"signing_key": mine.private_pem}, approval={"api_public_key": other.public_key})
+    with pytest.raises(ValidationError, match="has no public key"):
+        Settings(approval={"approvers": ["soc1@contoso.com"]})
+    assert Settings(approval={"approvers": ["soc1@contoso.com"], "allow_unsigned": True}).approval.accounts() == [
+        "soc1@contoso.com"]

@@ -14,7 +14,6 @@ from activities import cases
 from activities.alert_parsing import parse_alerts
 from emulator.scenario import load_scenario
 from workers.scenarios import RunOptions, tenant_stack
-from workflows.types import ApprovalPolicy
 from tests.conftest import PROJECT_SCENARIOS
 
 
@@ -35,12 +34,11 @@ async def test_unanswered_approvals_remind_escalate_and_expire(time_skipping, ce
     scenario = load_scenario(PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml")
     async with tenant_stack(client, scenario, RunOptions(), {}, cert_dir) as stack:
         settings = stack.settings.model_copy(
-            update={"approval": ApprovalPolicy(
-                approvers=["soc1@contoso.com"],
+            update={"approval": stack.settings.approval.model_copy(update=dict(
                 remind_every=timedelta(hours=1),
                 escalate_after_reminders=2,
                 expire_after=timedelta(hours=3, minutes=30),
-            )}
+            ))}
         )
         [alert] = parse_alerts(scenario.alert, scenario.tenant.id)
         handle = await cases.open_case(client, cases.case_input(settings, alert), settings.temporal.task_queue)
@@ -61,7 +59,8 @@ async def test_a_day_long_wait_expires_on_the_time_skipping_server(time_skipping
     """Eight hours of an unanswered approval pass in test time; the case still closes."""
     scenario = load_scenario(PROJECT_SCENARIOS / "fp-scanner-relay-normal-traffic.yaml")
     async with tenant_stack(time_skipping.client, scenario, RunOptions(), {}, cert_dir) as stack:
-        settings = stack.settings.model_copy(update={"approval": ApprovalPolicy(approvers=["soc1@contoso.com"])})
+        settings = stack.settings.model_copy(update={"approval": stack.settings.approval.model_copy(
+            update={"expire_after": timedelta(hours=8)})})
         [alert] = parse_alerts(scenario.alert, scenario.tenant.id)
         # The handle from the start is the time-skipping one: awaiting it lets the server skip.
         handle = await cases.open_case(time_skipping.client, cases.case_input(settings, alert),
