@@ -28,6 +28,7 @@ from pathlib import Path
 from emulator.scenario import load_scenario
 from activities import cases
 from activities.alert_parsing import parse_alerts
+from workers.key_files import write_key
 from workers.cli import exit_now, temporal_core_logs_to_stderr
 from workers.logging import configure_logging
 from workers.scenarios import RunOptions, isolated_namespace, start_dev_server, tenant_stack, trust_emulator_ca
@@ -90,6 +91,8 @@ async def client_commands(logs: Path, round_: int, work: Path, cert_dir: Path) -
         async with asyncio.timeout(PENDING_TIMEOUT):
             while not (waiting := await cases.pending(client, case.id)):
                 await asyncio.sleep(0.1)
+        key = work / f"round-{round_}-{approver}.pem"
+        write_key(key, stack.analysts.keys[approver])
         address = ["--temporal-address", client.service_client.config.target_host]
         namespace = {"QUELL_TEMPORAL__NAMESPACE": client.namespace}
         runs = [
@@ -98,7 +101,8 @@ async def client_commands(logs: Path, round_: int, work: Path, cert_dir: Path) -
             await run_process(logs, round_, "report --json", [QUELL, "report", case.id, "--json", *address],
                               namespace, work, json_out=True),
             await run_process(logs, round_, "approve",
-                              [QUELL, "approve", case.id, waiting[0].action_id, "--as", approver, *address],
+                              [QUELL, "approve", case.id, waiting[0].action_id, "--as", approver, "--key", str(key),
+                               *address],
                               namespace, work),
         ]
         await case.terminate("repeat_runs round done")
