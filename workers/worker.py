@@ -28,7 +28,7 @@ def build_activities(settings: Settings, pool: ClientPool, client: Client) -> li
     return [
         *EvidenceActivities(pool).all(),
         *RemediationActivities(pool).all(),
-        *NotifyActivities(settings.notify_webhook).all(),
+        *NotifyActivities(settings.notify).all(),
         *AlertActivities(settings, pool, client).all(),  # the poller opens cases, so it needs the client
     ]
 

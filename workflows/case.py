@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         DecisionReceipt,
         Evidence,
         Notification,
+        NotifiedAction,
         PendingApproval,
         Plan,
         PlannedAction,
@@ -318,7 +319,16 @@ class ConnectorCaseWorkflow:
         try:
             await workflow.execute_activity_method(
                 NotifyActivities.send,
-                Notification(case_id=case_id, kind=kind, text=text, action_ids=[r.action.id for r in records]),
+                Notification(
+                    case_id=case_id, kind=kind, text=text, action_ids=[r.action.id for r in records],
+                    tenant_id=self._case.tenant_id,
+                    actions=[NotifiedAction(id=r.action.id, kind=r.action.kind, target=r.action.target,
+                                            reason=r.action.reason, policy=r.action.policy) for r in records],
+                    plan_hash=self._plan.hash if self._plan else None,
+                    verdict=self._verdict.kind if self._verdict else None,
+                    findings=[f.summary for f in self._verdict.findings] if self._verdict else [],
+                    expires_at=self._deadline,
+                ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=retries.NOTIFY,
             )
