@@ -43,12 +43,23 @@ def _run(coro) -> None:
     asyncio.run(coro)
 
 
+MetricsPort = Annotated[
+    Optional[int], typer.Option("--metrics-port", help="serve Prometheus metrics on this port (default: metrics.port)")
+]
+
+
+def _with_metrics_port(settings: Settings, port: int | None) -> Settings:
+    if port is not None:
+        settings.metrics = settings.metrics.model_copy(update={"port": port})
+    return settings
+
+
 @app.command()
-def worker() -> None:
+def worker(metrics_port: MetricsPort = None) -> None:
     """Run the Temporal worker (case workflow and every activity)."""
     from workers.worker import run_worker
 
-    settings = _settings()
+    settings = _with_metrics_port(_settings(), metrics_port)
     configure_logging(settings.log_level)
 
     async def main() -> None:
@@ -62,14 +73,16 @@ def worker() -> None:
 
 
 @app.command()
-def intake(host: Optional[str] = None, port: Optional[int] = None) -> None:
+def intake(host: Optional[str] = None, port: Optional[int] = None, metrics_port: MetricsPort = None) -> None:
     """Run the intake service (alert webhook, case status, approvals API)."""
     from workers.intake import create_app
+    from workers.metrics import meter_of, prometheus_runtime
     from workers.temporal_connection import connect
 
-    settings = _settings()
+    settings = _with_metrics_port(_settings(), metrics_port)
     configure_logging(settings.log_level)
-    api = create_app(settings, lambda: connect(settings))
+    runtime = prometheus_runtime(settings.metrics)
+    api = create_app(settings, lambda: connect(settings, runtime=runtime), meter=meter_of(runtime))
     uvicorn.run(api, host=host or settings.intake.host, port=port or settings.intake.port, log_config=None,
                 ssl_certfile=settings.intake.ssl_certfile, ssl_keyfile=settings.intake.ssl_keyfile)
 

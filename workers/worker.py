@@ -17,6 +17,7 @@ from activities.evidence import EvidenceActivities
 from activities.notify import NotifyActivities
 from activities.remediation import RemediationActivities
 from config.settings import Settings
+from workers.metrics import PendingApprovalGauges, prometheus_runtime
 from workers.temporal_connection import connect
 from workflows.case import ConnectorCaseWorkflow
 from workflows.poller import AlertPollerWorkflow
@@ -46,10 +47,15 @@ def new_worker(client: Client, settings: Settings, pool: ClientPool, task_queue:
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     if not settings.codec.enabled:
         log.warning("payload encryption is off: no [codec] keys configured, case data reaches Temporal in the clear")
-    client = await connect(settings)
+    runtime = prometheus_runtime(settings.metrics)
+    client = await connect(settings, runtime=runtime)
     pool = ClientPool(settings.tenants)
     try:
         async with new_worker(client, settings, pool):
-            await stop.wait()
+            if runtime is None:
+                await stop.wait()
+            else:
+                gauges = PendingApprovalGauges(client, runtime.metric_meter, settings.approval.expire_after)
+                await gauges.keep_refreshing(stop, settings.metrics.pending_every)
     finally:
         await pool.aclose()

@@ -16,7 +16,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities import remediation
     from activities.notify import NotifyActivities
-    from workflows import approvals, evidence, grading, planning, retries
+    from workflows import approvals, evidence, grading, metrics, planning, retries
     from workflows import search_attributes as sa
     from workflows.types import (
         ActionInput,
@@ -80,6 +80,7 @@ class ConnectorCaseWorkflow:
     @workflow.run
     async def run(self, case: CaseInput) -> CaseReport:
         workflow.upsert_search_attributes([sa.TENANT.value_set(case.tenant_id)])
+        metrics.case_started(case.tenant_id)
         self._set_stage("resolving")
         resolution = await evidence.resolve_connector(case)
         collected: Evidence | None = None
@@ -95,6 +96,7 @@ class ConnectorCaseWorkflow:
             self._notes = playbook_notes(collected)
         workflow.upsert_search_attributes([sa.VERDICT.value_set(self._verdict.kind)])
         workflow.set_current_details(f"Verdict: {self._verdict.kind}")
+        metrics.verdict_reached(self._verdict.kind, workflow.now() - self._started)
 
         self._plan = planning.plan(case, self._verdict, collected)
         self._records = {a.id: ActionRecord(action=a) for a in self._plan.actions}
@@ -104,6 +106,7 @@ class ConnectorCaseWorkflow:
         self._set_stage("closed")
         self._finished = workflow.now()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        metrics.case_closed(self._report())
         return self._report()
 
     # ------------------------------------------------------------------ approvals
