@@ -87,6 +87,29 @@ def intake(host: Optional[str] = None, port: Optional[int] = None, metrics_port:
                 ssl_certfile=settings.intake.ssl_certfile, ssl_keyfile=settings.intake.ssl_keyfile)
 
 
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+    render_permissions: Annotated[
+        bool, typer.Option("--render-permissions", help="print docs/permissions.md from the manifest and exit")
+    ] = False,
+    temporal_address: TemporalAddress = None,
+) -> None:
+    """Check Temporal, the codec keys and each tenant's tokens and grants; exits 1 on a gap."""
+    from activities.permissions import render_markdown
+    from workers.doctor import diagnose, text_report
+
+    if render_permissions:
+        typer.echo(render_markdown(), nl=False)
+        return
+    settings = _settings()
+    configure_logging("ERROR")
+    report = asyncio.run(diagnose(settings, temporal_address))
+    typer.echo(report.model_dump_json(indent=2) if as_json else text_report(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 Tenants = Annotated[Optional[list[str]], typer.Option("--tenant", help="tenant id (repeatable); default: every configured tenant")]
 
 
