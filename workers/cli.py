@@ -14,7 +14,7 @@ import typer
 import uvicorn
 
 from activities import cases
-from config.settings import Settings, load_settings
+from config.settings import MetricsSettings, Settings, load_settings
 from workers.logging import configure_logging
 from workflows.types import Decision
 
@@ -44,13 +44,14 @@ def _run(coro) -> None:
 
 
 MetricsPort = Annotated[
-    Optional[int], typer.Option("--metrics-port", help="serve Prometheus metrics on this port (default: metrics.port)")
+    Optional[int],
+    typer.Option("--metrics-port", min=1, max=65535, help="serve Prometheus metrics on this port (default: metrics.port)"),
 ]
 
 
 def _with_metrics_port(settings: Settings, port: int | None) -> Settings:
     if port is not None:
-        settings.metrics = settings.metrics.model_copy(update={"port": port})
+        settings.metrics = MetricsSettings.model_validate({**settings.metrics.model_dump(), "port": port})
     return settings
 
 

@@ -38,8 +38,8 @@ log = structlog.get_logger("quell.metrics")
 
 VERDICT_BUCKETS_S = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600]
 REFUSALS = {
-    400: "malformed", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 413: "too_large",
-    422: "invalid", 503: "unavailable",
+    400: "malformed", 401: "unauthenticated", 403: "forbidden", 413: "too_large", 422: "invalid",
+    503: "unavailable",
 }
 
 
