@@ -13,8 +13,10 @@ import binascii
 import ipaddress
 import os
 import re
+import string
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -315,7 +317,7 @@ class PollerSettings(Section):
     """Graph pages (`@odata.nextLink`) one pass follows at most; the rest waits for the next pass."""
 
 
-class ApprovalSettings(BaseModel):
+class ApprovalSettings(Section):
     """Who may approve what, with which keys, and how long a request waits (`[approval]`).
 
     The worker reads it for every case (the `approvals.trust` activity, and again in every action
@@ -385,6 +387,84 @@ class ApprovalSettings(BaseModel):
         )
 
 
+class MetricsSettings(Section):
+    """Prometheus metrics, Temporal's and quell's, served by the Temporal SDK's runtime at
+    `http://{bind}:{port}/metrics` in the worker and in the intake. Off unless a port is set (the
+    worker and the intake on one host need a port each: `--metrics-port` on the command line)."""
+
+    bind: str = "127.0.0.1"
+    """Loopback by default: expose it beyond the host deliberately (the scrape has no authentication)."""
+    port: int | None = Field(None, ge=1, le=65535)
+    pending_every: timedelta = timedelta(seconds=30)
+    """How often the worker counts the actions waiting for approval (the pending gauges)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.port is not None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.bind}]" if ":" in self.bind else self.bind
+        return f"{host}:{self.port}"
+
+
+class TracingSettings(Section):
+    """OpenTelemetry spans for every workflow, activity, signal, query and update (the SDK's
+    TracingInterceptor), exported by the process's OpenTelemetry tracer provider. Needs
+    `pip install 'quell[tracing]'`."""
+
+    enabled: bool = False
+
+
+APPROVAL_URL_FIELDS = {"case_id", "action_id"}
+LEGACY_WEBHOOK_ENV = "QUELL_NOTIFY_WEBHOOK"
+
+
+class NotifySettings(Section):
+    """Approval cards: Microsoft Teams (Adaptive Card 1.5) and Slack (Block Kit) incoming webhooks.
+    Requests, reminders and expiries go to `teams_webhook` / `slack_webhook`; escalations go to the
+    on-call webhooks (to the regular ones when no on-call one is set). Webhook URLs are secrets."""
+
+    teams_webhook: SecretStr | None = None
+    slack_webhook: SecretStr | None = None
+    oncall_teams_webhook: SecretStr | None = None
+    oncall_slack_webhook: SecretStr | None = None
+    approval_url: str | None = None
+    """The page an approver opens from a card, e.g. "https://soc.contoso.com/quell/{case_id}/{action_id}":
+    it signs the approver in and sends the decision with their own token (`POST /v1/cases/{case}/approvals`).
+    The card's button carries the case and action ids only, never a token. Unset: cards name the
+    `quell approve` command instead of a button."""
+
+    _blank = field_validator(
+        "teams_webhook", "slack_webhook", "oncall_teams_webhook", "oncall_slack_webhook", mode="before"
+    )(_blank_is_none)
+
+    @field_validator("teams_webhook", "slack_webhook", "oncall_teams_webhook", "oncall_slack_webhook")
+    @classmethod
+    def _secure_webhook(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None:
+            secure_url(url.get_secret_value())
+        return url
+
+    @field_validator("approval_url")
+    @classmethod
+    def _approval_url(cls, template: str | None) -> str | None:
+        if template is None:
+            return None
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        if not fields <= APPROVAL_URL_FIELDS:
+            raise ValueError("may name {case_id} and {action_id} only")
+        secure_url(template.format(case_id="case", action_id="a1"))
+        return template
+
+    def targets(self, escalation: bool) -> dict[str, SecretStr]:
+        """Webhook URLs by chat ("teams", "slack") for a notification."""
+        regular = {"teams": self.teams_webhook, "slack": self.slack_webhook}
+        oncall = {"teams": self.oncall_teams_webhook, "slack": self.oncall_slack_webhook}
+        chosen = oncall if escalation and any(oncall.values()) else regular
+        return {chat: url for chat, url in chosen.items() if url is not None}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QUELL_", env_nested_delimiter="__", extra="forbid", hide_input_in_errors=True
@@ -400,11 +480,24 @@ class Settings(BaseSettings):
     """require_admin_mfa creates its conditional access policy report-only unless this is false."""
     intake: IntakeSettings = IntakeSettings()
     poller: PollerSettings = PollerSettings()
-    notify_webhook: SecretStr | None = None
-    """Optional incoming-webhook URL (Teams/Slack) for approval reminders and escalations."""
+    notify: NotifySettings = NotifySettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
     log_level: str = "INFO"
 
-    _blank_webhook = field_validator("notify_webhook", mode="before")(_blank_is_none)
+    @model_validator(mode="before")
+    @classmethod
+    def _notify_webhook_moved(cls, data: Any) -> Any:
+        """`notify_webhook` (plain text to one chat) became `[notify]` (cards per chat)."""
+        # The environment variable is no field any more, so pydantic-settings would ignore it silently.
+        legacy = [data.get("notify_webhook") if isinstance(data, dict) else None, os.environ.get(LEGACY_WEBHOOK_ENV)]
+        if any(_blank_is_none(value) is not None for value in legacy):
+            raise ValueError("notify_webhook was replaced by notify.teams_webhook and notify.slack_webhook "
+                             "(approval cards; QUELL_NOTIFY__TEAMS_WEBHOOK, QUELL_NOTIFY__SLACK_WEBHOOK): "
+                             "move the URL there")
+        if isinstance(data, dict) and "notify_webhook" in data:
+            data = {k: v for k, v in data.items() if k != "notify_webhook"}
+        return data
 
     @model_validator(mode="after")
     def _known_tenants(self) -> Settings:

@@ -33,8 +33,9 @@ from emulator.auth import (
 )
 from emulator.errors import FAULT_MESSAGES, GRAPH_CODES, ExoError, GraphError, exo_error, graph_error
 from emulator.faults import FaultInjector
-from emulator.graph import graph_router
+from emulator.graph import ROLE_TEMPLATES, graph_router
 from emulator.hunting import HuntingEngine
+from emulator.principals import AppRegistration, principals_router
 from emulator.scenario import Scenario
 from emulator.state import TenantState
 
@@ -53,10 +54,14 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
     app = FastAPI(title=f"quell Microsoft 365 emulator ({scenario.id})", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.tenant = state
     directory = user_directory(scenario)
-    app.include_router(auth_router(tenant_names, Credentials(client_id, client_secret), tokens, directory))
+    registration = AppRegistration(client_id, withheld=frozenset(scenario.app.withhold))
+    app.include_router(auth_router(tenant_names, Credentials(client_id, client_secret), tokens, directory, registration))
     graph = graph_router(state, hunting, client_id)
     app.include_router(graph, prefix="/v1.0")
     app.include_router(graph, prefix="/beta")
+    principals = principals_router(registration, ROLE_TEMPLATES)
+    app.include_router(principals, prefix="/v1.0")
+    app.include_router(principals, prefix="/beta")
 
     @app.middleware("http")
     async def microsoft_apis(request: Request, call_next: Any) -> Response:

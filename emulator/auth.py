@@ -2,7 +2,8 @@
 endpoint, for the app (client credentials: a client secret, or a client assertion JWT for
 certificates) and for the scenario's analysts (resource owner password credentials, ROPC).
 
-App tokens are random opaque strings bound to one audience (Graph or Exchange Online). User
+App tokens are RS256 JWTs (v1.0 claims) bound to one audience (Graph or Exchange Online), with the
+app roles the app holds on it in `roles` (emulator/principals.py). User
 tokens are RS256 JWTs for an application ID URI (`api://...`), signed with the emulator's key
 and verifiable from its JWKS like Entra ID v2.0 access tokens: `iss`, `aud`, `tid`, `oid`,
 `upn`, `preferred_username`, app `roles` and `groups`. The approvers of the scenario hold
@@ -32,6 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from emulator.principals import AppRegistration
+
 GRAPH = "https://graph.microsoft.com"
 EXCHANGE = "https://outlook.office365.com"
 AUDIENCES = (GRAPH, EXCHANGE)
@@ -57,8 +60,7 @@ class TokenStore:
     def __init__(self) -> None:
         self._tokens: dict[str, tuple[str, float]] = {}
 
-    def issue(self, audience: str) -> str:
-        token = secrets.token_urlsafe(48)
+    def issue(self, audience: str, token: str) -> str:
         self._tokens[token] = (audience, time.monotonic() + TOKEN_LIFETIME)
         return token
 
@@ -137,6 +139,21 @@ class Directory:
             claims["groups"] = list(user.groups)
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.public_jwk["kid"]})
 
+    def app_token(self, app: AppRegistration, audience: str) -> str:
+        """An app-only access token as Entra ID issues one for Graph or Exchange (v1.0 claims): the
+        service principal's ids and, in `roles`, the app roles it holds on that API."""
+        now = int(time.time())
+        sts = f"https://sts.windows.net/{self.tenant_id}/"
+        claims: dict[str, Any] = {
+            "aud": audience, "iss": sts, "idp": sts, "iat": now, "nbf": now, "exp": now + TOKEN_LIFETIME,
+            "appid": app.client_id, "appidacr": "1", "app_displayname": app.display_name, "idtyp": "app",
+            "oid": app.object_id, "sub": app.object_id, "tid": self.tenant_id,
+            "uti": secrets.token_urlsafe(16), "ver": "1.0",
+        }
+        if roles := app.roles(audience):
+            claims["roles"] = roles
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.public_jwk["kid"]})
+
 
 def aad_error(status: int, error: str, code: int, description: str) -> JSONResponse:
     trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
@@ -161,7 +178,8 @@ def issuer(request: Request, tenant_id: str) -> str:
     return f"{str(request.base_url).rstrip('/')}/{tenant_id}/v2.0"
 
 
-def auth_router(tenant_names: set[str], credentials: Credentials, tokens: TokenStore, directory: Directory) -> APIRouter:
+def auth_router(tenant_names: set[str], credentials: Credentials, tokens: TokenStore, directory: Directory,
+                app: AppRegistration) -> APIRouter:
     """Routes for `{base}/{tenant}/v2.0/.well-known/openid-configuration`, the keys and the token endpoint."""
     router = APIRouter()
     known = {name.casefold() for name in tenant_names}
@@ -222,7 +240,7 @@ def auth_router(tenant_names: set[str], credentials: Credentials, tokens: TokenS
             "token_type": "Bearer",
             "expires_in": TOKEN_LIFETIME,
             "ext_expires_in": TOKEN_LIFETIME,
-            "access_token": tokens.issue(audience),
+            "access_token": tokens.issue(audience, directory.app_token(app, audience)),
         })
 
     return router

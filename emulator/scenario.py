@@ -18,13 +18,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from emulator.principals import DIRECTORY_ROLES_BY_DEFAULT, EXCHANGE_APP_ROLES, GRAPH_APP_ROLES
 from emulator.timestamps import format_datetime
 from workflows.timestamps import as_utc, parse_iso
 from workflows.types import VerdictKind
 
 TOP_LEVEL_KEYS = (
     "id", "description", "now", "organization", "tenant", "audit_log", "tables", "alert",
-    "intake", "approvals", "faults", "mode", "expected",
+    "intake", "approvals", "faults", "mode", "expected", "app",
 )
 TENANT_SECTIONS = (
     "inbound_connectors", "outbound_connectors", "blocked_connectors", "blocked_senders",
@@ -254,6 +255,22 @@ class Approvals(Strict):
         return self.by_action.get(kind, self.default)
 
 
+class App(Strict):
+    """quell extension (docs/scenarios.md): the app registration's grants. It holds every app role
+    and directory role quell needs unless named here (e.g. "User.RevokeSessions.All",
+    "Exchange.ManageAsApp", "Exchange Administrator")."""
+
+    withhold: list[str] = []
+
+    @field_validator("withhold")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        known = {*GRAPH_APP_ROLES, *EXCHANGE_APP_ROLES, *DIRECTORY_ROLES_BY_DEFAULT}
+        if unknown := sorted(set(names) - known):
+            raise ValueError(f"unknown grant(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return names
+
+
 _FAULT_API = re.compile(r"^(exo:[A-Za-z]+-[A-Za-z0-9]+|graph:(GET|POST|PATCH|PUT|DELETE) /\S*)$")
 
 
@@ -330,6 +347,7 @@ class Scenario(Strict):
     faults: list[Fault] = []
     mode: Literal["enforce", "dry_run"] = "enforce"
     expected: Expected = Expected()
+    app: App = App()
 
     @field_validator("tables")
     @classmethod

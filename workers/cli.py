@@ -20,7 +20,7 @@ from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, Tele
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from activities import cases
-from config.settings import Settings, load_settings
+from config.settings import MetricsSettings, Settings, load_settings
 from workers import key_files
 from workers.logging import configure_logging
 from workflows import approvals, signatures
@@ -106,12 +106,24 @@ def _run(coro) -> None:
     asyncio.run(coro)
 
 
+MetricsPort = Annotated[
+    Optional[int],
+    typer.Option("--metrics-port", min=1, max=65535, help="serve Prometheus metrics on this port (default: metrics.port)"),
+]
+
+
+def _with_metrics_port(settings: Settings, port: int | None) -> Settings:
+    if port is not None:
+        settings.metrics = MetricsSettings.model_validate({**settings.metrics.model_dump(), "port": port})
+    return settings
+
+
 @app.command()
-def worker() -> None:
+def worker(metrics_port: MetricsPort = None) -> None:
     """Run the Temporal worker (case workflow and every activity)."""
     from workers.worker import run_worker
 
-    settings = _settings()
+    settings = _with_metrics_port(_settings(), metrics_port)
     configure_logging(settings.log_level)
 
     async def main() -> None:
@@ -125,20 +137,45 @@ def worker() -> None:
 
 
 @app.command()
-def intake(host: Optional[str] = None, port: Optional[int] = None) -> None:
+def intake(host: Optional[str] = None, port: Optional[int] = None, metrics_port: MetricsPort = None) -> None:
     """Run the intake service (alert webhook, case status, approvals API)."""
     from workers.intake import create_app
+    from workers.metrics import meter_of, prometheus_runtime
     from workers.temporal_connection import connect
 
-    settings = _settings()
+    settings = _with_metrics_port(_settings(), metrics_port)
     configure_logging(settings.log_level)
-    api = create_app(settings, lambda: connect(settings))
+    runtime = prometheus_runtime(settings.metrics)
+    api = create_app(settings, lambda: connect(settings, runtime=runtime), meter=meter_of(runtime))
     # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again for the handler it
     # found installed: this one, which ends the process like a worker asked to stop.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: exit_now(0))
     uvicorn.run(api, host=host or settings.intake.host, port=port or settings.intake.port, log_config=None,
                 ssl_certfile=settings.intake.ssl_certfile, ssl_keyfile=settings.intake.ssl_keyfile)
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+    render_permissions: Annotated[
+        bool, typer.Option("--render-permissions", help="print docs/permissions.md from the manifest and exit")
+    ] = False,
+    temporal_address: TemporalAddress = None,
+) -> None:
+    """Check Temporal, the codec keys and each tenant's tokens and grants; exits 1 on a gap."""
+    from activities.permissions import render_markdown
+    from workers.doctor import diagnose, text_report
+
+    if render_permissions:
+        typer.echo(render_markdown(), nl=False)
+        return
+    settings = _settings()
+    configure_logging("ERROR")
+    report = asyncio.run(diagnose(settings, temporal_address))
+    typer.echo(report.model_dump_json(indent=2) if as_json else text_report(report))
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 Tenants = Annotated[Optional[list[str]], typer.Option("--tenant", help="tenant id (repeatable); default: every configured tenant")]

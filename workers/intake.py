@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client, RPCError, WorkflowQueryFailedError
+from temporalio.common import MetricMeter
 from temporalio.service import RPCStatusCode
 
 from activities import cases
@@ -42,6 +43,7 @@ from workers.intake_auth import (
     static_token_caller,
 )
 from workers.intake_oidc import IdentityProviderUnavailable, InvalidToken, OidcVerifier
+from workers.metrics import IntakeMetrics
 from workflows.signatures import load_private_key
 from workflows.types import AlertRef, CaseReport, CaseSummary, DecisionReceipt, OpenedCase
 
@@ -95,14 +97,23 @@ def _depth(value: Any, level: int = 0) -> int:
     return level
 
 
-def create_app(settings: Settings, connect: Callable[[], Any], clock: Callable[[], float] = time.time) -> FastAPI:
+def create_app(settings: Settings, connect: Callable[[], Any], clock: Callable[[], float] = time.time,
+               meter: MetricMeter = MetricMeter.noop) -> FastAPI:
     """`connect` is an async callable returning a Temporal client (made once, on first use);
-    `clock` is the signature replay window's."""
+    `clock` is the signature replay window's; `meter` counts alerts taken and refused."""
 
     intake = settings.intake
     hidden = {} if intake.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="quell intake", version="1", **hidden)
     app.state.client = None
+    counted = IntakeMetrics(meter)
+
+    @app.middleware("http")
+    async def count_refused_alerts(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        response = await call_next(request)
+        if request.url.path == "/v1/alerts" and request.method == "POST" and response.status_code >= 400:
+            counted.refused(response.status_code)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -198,6 +209,7 @@ def create_app(settings: Settings, connect: Callable[[], Any], clock: Callable[[
                     raise HTTPException(503, "case service unavailable, retry later") from None
                 log.info("alert accepted", case=opened.case_id, alert=alert.alert_id, source=who.name,
                          duplicate=opened.duplicate)
+                counted.received(opened)
                 accepted.append(opened)
             return Accepted(accepted=accepted)
 

@@ -12,10 +12,12 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from config.settings import CodecSettings, Settings, TemporalSettings
 from workers.codec import encryption_codec
+from workers.tracing import tracing_interceptors
 
 
 def data_converter(codec: CodecSettings) -> DataConverter:
@@ -51,8 +53,9 @@ def tls_config(temporal: TemporalSettings) -> TLSConfig | bool:
     )
 
 
-async def connect(settings: Settings, address: str | None = None) -> Client:
-    """A client for settings' Temporal (or `address`, same credentials), with quell's data converter."""
+async def connect(settings: Settings, address: str | None = None, runtime: Runtime | None = None) -> Client:
+    """A client for settings' Temporal (or `address`, same credentials), with quell's data converter
+    and, when `[tracing]` is on, the tracing interceptor; `runtime` serves its metrics (workers/metrics.py)."""
     temporal = settings.temporal
     return await Client.connect(
         address or temporal.address,
@@ -60,4 +63,6 @@ async def connect(settings: Settings, address: str | None = None) -> Client:
         tls=tls_config(temporal),
         api_key=temporal.api_key.get_secret_value() if temporal.api_key else None,
         data_converter=data_converter(settings.codec),
+        interceptors=tracing_interceptors(settings.tracing),
+        runtime=runtime,
     )

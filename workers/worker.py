@@ -18,6 +18,7 @@ from activities.evidence import EvidenceActivities
 from activities.notify import NotifyActivities
 from activities.remediation import RemediationActivities
 from config.settings import Settings, current_approval
+from workers.metrics import PendingApprovalGauges, prometheus_runtime
 from workers.temporal_connection import connect
 from workflows.case import ConnectorCaseWorkflow
 from workflows.poller import AlertPollerWorkflow
@@ -32,7 +33,7 @@ def build_activities(
         *EvidenceActivities(pool).all(),
         *TrustActivities(approval).all(),
         *RemediationActivities(pool, approval).all(),
-        *NotifyActivities(settings.notify_webhook).all(),
+        *NotifyActivities(settings.notify).all(),
         *AlertActivities(settings, pool, client).all(),  # the poller opens cases, so it needs the client
     ]
 
@@ -62,11 +63,16 @@ def new_worker(
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     if not settings.codec.enabled:
         log.warning("payload encryption is off: no [codec] keys configured, case data reaches Temporal in the clear")
-    client = await connect(settings)
+    runtime = prometheus_runtime(settings.metrics)
+    client = await connect(settings, runtime=runtime)
     pool = ClientPool(settings.tenants)
     try:
         # The approval settings are re-read from the config on every use: edits count without a restart.
         async with new_worker(client, settings, pool, approval=current_approval):
-            await stop.wait()
+            if runtime is None:
+                await stop.wait()
+            else:
+                gauges = PendingApprovalGauges(client, runtime.metric_meter, settings.approval.expire_after)
+                await gauges.keep_refreshing(stop, settings.metrics.pending_every)
     finally:
         await pool.aclose()

@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from activities import remediation
     from activities.approval_gate import TrustActivities
     from activities.notify import NotifyActivities
-    from workflows import approvals, evidence, grading, planning, retries
+    from workflows import approvals, evidence, grading, metrics, planning, retries
     from workflows import search_attributes as sa
     from workflows.types import (
         ActionInput,
@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         DecisionReceipt,
         Evidence,
         Notification,
+        NotifiedAction,
         PendingApproval,
         Plan,
         PlannedAction,
@@ -94,6 +95,7 @@ class ConnectorCaseWorkflow:
     async def run(self, case: CaseInput) -> CaseReport:
         self._signed = workflow.patched(SIGNED_APPROVALS)
         workflow.upsert_search_attributes([sa.TENANT.value_set(case.tenant_id)])
+        metrics.case_started(case.tenant_id)
         self._set_stage("resolving")
         resolution = await evidence.resolve_connector(case)
         collected: Evidence | None = None
@@ -109,6 +111,7 @@ class ConnectorCaseWorkflow:
             self._notes = playbook_notes(collected)
         workflow.upsert_search_attributes([sa.VERDICT.value_set(self._verdict.kind)])
         workflow.set_current_details(f"Verdict: {self._verdict.kind}")
+        metrics.verdict_reached(self._verdict.kind, workflow.now() - self._started)
 
         if self._signed:
             trust = await self._fetch_trust()
@@ -125,6 +128,7 @@ class ConnectorCaseWorkflow:
         self._set_stage("closed")
         self._finished = workflow.now()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        metrics.case_closed(self._report())
         return self._report()
 
     # ------------------------------------------------------------------ approvals
@@ -378,7 +382,16 @@ class ConnectorCaseWorkflow:
         try:
             await workflow.execute_activity_method(
                 NotifyActivities.send,
-                Notification(case_id=case_id, kind=kind, text=text, action_ids=[r.action.id for r in records]),
+                Notification(
+                    case_id=case_id, kind=kind, text=text, action_ids=[r.action.id for r in records],
+                    tenant_id=self._case.tenant_id,
+                    actions=[NotifiedAction(id=r.action.id, kind=r.action.kind, target=r.action.target,
+                                            reason=r.action.reason, policy=r.action.policy) for r in records],
+                    plan_hash=self._plan.hash if self._plan else None,
+                    verdict=self._verdict.kind if self._verdict else None,
+                    findings=[f.summary for f in self._verdict.findings] if self._verdict else [],
+                    expires_at=self._deadline,
+                ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=retries.NOTIFY,
             )

@@ -18,7 +18,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.evidence import EvidenceActivities
-    from workflows import retries
+    from workflows import metrics, retries
     from workflows.grading import acting_admins, relevant_changes
     from workflows.types import (
         AcceptedDomains,
@@ -58,6 +58,7 @@ async def _source(name: str, unavailable: list[str], call: Awaitable[T]) -> T | 
     except ActivityError as failure:
         workflow.logger.warning("evidence source unavailable", extra={"source": name, "error": str(failure.cause)[:200]})
         unavailable.append(name)
+        metrics.evidence_unavailable(name)
         return None
 
 
@@ -79,6 +80,7 @@ async def resolve_connector(case: CaseInput) -> ConnectorResolution:
             summary=f"resolve connector for alert {case.alert.alert_id}"[:200],
         )
     except ActivityError as failure:
+        metrics.evidence_unavailable("resolve_connector")
         return ConnectorResolution(method="unavailable", reason=f"could not read the tenant: {failure.cause}"[:300])
 
 

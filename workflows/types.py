@@ -726,13 +726,33 @@ class ActionInput(Frozen):
     """Accounts the case's findings name: none of them may approve (separation of duties)."""
 
 
+class NotifiedAction(Frozen):
+    """One action of a notification, as an approver sees it on the card."""
+
+    id: str
+    kind: ActionKind
+    target: str = ""
+    reason: str = ""
+    policy: PolicyKind = "approve"
+
+
 class Notification(Frozen):
-    """Input of `notify.send`: an approval request, reminder, escalation or expiry."""
+    """Input of `notify.send`: an approval request, reminder, escalation or expiry.
+
+    The fields after `action_ids` make the chat card; histories written before them decode with
+    the defaults (a plain card of `text`)."""
 
     case_id: str
     kind: Literal["approval_requested", "reminder", "escalation", "expired"]
     text: str
     action_ids: list[str] = []
+    tenant_id: str = ""
+    actions: list[NotifiedAction] = []
+    plan_hash: str | None = None
+    verdict: VerdictKind | None = None
+    findings: list[str] = []
+    """Finding summaries, as the report shows them."""
+    expires_at: datetime | None = None
 
 
 class PendingApproval(Frozen):

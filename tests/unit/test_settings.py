@@ -44,10 +44,23 @@ def test_a_tenant_needs_exactly_one_credential():
         TenantSettings(tenant_id="t", client_id="c", client_secret="s", certificate_path="/x.pem")
 
 
-def test_blank_notify_webhook_means_none(monkeypatch, tmp_path):
+def test_blank_notify_webhooks_mean_none(monkeypatch, tmp_path):
     monkeypatch.setenv("QUELL_CONFIG", str(tmp_path / "absent.toml"))
-    monkeypatch.setenv("QUELL_NOTIFY_WEBHOOK", "")
-    assert Settings().notify_webhook is None
+    monkeypatch.setenv("QUELL_NOTIFY__TEAMS_WEBHOOK", "")
+    monkeypatch.setenv("QUELL_NOTIFY_WEBHOOK", "")  # the old setting, left blank by a compose file
+    assert Settings().notify.teams_webhook is None
+
+
+@pytest.mark.parametrize("where", ["environment", "file"])
+def test_the_old_notify_webhook_is_refused_with_where_it_moved_and_without_its_value(monkeypatch, tmp_path, where):
+    config = tmp_path / "quell.toml"
+    config.write_text('notify_webhook = "https://contoso.webhook.office.com/S3CRET"\n' if where == "file" else "")
+    monkeypatch.setenv("QUELL_CONFIG", str(config))
+    if where == "environment":
+        monkeypatch.setenv("QUELL_NOTIFY_WEBHOOK", "https://contoso.webhook.office.com/S3CRET")
+    with pytest.raises(SettingsError, match="notify.teams_webhook and notify.slack_webhook") as refused:
+        load_settings()
+    assert "S3CRET" not in str(refused.value)
 
 
 def test_temporal_tls_turns_on_with_any_tls_option_and_an_api_key_implies_it():
