@@ -11,10 +11,11 @@ import ipaddress
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from emulator import exo_mail
+from emulator.cmdlet import ARGUMENT, Call, Cmdlet, Params
 from emulator.errors import ExoError, not_found_exo
 from emulator.state import DEFAULTS, ConnectorKind, TenantData, TenantState, utcnow
 from emulator.timestamps import format_datetime
@@ -22,7 +23,6 @@ from workflows.timestamps import parse_iso
 from workflows.types import MULTI_VALUED
 
 BINDING = "System.Management.Automation.ParameterBindingException"
-ARGUMENT = "System.Management.Automation.ParameterBindingArgumentTransformationException"
 VALIDATION = "Microsoft.Exchange.Configuration.Tasks.TaskArgumentException"
 READ_ONLY = {"IsValidated", "LastValidationTimestamp"}
 ENUMS = {
@@ -32,29 +32,7 @@ ENUMS = {
 RECORD_TYPES = {"ExchangeAdmin": 1, "ExchangeItem": 2, "AzureActiveDirectory": 8, "AzureActiveDirectoryAccountLogon": 9}
 MESSAGE_TRACE_WINDOW = timedelta(days=10)
 MESSAGE_TRACE_RETENTION = timedelta(days=90)
-
-Params = dict[str, Any]
-
-
-@dataclass
-class Call:
-    """One cmdlet run: the tenant it may change, who runs it, and its bound parameters."""
-
-    tenant: TenantData
-    actor: str
-    client_ip: str
-    params: Params
-    warnings: list[str]
-    email_events: list[dict[str, Any]]
-    organization: str
-
-
-@dataclass(frozen=True)
-class Cmdlet:
-    name: str
-    params: dict[str, str]  # parameter name -> kind: string, bool, switch, multi, datetime, size
-    mandatory: tuple[str, ...]
-    run: Callable[[Call], list[dict[str, Any]]]
+WORKLOADS = {"AzureActiveDirectory": "AzureActiveDirectory", "AzureActiveDirectoryAccountLogon": "AzureActiveDirectory"}
 
 
 def invoke(state: TenantState, tenant: TenantData, body: Any, actor: str, client_ip: str,
@@ -364,11 +342,11 @@ def _audit_out(record: dict[str, Any], index: int, count: int, organization: str
         "Operation": record.get("Operation"),
         "OrganizationId": organization,
         "RecordType": RECORD_TYPES.get(record_type, record_type),
-        "ResultStatus": "True",
+        "ResultStatus": "Success" if record_type in WORKLOADS else "True",
         "UserKey": record.get("UserIds"),
         "UserType": 2,
         "Version": 1,
-        "Workload": "Exchange",
+        "Workload": WORKLOADS.get(record_type, "Exchange"),
         "UserId": record.get("UserIds"),
         **audit,
     }
@@ -488,6 +466,7 @@ def _registry() -> dict[str, Cmdlet]:
             "Status": "multi", "Subject": "string", "SubjectFilterType": "string", "ResultSize": "size",
             "StartingRecipientAddress": "string",
         }, (), _message_trace),
+        *exo_mail.CMDLETS,
     ]
     return {c.name.casefold(): c for c in cmdlets}
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from emulator.scenario import Expected
+from emulator.scenario import ExcludedAction, Expected
 from workflows.timestamps import parse_iso
 
 EXECUTED = ("done", "already_done")
@@ -55,11 +55,21 @@ def _actions(want: Expected, executed: list[dict[str, Any]]) -> list[str]:
         if index not in pairing:
             seen = ", ".join(f"{a.get('kind')} {a.get('target') or '-'}" for a in executed) or "none"
             failures.append(f"actions: no distinct executed action matches {_show(item)} (executed: {seen})")
-    for kind in want.actions_exclude:
-        hits = [a for a in executed if a.get("kind") == kind]
+    for item in want.actions_exclude:
+        if isinstance(item, ExcludedAction):
+            kind, name = item.kind, f"{item.kind} on {item.target}"
+            hits = [a for a in executed if a.get("kind") == kind and _same_target(item.target, a.get("target"))]
+        else:
+            kind, name = item, item
+            hits = [a for a in executed if a.get("kind") == kind]
         if hits:
-            failures.append(f"actions_exclude: {kind} was executed ({', '.join(str(a.get('target') or '-') for a in hits)})")
+            failures.append(f"actions_exclude: {name} was executed ({', '.join(str(a.get('target') or '-') for a in hits)})")
     return failures
+
+
+def _same_target(wanted: str, actual: Any) -> bool:
+    """Targets name objects as Exchange and Entra do: case-insensitively."""
+    return isinstance(actual, str) and wanted.strip().casefold() == actual.strip().casefold()
 
 
 def _order(want: Expected, executed: list[dict[str, Any]]) -> list[str]:
@@ -86,6 +96,8 @@ def _order(want: Expected, executed: list[dict[str, Any]]) -> list[str]:
 def partial_match(expected: Any, actual: Any, path: str) -> list[str]:
     """Failures of `actual` against `expected` by docs/scenarios.md's partial-match rules (empty: match)."""
     where = path or "value"
+    if expected is None:  # null matches null, an absent key, "" or []
+        return [] if actual in (None, "", []) else [f"{where}: expected null, got {_show(actual)}"]
     if isinstance(expected, dict):
         if not isinstance(actual, dict):
             return [f"{where}: expected a mapping {_show(expected)}, got {_show(actual)}"]

@@ -11,7 +11,7 @@ import hashlib
 import re
 import secrets
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -71,12 +71,20 @@ USER_WRITABLE = {
     "passwordPolicies": str,
 }
 CA_STATES = {"enabled", "disabled", "enabledForReportingButNotEnforced"}
+# Audit log queries: the baseline tenant allocation Microsoft documents ("Microsoft Graph service-specific
+# throttling limits", security audit log query service limits); a real tenant may be allowed more.
+AUDIT_QUERIES_PER_DAY = 200
+AUDIT_QUERIES_UNFINISHED = 50
+AUDIT_RECORDS_PER_QUERY = 1_000_000
+AUDIT_SERVICES = {"AzureActiveDirectory": ("AzureActiveDirectory", "azureActiveDirectoryAuditRecord")}
+"""Record type -> (auditLogRecord service, auditData type); everything else is an Exchange admin record."""
 _CLAUSE = re.compile(r"^\s*(\w+)\s+(eq|ne|ge|gt|le|lt)\s+(.+?)\s*$")
 
 
 def graph_router(state: TenantState, hunting: HuntingEngine, app_name: str) -> APIRouter:
     router = APIRouter()
     audit_in_hunting = len(state.data.audit_log)  # records already in CloudAppEvents
+    audit_submissions: list[datetime] = []  # when each audit log query was created
 
     def data(request: Request) -> TenantData:
         return state.writable(getattr(request.state, "discard_writes", False))
@@ -242,7 +250,7 @@ def graph_router(state: TenantState, hunting: HuntingEngine, app_name: str) -> A
             for name in user.get("roles", []):
                 definition = roles[name]
                 assignment: dict[str, Any] = {
-                    "id": str(uuid.uuid5(_CUSTOM_ROLES, f"{user['id']}/{definition['id']}")),
+                    "id": _assignment_id(user, definition),
                     "principalId": user["id"],
                     "roleDefinitionId": definition["id"],
                     "directoryScopeId": "/",
@@ -257,6 +265,18 @@ def graph_router(state: TenantState, hunting: HuntingEngine, app_name: str) -> A
                                                "userPrincipalName": user["userPrincipalName"]}
                 found.append(assignment)
         return JSONResponse({"@odata.context": _context(request, "roleManagement/directory/roleAssignments"), "value": found})
+
+    @router.delete("/roleManagement/directory/roleAssignments/{assignment_id}")
+    async def delete_role_assignment(assignment_id: str, request: Request) -> Response:
+        roles = definitions()
+        for user in data(request).users:
+            held = user.get("roles", [])
+            name = next((n for n in held if _assignment_id(user, roles[n]) == assignment_id), None)
+            if name is not None:
+                user["roles"] = [n for n in held if n != name]
+                return Response(status_code=204)
+        raise GraphError(404, f"Resource '{assignment_id}' does not exist or one of its queried reference-property "
+                              "objects are not present.", "Request_ResourceNotFound")
 
     # ----------------------------------------------------------------------- conditional access
 
@@ -296,6 +316,13 @@ def graph_router(state: TenantState, hunting: HuntingEngine, app_name: str) -> A
         for key in ("filterStartDateTime", "filterEndDateTime"):
             if not isinstance(body.get(key), str) or parse_iso(body[key]) is None:
                 raise GraphError(400, f"{key} is required, an ISO 8601 date-time.")
+        now = utcnow()
+        audit_submissions[:] = [t for t in audit_submissions if now - t < timedelta(days=1)]
+        unfinished = sum(1 for q in state.data.audit_queries.values() if q["status"] == "notStarted")
+        if len(audit_submissions) >= AUDIT_QUERIES_PER_DAY or unfinished >= AUDIT_QUERIES_UNFINISHED:
+            raise GraphError(429, f"The tenant's audit log query allocation is used up ({AUDIT_QUERIES_PER_DAY} queries "
+                                  f"in 24 hours, {AUDIT_QUERIES_UNFINISHED} not finished).", "TooManyRequests")
+        audit_submissions.append(now)
         query = {
             "id": str(uuid.uuid4()), "displayName": body.get("displayName"),
             "filterStartDateTime": body["filterStartDateTime"], "filterEndDateTime": body["filterEndDateTime"],
@@ -304,6 +331,8 @@ def graph_router(state: TenantState, hunting: HuntingEngine, app_name: str) -> A
             "userPrincipalNameFilters": body.get("userPrincipalNameFilters", []),
             "ipAddressFilters": body.get("ipAddressFilters", []), "objectIdFilters": body.get("objectIdFilters", []),
             "administrativeUnitIdFilters": body.get("administrativeUnitIdFilters", []), "status": "notStarted",
+            "recordCountLimit": AUDIT_RECORDS_PER_QUERY, "approximateReturnedRecordCount": None,
+            "isRecordCountLimitExceeded": False,
         }
         data(request).audit_queries[query["id"]] = query
         return JSONResponse({"@odata.context": _context(request, "security/auditLog/queries/$entity"), **query},
@@ -318,7 +347,10 @@ def graph_router(state: TenantState, hunting: HuntingEngine, app_name: str) -> A
     @router.get("/security/auditLog/queries/{query_id}")
     async def get_audit_query(query_id: str, request: Request) -> JSONResponse:
         query = find_query(query_id)
-        query["status"] = "succeeded"  # the search "runs" between the creation and the first poll
+        if query["status"] == "notStarted":  # the search "runs" between the creation and the first poll
+            found = sum(1 for r in state.data.audit_log if _in_query(r, query))
+            query.update(status="succeeded", approximateReturnedRecordCount=min(found, AUDIT_RECORDS_PER_QUERY),
+                         isRecordCountLimitExceeded=found > AUDIT_RECORDS_PER_QUERY)
         return JSONResponse({"@odata.context": _context(request, "security/auditLog/queries/$entity"), **query})
 
     @router.get("/security/auditLog/queries/{query_id}/records")
@@ -326,7 +358,7 @@ def graph_router(state: TenantState, hunting: HuntingEngine, app_name: str) -> A
         query = find_query(query_id)
         records = [
             _audit_record(r, i, state.tenant_id) for i, r in enumerate(state.data.audit_log) if _in_query(r, query)
-        ]
+        ][:AUDIT_RECORDS_PER_QUERY]
         return JSONResponse({"@odata.context": _context(request, f"security/auditLog/queries('{query_id}')/records"),
                              "value": records})
 
@@ -452,9 +484,14 @@ def _in_query(record: dict[str, Any], query: dict[str, Any]) -> bool:
     return all(not wanted or str(value).casefold() in {str(w).casefold() for w in wanted} for wanted, value in checks)
 
 
+def _assignment_id(user: dict[str, Any], definition: dict[str, Any]) -> str:
+    return str(uuid.uuid5(_CUSTOM_ROLES, f"{user['id']}/{definition['id']}"))
+
+
 def _audit_record(record: dict[str, Any], index: int, tenant_id: str) -> dict[str, Any]:
     audit = record.get("AuditData", {})
     record_type = str(record.get("RecordType", ""))
+    service, data_type = AUDIT_SERVICES.get(record_type, ("Exchange", "exchangeAdminAuditRecord"))
     return {
         "id": str(audit.get("Id") or uuid.uuid5(_CUSTOM_ROLES, f"audit/{index}/{record.get('CreationDate')}")),
         "createdDateTime": record.get("CreationDate"),
@@ -463,10 +500,10 @@ def _audit_record(record: dict[str, Any], index: int, tenant_id: str) -> dict[st
         "organizationId": tenant_id,
         "userType": "regular",
         "userId": record.get("UserIds"),
-        "service": "Exchange",
+        "service": service,
         "objectId": audit.get("ObjectId"),
         "userPrincipalName": record.get("UserIds"),
         "clientIp": audit.get("ClientIP"),
         "administrativeUnits": [],
-        "auditData": {"@odata.type": "#microsoft.graph.security.exchangeAdminAuditRecord", **audit},
+        "auditData": {"@odata.type": f"#microsoft.graph.security.{data_type}", **audit},
     }

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from emulator.timestamps import format_datetime
 from workflows.timestamps import as_utc, parse_iso
-from workflows.types import ActionKind, FindingId, VerdictKind
+from workflows.types import VerdictKind
 
 TOP_LEVEL_KEYS = (
     "id", "description", "now", "organization", "tenant", "audit_log", "tables", "alert",
@@ -28,12 +28,35 @@ TOP_LEVEL_KEYS = (
 )
 TENANT_SECTIONS = (
     "inbound_connectors", "outbound_connectors", "blocked_connectors", "blocked_senders",
-    "users", "conditional_access_policies",
+    "users", "conditional_access_policies", "transport_rules", "mailboxes",
 )
 GENERATOR_KEYS = {"repeat", "start", "every", "row"}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh])$")
 _PLACEHOLDER = re.compile(r"\{i\}|\{cycle:([^{}]*)\}")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+# The contract's vocabularies (docs/scenarios.md "Vocabularies" and "The whole playbook"): a scenario
+# may name any of them, whether or not quell produces it yet (tests/emulator checks quell's are among them).
+ContractFinding = Literal[
+    "p1_p2_mismatch", "empty_sender_object_id", "volume_spike", "internal_recipients", "junk_delivery_spike",
+    "unprovisioned_sender_domain", "sender_ip_not_on_premises", "external_spray", "supply_chain_targeting",
+    "malicious_url", "malicious_attachment", "connector_created", "connector_modified", "change_by_unexpected_actor",
+    "change_approved", "connector_blocked", "admin_bruteforce_success", "admin_unusual_location",
+    "compromised_sender_accounts", "evidence_unavailable", "connector_unresolved",
+    # version 2
+    "other_connector_suspicious", "connector_deleted", "admin_transport_rule_change", "admin_mail_forwarding",
+    "admin_mailbox_permission", "admin_role_granted", "admin_accepted_domain_added",
+]
+ContractAction = Literal[
+    "classify_alert", "comment_alert", "disable_connector", "remove_connector", "revert_connector_change",
+    "reset_admin_password", "revoke_sessions", "require_admin_mfa", "unblock_connector", "unblock_sender",
+    # version 2
+    "disable_transport_rule", "remove_mail_forwarding", "remove_mailbox_permission", "remove_role_assignment",
+]
+ACTION_KINDS: tuple[str, ...] = ContractAction.__args__  # type: ignore[attr-defined]
+MAILBOX_RIGHTS = ("ChangeOwner", "ChangePermission", "DeleteItem", "ExternalAccount", "FullAccess", "ReadPermission")
+"""Get-MailboxPermission's AccessRights values."""
 
 
 class ScenarioError(ValueError):
@@ -94,6 +117,51 @@ def _require(items: list[dict[str, Any]], key: str, what: str) -> list[dict[str,
     return items
 
 
+def mailbox_rights(rights: list[str]) -> list[str]:
+    """AccessRights in Exchange's spelling; raises ValueError naming a value Exchange does not know."""
+    spelled = []
+    for right in rights:
+        known = next((r for r in MAILBOX_RIGHTS if r.casefold() == right.casefold()), None)
+        if known is None:
+            raise ValueError(f"{right!r} is not a mailbox access right ({', '.join(MAILBOX_RIGHTS)})")
+        spelled.append(known)
+    return spelled
+
+
+class MailboxPermission(Strict):
+    """An explicit grant as Get-MailboxPermission shows it (inherited entries are not modelled)."""
+
+    User: str
+    AccessRights: list[str] = Field(min_length=1)
+    IsInherited: Literal[False] = False
+    Deny: bool = False
+    InheritanceType: str = "All"
+
+    @field_validator("AccessRights")
+    @classmethod
+    def _rights(cls, rights: list[str]) -> list[str]:
+        return mailbox_rights(rights)
+
+
+class Mailbox(BaseModel):
+    """Get-Mailbox properties (others kept as given), the mailbox's inbox rules and its permissions."""
+
+    model_config = ConfigDict(extra="allow")
+
+    UserPrincipalName: str
+    ForwardingSmtpAddress: str | None = None
+    ForwardingAddress: str | None = None
+    DeliverToMailboxAndForward: bool = False
+    inbox_rules: list[dict[str, Any]] = []
+    """Get-InboxRule output properties; `Name` is required, `Identity` defaults to `<UPN>\\<Name>`."""
+    permissions: list[MailboxPermission] = []
+
+    @field_validator("inbox_rules")
+    @classmethod
+    def _inbox_rules(cls, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return _require(rules, "Name", "inbox rule")
+
+
 class Tenant(Strict):
     id: str
     accepted_domains: list[str] = []
@@ -103,6 +171,26 @@ class Tenant(Strict):
     blocked_connectors: list[dict[str, Any]] = []
     blocked_senders: list[dict[str, Any]] = []
     conditional_access_policies: list[dict[str, Any]] = []
+    transport_rules: list[dict[str, Any]] = []
+    """Get-TransportRule output properties (version 2)."""
+    mailboxes: list[Mailbox] = []
+    """Get-Mailbox properties with inbox_rules and permissions (version 2)."""
+
+    @field_validator("transport_rules")
+    @classmethod
+    def _transport_rules(cls, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return _require(items, "Name", "transport rule")
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _mailboxes(cls, mailboxes: list[Mailbox]) -> list[Mailbox]:
+        seen: set[str] = set()
+        for index, mailbox in enumerate(mailboxes):
+            upn = mailbox.UserPrincipalName.casefold()
+            if upn in seen:
+                raise ValueError(f"item {index}: a second mailbox for {mailbox.UserPrincipalName}")
+            seen.add(upn)
+        return mailboxes
 
     @field_validator("inbound_connectors", "outbound_connectors")
     @classmethod
@@ -143,7 +231,25 @@ Answer = Literal["approve", "reject", "ignore"]
 class Approvals(Strict):
     approvers: list[str] = []
     default: Answer = "ignore"
-    by_action: dict[ActionKind, Answer] = {}
+    by_action: dict[str, Answer] = {}
+    """Keys: an action kind, or `kind:target` for one target (the more specific key wins)."""
+
+    @field_validator("by_action")
+    @classmethod
+    def _keys(cls, by_action: dict[str, Answer]) -> dict[str, Answer]:
+        for key in by_action:
+            kind = key.partition(":")[0]
+            if kind not in ACTION_KINDS:
+                raise ValueError(f"{key!r}: unknown action kind {kind!r} (a key is KIND or KIND:TARGET)")
+        return by_action
+
+    def answer(self, kind: str, target: str) -> Answer:
+        """How the analysts answer an action on `target` (targets compare case-insensitively)."""
+        for key, answer in self.by_action.items():
+            key_kind, colon, key_target = key.partition(":")
+            if colon and key_kind == kind and key_target.strip().casefold() == target.strip().casefold():
+                return answer
+        return self.by_action.get(kind, self.default)
 
 
 _FAULT_API = re.compile(r"^(exo:[A-Za-z]+-[A-Za-z0-9]+|graph:(GET|POST|PATCH|PUT|DELETE) /\S*)$")
@@ -171,25 +277,31 @@ class Fault(Strict):
         return self
 
 
+class ExcludedAction(Strict):
+    """An `actions_exclude` item for one target: no executed action of that kind on that target."""
+
+    kind: ContractAction
+    target: str
+
+
 class Expected(Strict):
     verdict: VerdictKind | None = None
     case_status: Literal["completed", "needs_manual"] | None = None
     """quell extension (docs/scenarios.md): the case's final status."""
     connector: str | None = None
-    findings_include: list[FindingId] = []
-    findings_exclude: list[FindingId] = []
+    findings_include: list[ContractFinding] = []
+    findings_exclude: list[ContractFinding] = []
     actions: list[dict[str, Any]] = []
-    actions_exclude: list[ActionKind] = []
-    order: list[tuple[ActionKind, ActionKind]] = []
+    actions_exclude: list[ContractAction | ExcludedAction] = []
+    order: list[tuple[ContractAction, ContractAction]] = []
     alert: dict[str, Any] | None = None
     tenant: dict[str, Any] | None = None
 
     @field_validator("actions")
     @classmethod
     def _actions(cls, actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        kinds = ActionKind.__args__  # type: ignore[attr-defined]
         for index, action in enumerate(actions):
-            if "kind" in action and action["kind"] not in kinds:
+            if "kind" in action and action["kind"] not in ACTION_KINDS:
                 raise ValueError(f"item {index}: unknown action kind {action['kind']!r}")
         return actions
 

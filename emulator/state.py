@@ -51,6 +51,8 @@ class TenantData:
     blocked_senders: list[dict[str, Any]]
     accepted_domains: list[str]
     conditional_access_policies: list[dict[str, Any]]
+    transport_rules: list[dict[str, Any]]
+    mailboxes: list[dict[str, Any]]
     alerts: dict[str, dict[str, Any]]
     audit_log: list[dict[str, Any]]
     password_hashes: dict[str, str] = field(default_factory=dict)
@@ -67,6 +69,19 @@ class TenantData:
             (c for c in self.connectors(kind) if wanted in (str(c["Name"]).casefold(), str(c["Guid"]).casefold())),
             None,
         )
+
+    def find_transport_rule(self, identity: str) -> dict[str, Any] | None:
+        """By Name (case-insensitively) or Guid, as Exchange resolves -Identity."""
+        wanted = identity.strip().casefold()
+        return next(
+            (r for r in self.transport_rules if wanted in (str(r["Name"]).casefold(), str(r["Guid"]).casefold())),
+            None,
+        )
+
+    def find_mailbox(self, identity: str) -> dict[str, Any] | None:
+        """By UPN, alias, name, e-mail address or Guid (case-insensitively), as Exchange resolves -Identity."""
+        wanted = identity.strip().casefold().removeprefix("smtp:")
+        return next((m for m in self.mailboxes if wanted in _mailbox_names(m)), None)
 
     def find_user(self, key: str) -> dict[str, Any] | None:
         """By object id or userPrincipalName (case-insensitively), as Graph resolves /users/{key}."""
@@ -124,6 +139,8 @@ class TenantState:
             blocked_senders=copy.deepcopy(tenant.blocked_senders),
             accepted_domains=list(tenant.accepted_domains),
             conditional_access_policies=copy.deepcopy(tenant.conditional_access_policies),
+            transport_rules=[_transport_rule(r, i, tenant.id, now) for i, r in enumerate(tenant.transport_rules)],
+            mailboxes=[_mailbox(m.model_dump(), tenant.id, scenario) for m in tenant.mailboxes],
             alerts={scenario.alert["id"]: _alert(scenario.alert, tenant.id, now)},
             audit_log=[r.model_dump(mode="json") for r in scenario.audit_log],
         )
@@ -154,6 +171,40 @@ def _connector(given: dict[str, Any], kind: ConnectorKind, tenant_id: str, now: 
     connector.setdefault("WhenCreated", now)
     connector.setdefault("WhenChanged", connector["WhenCreated"])
     return connector
+
+
+def _transport_rule(given: dict[str, Any], index: int, tenant_id: str, now: str) -> dict[str, Any]:
+    rule = {"State": "Enabled", "Mode": "Enforce", "Priority": index, **copy.deepcopy(given)}
+    rule.setdefault("Guid", str(uuid.uuid5(_GUIDS, f"{tenant_id}/transport-rule/{given['Name']}")))
+    rule.setdefault("WhenChanged", now)
+    return rule
+
+
+def _mailbox(given: dict[str, Any], tenant_id: str, scenario: Scenario) -> dict[str, Any]:
+    """A mailbox with the Get-Mailbox properties the scenario leaves out, its rules and grants completed."""
+    upn = given["UserPrincipalName"]
+    alias = upn.split("@")[0]
+    user = next((u for u in scenario.tenant.users if u.userPrincipalName.casefold() == upn.casefold()), None)
+    mailbox = {
+        "Name": alias, "Alias": alias, "DisplayName": user.displayName if user else alias,
+        "PrimarySmtpAddress": upn, "RecipientTypeDetails": "UserMailbox",
+        "Guid": str(uuid.uuid5(_GUIDS, f"{tenant_id}/mailbox/{upn.casefold()}")),
+        "ExternalDirectoryObjectId": user.id if user else None,
+        **copy.deepcopy(given),
+    }
+    mailbox["inbox_rules"] = [
+        {"Identity": f"{upn}\\{rule['Name']}", "Enabled": True, "Priority": i + 1,
+         "RuleIdentity": str(uuid.uuid5(_GUIDS, f"{upn.casefold()}/{rule['Name']}").int % 10**19),
+         "MailboxOwnerId": mailbox["Name"], "ForwardTo": [], "RedirectTo": [], "ForwardAsAttachmentTo": [], **rule}
+        for i, rule in enumerate(mailbox["inbox_rules"])
+    ]
+    return mailbox
+
+
+def _mailbox_names(mailbox: dict[str, Any]) -> set[str]:
+    names = [mailbox["UserPrincipalName"], mailbox["Alias"], mailbox["Name"], mailbox["PrimarySmtpAddress"],
+             mailbox["Guid"], *(str(a).removeprefix("smtp:").removeprefix("SMTP:") for a in mailbox.get("EmailAddresses", []))]
+    return {str(n).casefold() for n in names if n}
 
 
 def _alert(given: dict[str, Any], tenant_id: str, now: str) -> dict[str, Any]:

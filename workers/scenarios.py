@@ -131,7 +131,7 @@ async def answer_approvals(client: Client, case: str, scenario: Scenario) -> Non
     if approvals is None:
         return
     for request in await cases.pending(client, case):
-        answer = approvals.by_action.get(request.kind, approvals.default)
+        answer = approvals.answer(request.kind, request.target)
         if answer == "ignore":
             continue
         needed = 2 if request.policy == "two_person" else 1

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from emulator.expectations import judge, partial_match
-from emulator.scenario import Scenario
+from emulator.scenario import Approvals, Scenario
 
 
 def action(kind: str, target: str = "", status: str = "done", start: str = "10:00:00", end: str = "10:00:01") -> dict[str, Any]:
@@ -112,7 +112,11 @@ def test_order_holds_trivially_when_a_kind_did_not_run() -> None:
     ("expected", "actual", "ok"),
     [
         ({"a": 1}, {"a": 1, "b": 2}, True),  # keys not named are free
-        ({"a": None}, {}, True),
+        ({"a": None}, {}, True),  # null matches null, an absent key, "" or []
+        ({"a": None}, {"a": ""}, True),
+        ({"a": None}, {"a": []}, True),
+        ({"a": None}, {"a": "smtp:x@example.com"}, False),
+        ({"a": None}, {"a": False}, False),
         (["x", "y"], ["y", "x"], True),  # scalar lists: any order, same items
         (["x", "y"], ["x", "y", "z"], False),
         (["x", "x"], ["x", "y"], False),
@@ -138,3 +142,24 @@ def test_case_status_extension_is_judged_when_given() -> None:
         "case_status: expected needs_manual, got completed"
     ]
     assert judge({}, {"case_status": "completed"}) == []
+
+
+def test_actions_exclude_one_target() -> None:
+    expected = {"actions_exclude": [{"kind": "disable_connector", "target": "Outbound to Fabrikam"}, "remove_connector"]}
+    other = {"actions": [action("disable_connector", "Rogue Relay"), action("remove_connector", status="skipped")]}
+    assert judge(expected, other) == []
+    hit = {"actions": [action("disable_connector", "outbound to fabrikam")]}
+    assert judge(expected, hit) == [
+        "actions_exclude: disable_connector on Outbound to Fabrikam was executed (outbound to fabrikam)"]
+    planned_only = {"actions": [action("disable_connector", "Outbound to Fabrikam", status="rejected")]}
+    assert judge(expected, planned_only) == []
+
+
+def test_approvals_by_kind_or_by_kind_and_target() -> None:
+    approvals = Approvals.model_validate({"default": "ignore", "by_action": {
+        "remove_mail_forwarding": "approve", "remove_mail_forwarding:CEO@contoso.com": "reject",
+        "disable_transport_rule:Copy finance mail": "approve"}})
+    assert approvals.answer("remove_mail_forwarding", "ceo@contoso.com") == "reject"  # the more specific key wins
+    assert approvals.answer("remove_mail_forwarding", "cfo@contoso.com") == "approve"
+    assert approvals.answer("disable_transport_rule", "Copy finance mail") == "approve"
+    assert approvals.answer("disable_transport_rule", "Disclaimer") == "ignore"  # the default

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from conftest import EXAMPLE
 
-from emulator.scenario import ScenarioError, load_scenario
+from emulator.scenario import ContractAction, ContractFinding, ScenarioError, load_scenario
+from tests.conftest import PROJECT_SCENARIOS
+from workflows.types import ActionKind, FindingId
 
 REAL_NOW = datetime(2027, 3, 4, 15, 42, 10, tzinfo=timezone.utc)
 # 2026-11-20T10:00Z -> 2027-03-04T15:42:10Z is 104 days 5 h 42 min: shifted by 104 days 5 h.
@@ -143,6 +146,9 @@ def test_unknown_top_level_keys_are_named() -> None:
         ("expected: {findings_include: [connector_hijacked]}", r"expected\.findings_include\[0\]"),
         ("expected: {actions: [{kind: nuke_tenant}]}", r"expected\.actions: .*nuke_tenant"),
         ("organization: {on_premises_ip_ranges: [somewhere]}", r"organization\.on_premises_ip_ranges"),
+        ("approvals: {by_action: {'nuke_tenant:x': approve}}", r"approvals\.by_action: .*nuke_tenant"),
+        ("expected: {actions_exclude: [{kind: disable_connector}]}", r"expected\.actions_exclude\[0\]"),
+        ("expected: {tenant: {mailbox: []}}", r"unknown tenant section\(s\): mailbox"),
     ],
 )
 def test_malformed_scenarios_fail_with_the_field(addition: str, message: str) -> None:
@@ -157,3 +163,63 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
         load_scenario(path)
     with pytest.raises(ScenarioError, match="now: required"):
         load_scenario(MINIMAL.replace('now: "2026-11-20T10:00:00Z"', "now: soon"))
+
+
+SCENARIO_FILES = sorted(PROJECT_SCENARIOS.glob("*.yaml")) + sorted(PROJECT_SCENARIOS.glob("v2/*.yaml"))
+
+
+@pytest.mark.parametrize("path", SCENARIO_FILES, ids=lambda p: str(p.relative_to(PROJECT_SCENARIOS)))
+def test_every_scenario_file_loads_and_validates(path: Path) -> None:
+    scenario = load_scenario(path, real_now=REAL_NOW)
+    assert scenario.id == path.stem
+
+
+def test_quells_vocabularies_are_the_contracts() -> None:
+    """quell produces only findings and actions the contract names (the contract may name more)."""
+    assert set(get_args(FindingId)) <= set(get_args(ContractFinding))
+    assert set(get_args(ActionKind)) <= set(get_args(ContractAction))
+
+
+V2_TENANT = """
+  transport_rules:
+    - {Name: Copy finance mail, BlindCopyTo: [drop@fabrikam-billing.net]}
+  mailboxes:
+    - UserPrincipalName: ceo@contoso.com
+      ForwardingSmtpAddress: "smtp:ceo.archive@outlook-mail.net"
+      inbox_rules: [{Name: Sync, ForwardTo: [ceo.archive@outlook-mail.net]}]
+      permissions: [{User: helpdesk.op@contoso.com, AccessRights: [fullaccess]}]
+"""
+
+
+def with_v2_tenant(sections: str = V2_TENANT) -> str:
+    return MINIMAL.replace("alert:", sections.lstrip("\n") + "alert:")
+
+
+def test_the_version_2_tenant_sections_load() -> None:
+    tenant = load_scenario(with_v2_tenant(), real_now=REAL_NOW).tenant
+    assert tenant.transport_rules[0]["Name"] == "Copy finance mail"
+    mailbox = tenant.mailboxes[0]
+    assert mailbox.DeliverToMailboxAndForward is False and mailbox.ForwardingAddress is None
+    assert mailbox.inbox_rules[0]["ForwardTo"] == ["ceo.archive@outlook-mail.net"]
+    assert mailbox.permissions[0].AccessRights == ["FullAccess"]  # Exchange's spelling
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("Name: Copy finance mail", "Priority: 0"), r"tenant\.transport_rules: .*needs a non-empty string Name"),
+        (("{Name: Sync,", "{Enabled: true,"), r"tenant\.mailboxes\[0\]\.inbox_rules: .*inbox rule"),
+        (("AccessRights: [fullaccess]", "AccessRights: [Everything]"), r"permissions\[0\]\.AccessRights: .*Everything"),
+        (("AccessRights: [fullaccess]", "AccessRights: []"), r"permissions\[0\]\.AccessRights"),
+        (("UserPrincipalName: ceo@contoso.com", "Alias: ceo"), r"mailboxes\[0\]\.UserPrincipalName: Field required"),
+    ],
+)
+def test_malformed_version_2_sections_fail_with_the_field(change: tuple[str, str], message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(with_v2_tenant(V2_TENANT.replace(*change)))
+
+
+def test_a_mailbox_appears_once() -> None:
+    twice = V2_TENANT + "    - {UserPrincipalName: CEO@contoso.com}\n"
+    with pytest.raises(ScenarioError, match="second mailbox for CEO@contoso.com"):
+        load_scenario(with_v2_tenant(twice))

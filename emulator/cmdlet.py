@@ -1,0 +1,34 @@
+"""What every emulated cmdlet is: its parameters, how it runs, and the call it runs in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.state import TenantData
+
+ARGUMENT = "System.Management.Automation.ParameterBindingArgumentTransformationException"
+
+Params = dict[str, Any]
+
+
+@dataclass
+class Call:
+    """One cmdlet run: the tenant it may change, who runs it, and its bound parameters."""
+
+    tenant: TenantData
+    actor: str
+    client_ip: str
+    params: Params
+    warnings: list[str]
+    email_events: list[dict[str, Any]]
+    organization: str
+
+
+@dataclass(frozen=True)
+class Cmdlet:
+    name: str
+    params: dict[str, str]  # parameter name -> kind: string, bool, switch, multi, datetime, size
+    mandatory: tuple[str, ...]
+    run: Callable[[Call], list[dict[str, Any]]]
