@@ -71,6 +71,13 @@ class ExoError(Exception):
     """A cmdlet failed in Exchange (not a transport failure): e.g. object not found."""
 
 
+class ExoNotFound(ExoError):
+    """The cmdlet's object does not exist (Exchange's ManagementObjectNotFoundException)."""
+
+
+NOT_FOUND_MARKERS = ("managementobjectnotfoundexception", "couldn't be found")
+
+
 class ExoClient:
     """Exchange Online admin REST (`InvokeCommand`): parameters are always a JSON object."""
 
@@ -90,7 +97,10 @@ class ExoClient:
         if response.status_code in RETRYABLE or response.status_code in (401, 403):
             raise api_failure(f"Exchange {cmdlet}", response.status_code, _error_message(response), response.headers)
         if response.status_code >= 400:
-            raise ExoError(f"{cmdlet}: {_error_message(response)}"[:500])
+            message = f"{cmdlet}: {_error_message(response)}"
+            if any(marker in message.casefold() for marker in NOT_FOUND_MARKERS):
+                raise ExoNotFound(message[:500])
+            raise ExoError(message[:500])
         value = response.json().get("value", [])
         return value if isinstance(value, list) else [value]
 
