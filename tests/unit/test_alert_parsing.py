@@ -54,6 +54,11 @@ def test_generic_alert_naming_the_connector_keys_the_case_by_connector():
     assert case_id(alert) == f"connector-case/{TENANT}/connector/contoso-hybrid"
 
 
+def test_generic_alert_may_carry_only_the_connector_domain():
+    alert = parse_alert({"tenant": TENANT, "alert_id": "x2", "connector_domain": "relay.contoso.com"})
+    assert (alert.connector_domain, alert.connector_hint, alert.ip_addresses) == ("relay.contoso.com", None, [])
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -62,7 +67,7 @@ def test_generic_alert_naming_the_connector_keys_the_case_by_connector():
         ({**GRAPH_ALERT, "title": "Phish delivered"}, "not 'Suspicious connector activity'"),
         ({**GRAPH_ALERT, "evidence": []}, "no ipEvidence"),
         ({"id": "", "title": "Suspicious connector activity"}, "id"),
-        ({"tenant": TENANT, "alert_id": "x"}, "'connector' or 'ip'"),
+        ({"tenant": TENANT, "alert_id": "x"}, "'connector', 'connector_domain' or 'ip'"),
         ({"tenant": TENANT, "alert_id": "x", "ip": "1.2.3.4", "extra": 1}, "extra"),
     ],
 )
