@@ -22,7 +22,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.evidence import EvidenceActivities
     from workflows import retries
-    from workflows.audit import connector_records
+    from workflows.audit import connector_records, connector_verb
     from workflows.changes import acting_admins, relevant_changes
     from workflows.types import (
         AcceptedDomains,
@@ -208,8 +208,9 @@ async def _audit_log(case: CaseInput, now: datetime, unavailable: list[str]) -> 
 async def _directory(case: CaseInput, log: AuditLog, now: datetime) -> list[DirectoryAccount]:
     """The lookback's connector actors as the directory knows them (rule 10). Not an evidence source
     (docs/scenarios.md rule 8): when the lookup fails, only actors that are no UPN count as non-users."""
-    upns = acting_admins(relevant_changes(log.connector_changes, now - case.thresholds.lookback, now)
-                         + [c for c in log.connector_changes if c.operation.casefold().startswith("remove-")])
+    lookback_start = now - case.thresholds.lookback
+    removals = [c for c in log.connector_changes if connector_verb(c) == "remove" and lookback_start <= c.at <= now]
+    upns = acting_admins(relevant_changes(log.connector_changes, lookback_start, now) + removals)
     if not upns:
         return []
     try:
@@ -228,7 +229,9 @@ def _sweep(resolution: ConnectorResolution, log: AuditLog, accounts: list[Direct
                  admin_records=log.admin_records, accounts=accounts)
 
 
-async def sweep_only(case: CaseInput, resolution: ConnectorResolution, now: datetime) -> tuple[Sweep | None, list[str], AuditLog | None]:
+async def sweep_only(
+    case: CaseInput, resolution: ConnectorResolution, now: datetime
+) -> tuple[Sweep | None, list[str], AuditLog | None]:
     """An unresolved case still sweeps the other and the deleted connectors: (sweep, unavailable, log)."""
     unavailable: list[str] = []
     log = await _audit_log(case, now, unavailable)
