@@ -3,6 +3,8 @@
 Parameters bind as in PowerShell (names case-insensitively, types checked, mandatory ones
 required); anything Exchange would refuse answers 400 with the real reason nested under the
 generic "Error executing cmdlet". Writes append the unified audit record Exchange would.
+Connectors, restricted entities, accepted domains, the audit log and message trace live here;
+transport rules, mailboxes, inbox rules and mailbox permissions in `emulator.exo_mail`.
 """
 
 from __future__ import annotations
