@@ -28,7 +28,15 @@ with workflow.unsafe.imports_passed_through():
     from activities.alert_parsing import from_graph_alert
     from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
     from workflows import evidence, grading
-    from workflows.types import AuditLogInput, CaseInput, MailStatsInput, Organization, ResolveConnectorInput, Verdict
+    from workflows.types import (
+        AuditLogInput,
+        CaseInput,
+        ConnectorChangesInput,
+        MailStatsInput,
+        Organization,
+        ResolveConnectorInput,
+        Verdict,
+    )
 
 # A literal path, not tests.conftest: the probe workflow below re-imports this module in the sandbox.
 TP = Path(__file__).parents[2] / "emulator" / "scenarios" / "tp-hijacked-hybrid-connector.yaml"
@@ -143,6 +151,23 @@ async def test_audit_records_fall_back_to_search_unified_audit_log(served: tuple
         ("exadmin@contoso.com", "Contoso Hybrid", ["203.0.113.5"]),
         ("helpdesk.op@contoso.com", "Contoso Hybrid", ["198.51.100.23"]),
     ]
+
+
+@pytest.mark.parametrize("served", [load_scenario(TP)], indirect=True, ids=["tp"])
+async def test_cases_begun_before_version_2_still_read_one_connectors_changes(served: tuple[Scenario, ClientPool]) -> None:
+    scenario, pool = served
+    now = datetime.now(UTC)
+    request = ConnectorChangesInput(
+        tenant_id=scenario.tenant.id, connector_name="Contoso Hybrid",
+        connector_guid="9b0e4c50-0000-4000-8000-000000000010", direction="inbound",
+        since=now - evidence.AUDIT_HISTORY, until=now,
+    )
+    try:
+        result = await ActivityEnvironment().run(EvidenceActivities(pool).connector_changes, request)
+    finally:
+        await pool.aclose()
+    assert result.source == "graph_audit_log"
+    assert [c.actor for c in result.changes] == ["exadmin@contoso.com", "helpdesk.op@contoso.com"]
 
 
 AUDIT_DOWN = [
