@@ -16,8 +16,8 @@ import os
 import secrets
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -69,16 +69,32 @@ def temporal_binary(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Child processes started inside inherit stderr as their stdout: the dev server prints its
+    banner there, and `quell scenario run --json` keeps stdout for the one JSON document."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 @asynccontextmanager
 async def temporal_client(address: str | None) -> AsyncIterator[Client]:
     if address:
         yield await Client.connect(address, data_converter=pydantic_data_converter)
         return
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        search_attributes=sa.ALL,
-        dev_server_existing_path=temporal_binary("temporal"),
-    ) as env:
+    with stdout_to_stderr():
+        env = await WorkflowEnvironment.start_local(
+            data_converter=pydantic_data_converter,
+            search_attributes=sa.ALL,
+            dev_server_existing_path=temporal_binary("temporal"),
+        )
+    async with env:
         yield env.client
 
 
