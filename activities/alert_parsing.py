@@ -114,7 +114,7 @@ def from_generic(body: dict[str, Any]) -> AlertRef:
     except ValidationError as invalid:
         raise PayloadError(f"not a generic alert: {_errors(invalid)}") from None
     if not alert.connector and not alert.ip and not alert.connector_domain:
-        raise PayloadError("a generic alert needs 'connector', 'connector_domain' or 'ip' to find the connector by")
+        raise PayloadError("a generic alert needs 'connector' or 'ip' (or 'connector_domain') to find the connector by")
     return AlertRef(
         alert_id=alert.alert_id,
         tenant_id=alert.tenant,

@@ -67,7 +67,7 @@ def test_generic_alert_may_carry_only_the_connector_domain():
         ({**GRAPH_ALERT, "title": "Phish delivered"}, "not 'Suspicious connector activity'"),
         ({**GRAPH_ALERT, "evidence": []}, "no ipEvidence"),
         ({"id": "", "title": "Suspicious connector activity"}, "id"),
-        ({"tenant": TENANT, "alert_id": "x"}, "'connector', 'connector_domain' or 'ip'"),
+        ({"tenant": TENANT, "alert_id": "x"}, "'connector' or 'ip'"),
         ({"tenant": TENANT, "alert_id": "x", "ip": "1.2.3.4", "extra": 1}, "extra"),
     ],
 )
