@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from workflows.audit import connector_verb, fold
 from workflows.audit import names as audit_names
-from workflows.types import ChangeHistory, ConnectorChange, ConnectorConfig, Organization, ReviewedChange
+from workflows.types import AuditEntry, ChangeHistory, ConnectorChange, ConnectorConfig, Organization, ReviewedChange
 
 NOT_CONFIGURATION = frozenset(
     p.casefold()
@@ -101,3 +102,18 @@ def review(
         unexpected = not ticket and fold(change.actor) not in admins
         reviewed.append(ReviewedChange(change=change, ticket=ticket, unexpected_actor=unexpected))
     return ChangeHistory(changes=reviewed, acting_admins=acting_admins(r.change for r in reviewed))
+
+
+def change_summary(change: AuditEntry, ticket: str | None = None) -> dict[str, Any]:
+    """A record as a finding's evidence shows it: when, what, who, which parameters, from where."""
+    summary: dict[str, Any] = {
+        "at": change.at.isoformat(),
+        "operation": change.operation,
+        "actor": change.actor,
+        "parameters": sorted(change.parameters),
+    }
+    if change.client_ip:
+        summary["client_ip"] = change.client_ip
+    if ticket:
+        summary["ticket"] = ticket
+    return summary

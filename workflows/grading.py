@@ -12,13 +12,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from workflows.changes import acting_admins, is_creation, review
+from workflows.changes import acting_admins, change_summary, is_creation, review
 from workflows.sweep import Directory, sweep
 from workflows.timestamps import parse_iso
 from workflows.types import (
     AdminSignIns,
     ChangeHistory,
-    ConnectorChange,
     ConnectorConfig,
     ConnectorResolution,
     Evidence,
@@ -293,20 +292,6 @@ def _mail_findings(evidence: Evidence, organization: Organization, t: Thresholds
 # --------------------------------------------------------------------------- change and admin findings
 
 
-def _change_summary(change: ConnectorChange, ticket: str | None = None) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "at": change.at.isoformat(),
-        "operation": change.operation,
-        "actor": change.actor,
-        "parameters": sorted(change.parameters),
-    }
-    if change.client_ip:
-        summary["client_ip"] = change.client_ip
-    if ticket:
-        summary["ticket"] = ticket
-    return summary
-
-
 def _change_findings(evidence: Evidence, history: ChangeHistory, directory: Directory) -> list[Finding]:
     connector = evidence.connector
     about = [connector_subject(connector)]
@@ -320,14 +305,14 @@ def _change_findings(evidence: Evidence, history: ChangeHistory, directory: Dire
         findings.append(_finding(
             "connector_created", about,
             f"{connector.name} was created by {created[0].actor} at {created[0].at:%Y-%m-%d %H:%M}Z",
-            changes=[_change_summary(c) for c in created],
+            changes=[change_summary(c) for c in created],
         ))
     if modified:
         last = modified[-1]
         findings.append(_finding(
             "connector_modified", about,
             f"{connector.name} was changed {len(modified)} time(s), last by {last.actor} at {last.at:%Y-%m-%d %H:%M}Z",
-            changes=[_change_summary(c) for c in modified],
+            changes=[change_summary(c) for c in modified],
         ))
     if unexpected:
         actors = acting_admins(unexpected)
@@ -335,14 +320,14 @@ def _change_findings(evidence: Evidence, history: ChangeHistory, directory: Dire
         findings.append(_finding(
             "change_by_unexpected_actor", [*about, *accounts],
             f"{', '.join(actors)} changed {connector.name} without being a connector admin or holding an approved change",
-            actors=actors, changes=[_change_summary(c) for c in unexpected],
+            actors=actors, changes=[change_summary(c) for c in unexpected],
         ))
     if approved:
         findings.append(_finding(
             "change_approved", about,
             f"{len(approved)} change(s) match approved change records "
             f"({', '.join(sorted({str(r.ticket) for r in approved}))})",
-            changes=[_change_summary(r.change, r.ticket) for r in approved],
+            changes=[change_summary(r.change, r.ticket) for r in approved],
         ))
     return findings
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from workflows import audit
 from workflows.audit import fold
-from workflows.changes import NOT_CONFIGURATION, approval_for, review
+from workflows.changes import NOT_CONFIGURATION, approval_for, change_summary, review
 from workflows.types import (
     AuditEntry,
     ConnectorChange,
@@ -120,18 +120,6 @@ def _with_actors(suspects: list[Suspect], acted: list[tuple[str, FindingId]], di
 # --------------------------------------------------------------------------- connectors
 
 
-def _summary(change: AuditEntry, ticket: str | None = None) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "at": change.at.isoformat(), "operation": change.operation, "actor": change.actor,
-        "parameters": sorted(change.parameters),
-    }
-    if change.client_ip:
-        summary["client_ip"] = change.client_ip
-    if ticket:
-        summary["ticket"] = ticket
-    return summary
-
-
 def _accounts(changes: Iterable[AuditEntry], directory: Directory) -> list[Subject]:
     actors = dict.fromkeys(c.actor for c in changes if directory.is_user(c.actor))
     return [directory.account(a) for a in actors]
@@ -146,7 +134,7 @@ def _other_connector(connector: ConnectorConfig, suspicious: list[ReviewedChange
         summary=f"{connector.name} ({connector.direction}) was {what} by {', '.join(actors)} without an approved "
                 "change, by an account that is not a connector admin or is suspect",
         evidence={"connector": connector.name, "direction": connector.direction, "guid": connector.guid,
-                  "enabled": connector.enabled, "changes": [_summary(c) for c in changes]},
+                  "enabled": connector.enabled, "changes": [change_summary(c) for c in changes]},
         subjects=[Subject(kind="connector", id=connector.guid, name=connector.name), *_accounts(changes, directory)],
     )
 
@@ -169,7 +157,7 @@ def _deleted(removal: ConnectorChange, records: list[ConnectorChange], directory
         summary=f"{removal.actor} deleted the {direction} connector {name} at {removal.at:%Y-%m-%d %H:%M}Z without "
                 "an approved change" + ("" if last_known else "; no earlier record shows its properties"),
         evidence={"connector": name, "direction": direction, "last_known": last_known,
-                  "last_known_from": [_summary(r) for r in earlier], "changes": [_summary(removal)]},
+                  "last_known_from": [change_summary(r) for r in earlier], "changes": [change_summary(removal)]},
         subjects=[Subject(kind="connector", name=name), *_accounts([removal], directory)],
     )
 
@@ -193,7 +181,7 @@ def _footprint(
 
 def _admin_finding(record: AuditEntry, rules: list[list[AuditEntry]], actor: Subject) -> Finding | None:
     when = f"at {record.at:%Y-%m-%d %H:%M}Z"
-    done = _summary(record)
+    done = change_summary(record)
 
     def found(id: FindingId, summary: str, subjects: list[Subject], **evidence: Any) -> Finding:
         return Finding(id=id, summary=f"{record.actor} {summary} {when}", subjects=[actor, *subjects],
