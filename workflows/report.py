@@ -28,6 +28,14 @@ FOOTPRINTS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "An added accepted domain is reported only: removing one can break mail flow."),
 )
 """The whole playbook's sections: title, the findings they show, what they are."""
+ACTED_ON_BY = {
+    "other_connector_suspicious": ("disable_connector", "revert_connector_change"),
+    "admin_transport_rule_change": ("disable_transport_rule",),
+    "admin_mail_forwarding": ("remove_mail_forwarding",),
+    "admin_mailbox_permission": ("remove_mailbox_permission",),
+    "admin_role_granted": ("remove_role_assignment",),
+}
+"""The action kinds that answer each footprint finding (deleted connectors and domains: none)."""
 STATUS_WORDS = {
     "done": "done",
     "already_done": "already done",
@@ -113,9 +121,10 @@ def _footprint(report: CaseReport, title: str, finding_ids: tuple[str, ...], wha
 
 
 def _acted_on(report: CaseReport, finding: Finding) -> list[ActionRecord]:
-    """The actions whose target is something the finding names (not the acting account)."""
+    """The actions of the kinds that answer this finding on something it names."""
     named = {(s.name or "").casefold() for s in finding.subjects if s.kind != "account"} - {""}
-    return [r for r in report.actions if r.action.target.casefold() in named]
+    kinds = ACTED_ON_BY.get(finding.id, ())
+    return [r for r in report.actions if r.action.kind in kinds and r.action.target.casefold() in named]
 
 
 def _actions(report: CaseReport) -> str:
