@@ -115,13 +115,12 @@ def connector_config(row: Mapping[str, Any], direction: Direction) -> ConnectorC
     )
 
 
-def parse_parameters(audit_data: Mapping[str, Any]) -> dict[str, Any]:
-    """AuditData's Parameters list as name -> value, as logged (ConnectorChange normalises them)."""
-    parameters: dict[str, Any] = {}
-    for item in audit_data.get("Parameters") or []:
-        if isinstance(item, Mapping) and item.get("Name"):
-            parameters[str(item["Name"])] = _json_safe(item.get("Value"))
-    return parameters
+def name_values(items: Any, value: str) -> dict[str, Any]:
+    """An AuditData list of `{Name, <value>}` items as name -> value, as logged: the cmdlet's
+    `Parameters` (`Value`; AuditEntry normalises them) or a directory record's
+    `ModifiedProperties` (`NewValue`)."""
+    return {str(item["Name"]): _json_safe(item.get(value))
+            for item in items or [] if isinstance(item, Mapping) and item.get("Name")}
 
 
 def _audit_data(value: Any) -> dict[str, Any]:
@@ -131,15 +130,6 @@ def _audit_data(value: Any) -> dict[str, Any]:
         except ValueError:
             return {}
     return dict(value) if isinstance(value, Mapping) else {}
-
-
-def parse_modified(audit_data: Mapping[str, Any]) -> dict[str, Any]:
-    """A directory record's ModifiedProperties list as name -> NewValue."""
-    modified: dict[str, Any] = {}
-    for item in audit_data.get("ModifiedProperties") or []:
-        if isinstance(item, Mapping) and item.get("Name"):
-            modified[str(item["Name"])] = _json_safe(item.get("NewValue"))
-    return modified
 
 
 def audit_entries(records: Iterable[AuditRecord]) -> tuple[list[ConnectorChange], list[AuditEntry]]:
@@ -154,7 +144,8 @@ def audit_entries(records: Iterable[AuditRecord]) -> tuple[list[ConnectorChange]
             at=at, operation=operation, actor=actor,
             client_ip=data.get("ClientIP") or data.get("ClientIPAddress") or None,
             object_id=str(data["ObjectId"]) if data.get("ObjectId") else None,
-            parameters=parse_parameters(data), modified=parse_modified(data),
+            parameters=name_values(data.get("Parameters"), "Value"),
+            modified=name_values(data.get("ModifiedProperties"), "NewValue"),
         )
         entry = AuditEntry(**fields)
         if audit.connector_verb(entry):

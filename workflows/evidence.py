@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -139,8 +139,7 @@ async def _compromised(case: CaseInput, now: datetime, unavailable: list[str]) -
 
 async def collect_evidence(case: CaseInput, connector: ConnectorConfig, now: datetime) -> Evidence:
     """Cases begun before version 2: the alerted connector's audit records only."""
-    tenant, thresholds = case.tenant_id, case.thresholds
-    lookback_start = now - thresholds.lookback
+    lookback_start = now - case.thresholds.lookback
     unavailable: list[str] = []
 
     async def changes_and_admins() -> tuple[ConnectorChanges | None, AdminEvidence | None]:
@@ -148,7 +147,7 @@ async def collect_evidence(case: CaseInput, connector: ConnectorConfig, now: dat
         changes = await _source("connector_changes", unavailable, workflow.execute_activity_method(
             EvidenceActivities.connector_changes,
             ConnectorChangesInput(
-                tenant_id=tenant, connector_name=connector.name, connector_guid=connector.guid,
+                tenant_id=case.tenant_id, connector_name=connector.name, connector_guid=connector.guid,
                 direction=connector.direction, since=now - AUDIT_HISTORY, until=now,
             ),
             start_to_close_timeout=AUDIT_TIMEOUT, heartbeat_timeout=AUDIT_HEARTBEAT,
@@ -157,28 +156,32 @@ async def collect_evidence(case: CaseInput, connector: ConnectorConfig, now: dat
         if changes is None:
             return None, None
         upns = acting_admins(relevant_changes(changes.changes, lookback_start, now, v2=False))
-        if not upns:
-            return changes, AdminEvidence(admins=[])
-        admins = await _source("admin_sign_ins", unavailable, workflow.execute_activity_method(
-            EvidenceActivities.admin_sign_ins,
-            AdminSignInsInput(
-                tenant_id=tenant, upns=upns, since=lookback_start, until=now,
-                failure_threshold=thresholds.bruteforce_failures_per_minute,
-                success_within=thresholds.bruteforce_success_within,
-            ),
-            start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
-            summary=f"sign-ins of {', '.join(upns)}"[:200],
-        ))
-        return changes, admins
+        return changes, await _admin_sign_ins(case, upns, now, unavailable)
 
     (domains, mail), (changes, admins), restricted, compromised = await asyncio.gather(
         _domains_and_mail(case, connector, now, unavailable), changes_and_admins(),
         _restricted(case, connector, unavailable), _compromised(case, now, unavailable),
     )
+    return _evidence(
+        connector, now, unavailable, domains, mail, restricted, compromised, admins,
+        changes=changes.changes if changes else [], changes_source=changes.source if changes else "",
+    )
+
+
+def _evidence(
+    connector: ConnectorConfig,
+    now: datetime,
+    unavailable: list[str],
+    domains: AcceptedDomains | None,
+    mail: MailStats | None,
+    restricted: RestrictedEntities | None,
+    compromised: CompromisedSenders | None,
+    admins: AdminEvidence | None,
+    **audit: Any,
+) -> Evidence:
+    """Evidence from what the sources answered (`None`: unavailable) and the audit fields."""
     return Evidence(
         connector=connector,
-        changes=changes.changes if changes else [],
-        changes_source=changes.source if changes else "",
         mail=mail or MailStats(),
         accepted_domains=domains.domains if domains else [],
         blocked_connector=restricted.blocked_connector if restricted else False,
@@ -188,7 +191,25 @@ async def collect_evidence(case: CaseInput, connector: ConnectorConfig, now: dat
         compromised_sender_addresses=compromised.addresses if compromised else [],
         unavailable=sorted(unavailable),
         collected_at=now,
+        **audit,
     )
+
+
+async def _admin_sign_ins(case: CaseInput, upns: list[str], now: datetime, unavailable: list[str]) -> AdminEvidence | None:
+    """The acting admins' sign-in evidence (none to read without acting admins)."""
+    if not upns:
+        return AdminEvidence(admins=[])
+    thresholds = case.thresholds
+    return await _source("admin_sign_ins", unavailable, workflow.execute_activity_method(
+        EvidenceActivities.admin_sign_ins,
+        AdminSignInsInput(
+            tenant_id=case.tenant_id, upns=upns, since=now - thresholds.lookback, until=now,
+            failure_threshold=thresholds.bruteforce_failures_per_minute,
+            success_within=thresholds.bruteforce_success_within,
+        ),
+        start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
+        summary=f"sign-ins of {', '.join(upns)}"[:200],
+    ))
 
 
 # --------------------------------------------------------------------------- version 2
@@ -244,8 +265,7 @@ async def collect(case: CaseInput, resolution: ConnectorResolution, now: datetim
     """Every source for the resolved connector, and the sweep beyond it."""
     connector = resolution.connector
     assert connector is not None
-    tenant, thresholds = case.tenant_id, case.thresholds
-    lookback_start = now - thresholds.lookback
+    lookback_start = now - case.thresholds.lookback
     unavailable: list[str] = []
 
     async def audit_and_admins() -> tuple[AuditLog | None, AdminEvidence | None, list[DirectoryAccount]]:
@@ -255,41 +275,18 @@ async def collect(case: CaseInput, resolution: ConnectorResolution, now: datetim
             return None, None, []
         mine = connector_records(log.connector_changes, connector.name, connector.guid, connector.direction)
         upns = acting_admins(relevant_changes(mine, lookback_start, now))
-        admins_call = _source("admin_sign_ins", unavailable, workflow.execute_activity_method(
-            EvidenceActivities.admin_sign_ins,
-            AdminSignInsInput(
-                tenant_id=tenant, upns=upns, since=lookback_start, until=now,
-                failure_threshold=thresholds.bruteforce_failures_per_minute,
-                success_within=thresholds.bruteforce_success_within,
-            ),
-            start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
-            summary=f"sign-ins of {', '.join(upns)}"[:200],
-        )) if upns else _ready(AdminEvidence(admins=[]))
-        admins, accounts = await asyncio.gather(admins_call, _directory(case, log, now))
+        admins, accounts = await asyncio.gather(
+            _admin_sign_ins(case, upns, now, unavailable), _directory(case, log, now))
         return log, admins, accounts
 
     (domains, mail), (log, admins, accounts), restricted, compromised = await asyncio.gather(
         _domains_and_mail(case, connector, now, unavailable), audit_and_admins(),
         _restricted(case, connector, unavailable), _compromised(case, now, unavailable),
     )
-    return Evidence(
-        connector=connector,
-        changes=connector_records(log.connector_changes, connector.name, connector.guid, connector.direction)
-        if log else [],
-        changes_source=log.source if log else "",
-        failed_audit_sources=log.failed_sources if log else [],
-        sweep=_sweep(resolution, log, accounts) if log else None,
-        mail=mail or MailStats(),
-        accepted_domains=domains.domains if domains else [],
-        blocked_connector=restricted.blocked_connector if restricted else False,
-        blocked_senders=restricted.blocked_senders if restricted else [],
-        admins=admins.admins if admins else [],
-        compromised_senders=compromised.object_ids if compromised else [],
-        compromised_sender_addresses=compromised.addresses if compromised else [],
-        unavailable=sorted(unavailable),
-        collected_at=now,
+    if log is None:
+        return _evidence(connector, now, unavailable, domains, mail, restricted, compromised, admins)
+    return _evidence(
+        connector, now, unavailable, domains, mail, restricted, compromised, admins,
+        changes=connector_records(log.connector_changes, connector.name, connector.guid, connector.direction),
+        changes_source=log.source, failed_audit_sources=log.failed_sources, sweep=_sweep(resolution, log, accounts),
     )
-
-
-async def _ready(value: T) -> T:
-    return value

@@ -3,11 +3,11 @@ connectors, who is suspect, and what the suspect admins also did; none of them m
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import pytest
 
+from tests.audit_records import EXADMIN, HELPDESK, NOW, connector_change, record
 from workflows.grading import connector_unresolved_verdict, grade
 from workflows.types import (
     AdminSignIns,
@@ -25,9 +25,7 @@ from workflows.types import (
     Verdict,
 )
 
-NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 LOOKBACK_START = NOW - timedelta(days=7)
-HELPDESK, EXADMIN = "helpdesk.op@contoso.com", "exadmin@contoso.com"
 SYSTEM = "NT AUTHORITY\\SYSTEM (Microsoft.Exchange.ServiceHost)"
 ORG = Organization(
     on_premises_ip_ranges=["203.0.113.0/28"], connector_admins=[EXADMIN],
@@ -39,23 +37,6 @@ HYBRID = ConnectorConfig(guid="9b0e-hybrid", name="Contoso Hybrid", direction="i
 PARTNER = ConnectorConfig(guid="5d2a-partner", name="Partner Relay", direction="inbound", enabled=True,
                           connector_type="Partner")
 OUTBOUND = ConnectorConfig(guid="77aa-outbound", name="Outbound to Fabrikam", direction="outbound", enabled=True)
-
-
-def ago(hours: float) -> datetime:
-    return NOW - timedelta(hours=hours)
-
-
-def connector_change(hours: float, operation: str, name: str, actor: str = HELPDESK, **parameters: Any) -> ConnectorChange:
-    return ConnectorChange(at=ago(hours), operation=operation, actor=actor, object_id=name,
-                           parameters={"Identity": name, **parameters})
-
-
-def record(hours: float, operation: str, actor: str = HELPDESK, object_id: str | None = None,
-           modified: dict[str, Any] | None = None, **parameters: Any) -> AuditEntry:
-    return AuditEntry(at=ago(hours), operation=operation, actor=actor, object_id=object_id,
-                      parameters=parameters, modified=modified or {})
-
-
 HIJACK = connector_change(1, "Set-InboundConnector", "Contoso Hybrid", SenderIPAddresses="198.51.100.23")
 
 

@@ -3,9 +3,8 @@ other connectors contained, the suspect admins' footholds removed, every suspect
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
+from tests.audit_records import EXADMIN, HELPDESK, NOW, record
+from tests.audit_records import connector_change as change
 from workflows.grading import grade
 from workflows.planning import plan
 from workflows.types import (
@@ -30,8 +29,7 @@ from workflows.types import (
     TransportRuleParams,
 )
 
-NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
-HELPDESK, EXADMIN, SNEAKY = "helpdesk.op@contoso.com", "exadmin@contoso.com", "sneaky@contoso.com"
+SNEAKY = "sneaky@contoso.com"
 ORG = Organization(on_premises_ip_ranges=["203.0.113.0/28"], connector_admins=[EXADMIN])
 CASE = CaseInput(tenant_id="t", alert=AlertRef(alert_id="a1", tenant_id="t"), organization=ORG,
                  policy=ApprovalPolicy(approvers=["soc1@contoso.com"]))
@@ -40,23 +38,6 @@ HYBRID = ConnectorConfig(guid="9b0e-hybrid", name="Contoso Hybrid", direction="i
 BACKUP = ConnectorConfig(guid="1111-backup", name="Backup Relay", direction="inbound", enabled=True)
 FABRIKAM = ConnectorConfig(guid="2222-fabrikam", name="Outbound to Fabrikam", direction="outbound", enabled=True)
 RANK = {"contain": 1, "eradicate": 2, "recover": 3, "harden": 4}
-
-
-def ago(hours: float) -> datetime:
-    return NOW - timedelta(hours=hours)
-
-
-def change(hours: float, operation: str, name: str, actor: str = HELPDESK, **parameters: Any) -> ConnectorChange:
-    return ConnectorChange(at=ago(hours), operation=operation, actor=actor, object_id=name,
-                           parameters={"Identity": name, **parameters})
-
-
-def record(hours: float, operation: str, actor: str = HELPDESK, object_id: str | None = None,
-           modified: dict[str, Any] | None = None, **parameters: Any) -> AuditEntry:
-    return AuditEntry(at=ago(hours), operation=operation, actor=actor, object_id=object_id,
-                      parameters=parameters, modified=modified or {})
-
-
 HISTORY = [
     change(2000, "Set-InboundConnector", "Contoso Hybrid", EXADMIN, SenderIPAddresses="203.0.113.5"),
     change(1, "Set-InboundConnector", "Contoso Hybrid", SenderIPAddresses="198.51.100.23"),
