@@ -23,6 +23,7 @@ from workflows.types import (
     ClassifyParams,
     CommentParams,
     ConnectorChange,
+    ConnectorConfig,
     ConnectorParams,
     Determination,
     Evidence,
@@ -160,22 +161,8 @@ def _contain_alerted(b: _Builder, verdict: Verdict, evidence: Evidence, v2: bool
         )
         return contain, False
     if unauthorized:
-        restore, sources, unrevertable = _revert(unauthorized, evidence.changes, v2)
-        changes = "; ".join(f"{c.operation} by {c.actor} on {_when(c.at)}" for c in unauthorized)
-        if unrevertable:
-            return b.add(
-                "contain", connector.name, disable,
-                f"{connector.name} was changed without approval ({changes})"
-                f"{_cite(verdict, 'connector_modified', *CONTROL_INDICATORS)}, but no audit record before "
-                f"{_when(unauthorized[0].at)} sets {', '.join(unrevertable)}, so the change cannot "
-                "be reverted safely: disable the connector instead and restore it by hand.",
-            ), False
-        return b.add(
-            "contain", connector.name,
-            RevertParams(identity=connector.guid, direction=connector.direction, restore=restore),
-            f"{connector.name} is an established connector changed without approval ({changes})"
-            f"{_cite(verdict, 'connector_modified', *CONTROL_INDICATORS)}: restore {_restored(restore, sources)}.",
-        ), True
+        cite = _cite(verdict, "connector_modified", *CONTROL_INDICATORS)
+        return _revert_or_disable(b, connector, unauthorized, evidence.changes, cite, v2)
     return b.add(
         "contain", connector.name, disable,
         f"{connector.name} carries attack mail{_cite(verdict, *CONTROL_INDICATORS, *ABUSE_INDICATORS)} "
@@ -198,17 +185,31 @@ def _contain_other(b: _Builder, verdict: Verdict, other: OtherConnector) -> None
               f"{connector.name} was created on {_when(first.at)} by {first.actor} without an approved change{cite}: "
               "disable it (removing it is left to an analyst).")
         return
-    restore, sources, unrevertable = _revert(unauthorized, other.records, v2=True)
+    _revert_or_disable(b, connector, unauthorized, other.records, cite, v2=True)
+
+
+def _revert_or_disable(
+    b: _Builder, connector: ConnectorConfig, unauthorized: list[ConnectorChange], records: list[ConnectorChange],
+    cite: str, v2: bool,
+) -> tuple[str, bool]:
+    """Revert a connector changed without approval to the values its earlier records set, or disable
+    it when no earlier record sets one of them: (the action's id, whether it was a revert)."""
+    restore, sources, unrevertable = _revert(unauthorized, records, v2)
     changes = "; ".join(f"{c.operation} by {c.actor} on {_when(c.at)}" for c in unauthorized)
     if unrevertable:
-        b.add("contain", connector.name, disable,
-              f"{connector.name} was changed without approval ({changes}){cite}, but no audit record before "
-              f"{_when(unauthorized[0].at)} sets {', '.join(unrevertable)}, so the change cannot be reverted "
-              "safely: disable it instead and restore it by hand.")
-        return
-    b.add("contain", connector.name,
-          RevertParams(identity=connector.guid, direction=connector.direction, restore=restore),
-          f"{connector.name} was changed without approval ({changes}){cite}: restore {_restored(restore, sources)}.")
+        return b.add(
+            "contain", connector.name,
+            ConnectorParams(kind="disable_connector", identity=connector.guid, direction=connector.direction),
+            f"{connector.name} was changed without approval ({changes}){cite}, but no audit record before "
+            f"{_when(unauthorized[0].at)} sets {', '.join(unrevertable)}, so the change cannot "
+            "be reverted safely: disable the connector instead and restore it by hand.",
+        ), False
+    return b.add(
+        "contain", connector.name,
+        RevertParams(identity=connector.guid, direction=connector.direction, restore=restore),
+        f"{connector.name} is an established connector changed without approval ({changes}){cite}: "
+        f"restore {_restored(restore, sources)}.",
+    ), True
 
 
 def _disable_transport_rules(b: _Builder, verdict: Verdict) -> None:
