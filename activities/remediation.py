@@ -452,17 +452,23 @@ async def _invoke(exo: ExoClient, cmdlet: str, parameters: dict[str, Any]) -> li
         return await exo.invoke(cmdlet, parameters)
     except ExoError as error:
         # A cmdlet error (object not found, invalid value) fails the same way on every retry.
-        raise ApplicationError(str(error), type="ExchangeCmdletFailed", non_retryable=True) from error
+        kind = "ExchangeObjectNotFound" if isinstance(error, ExoNotFound) else "ExchangeCmdletFailed"
+        raise ApplicationError(str(error), type=kind, non_retryable=True) from error
+
+
+async def _existing(exo: ExoClient, cmdlet: str, parameters: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A Get- cmdlet's rows, or None when the object it names by `-Identity` does not exist."""
+    try:
+        return await _invoke(exo, cmdlet, parameters)
+    except ApplicationError as failure:
+        if failure.type == "ExchangeObjectNotFound":
+            return None
+        raise
 
 
 async def _one(exo: ExoClient, cmdlet: str, parameters: dict[str, Any]) -> dict[str, Any] | None:
     """The object a Get- cmdlet names by `-Identity`, or None when it does not exist."""
-    try:
-        rows = await exo.invoke(cmdlet, parameters)
-    except ExoNotFound:
-        return None
-    except ExoError as error:
-        raise ApplicationError(str(error), type="ExchangeCmdletFailed", non_retryable=True) from error
+    rows = await _existing(exo, cmdlet, parameters)
     return rows[0] if rows else None
 
 
@@ -492,12 +498,9 @@ async def _forwarding_rules(exo: ExoClient, p: MailForwardingParams) -> tuple[li
 
 async def _granted(exo: ExoClient, p: MailboxPermissionParams) -> dict[str, list[str]] | None:
     """Grantee -> the planned rights it still holds on the mailbox (None: the mailbox is gone)."""
-    try:
-        rows = await exo.invoke("Get-MailboxPermission", {"Identity": p.mailbox})
-    except ExoNotFound:
+    rows = await _existing(exo, "Get-MailboxPermission", {"Identity": p.mailbox})
+    if rows is None:
         return None
-    except ExoError as error:
-        raise ApplicationError(str(error), type="ExchangeCmdletFailed", non_retryable=True) from error
     held: dict[str, list[str]] = {}
     for grant in p.grants:
         rights = {_fold(r) for row in rows if _fold(row.get("User")) == _fold(grant.user) and row.get("Deny") is not True
