@@ -63,6 +63,8 @@ class GenericAlert(BaseModel):
     tenant: str
     alert_id: str = Field(min_length=1, max_length=200)
     connector: str | None = Field(default=None, max_length=256)
+    connector_domain: str | None = Field(default=None, max_length=253)
+    """The alert's "Connector domain" (seed 001 copies it with the IP address)."""
     ip: str | None = None
     severity: Literal["informational", "low", "medium", "high", "unknown"] = "unknown"
 
@@ -127,14 +129,15 @@ def from_generic(body: dict[str, Any]) -> AlertRef:
         alert = GenericAlert.model_validate(body)
     except ValidationError as invalid:
         raise PayloadError(f"not a generic alert: {_errors(invalid)}") from None
-    if not alert.connector and not alert.ip:
-        raise PayloadError("a generic alert needs 'connector' or 'ip' to find the connector by")
+    if not alert.connector and not alert.ip and not alert.connector_domain:
+        raise PayloadError("a generic alert needs 'connector' or 'ip' (or 'connector_domain') to find the connector by")
     return AlertRef(
         alert_id=alert.alert_id,
         tenant_id=alert.tenant,
         severity=alert.severity,
         ip_addresses=[alert.ip] if alert.ip else [],
         connector_hint=alert.connector,
+        connector_domain=alert.connector_domain,
         source="generic",
     )
 

@@ -71,6 +71,13 @@ class ExoError(Exception):
     """A cmdlet failed in Exchange (not a transport failure): e.g. object not found."""
 
 
+class ExoNotFound(ExoError):
+    """The cmdlet's object does not exist (Exchange's ManagementObjectNotFoundException)."""
+
+
+NOT_FOUND_MARKERS = ("managementobjectnotfoundexception", "couldn't be found")
+
+
 class ExoClient:
     """Exchange Online admin REST (`InvokeCommand`): parameters are always a JSON object."""
 
@@ -90,7 +97,10 @@ class ExoClient:
         if response.status_code in RETRYABLE or response.status_code in (401, 403):
             raise api_failure(f"Exchange {cmdlet}", response.status_code, _error_message(response), response.headers)
         if response.status_code >= 400:
-            raise ExoError(f"{cmdlet}: {_error_message(response)}"[:500])
+            message = f"{cmdlet}: {_error_message(response)}"
+            if any(marker in message.casefold() for marker in NOT_FOUND_MARKERS):
+                raise ExoNotFound(message[:500])
+            raise ExoError(message[:500])
         value = response.json().get("value", [])
         return value if isinstance(value, list) else [value]
 
@@ -106,9 +116,13 @@ class GraphHttp:
         self._credential = credential
         self._http = httpx.AsyncClient(timeout=TIMEOUT)
 
-    async def request(self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None) -> Any:
+    async def request(
+        self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> Any:
         """`path` is relative to `/v1.0`, or an absolute `@odata.nextLink` on this tenant's Graph
-        host (anything else is refused, so the token never goes to another host)."""
+        host (anything else is refused, so the token never goes to another host). `timeout`
+        replaces the client's for calls Microsoft lets run longer (hunting queries)."""
         if path.startswith(("https://", "http://")):
             if not path.startswith(self._base + "/"):
                 raise ApplicationError("Graph nextLink points outside the tenant's Graph base URL",
@@ -123,6 +137,7 @@ class GraphHttp:
             json=json,
             params=params,
             headers={"Authorization": f"Bearer {token.token}"},
+            timeout=timeout or self._http.timeout,
         )
         if response.status_code >= 400:
             raise api_failure("Graph", response.status_code, _error_message(response), response.headers)

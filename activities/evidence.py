@@ -23,6 +23,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.clients import ClientPool, ExoError, TenantClients
 from activities.hunting import HuntingQuery, default_catalogue, run_hunting_query
+from workflows import audit
+from workflows.audit import AUDIT_OPERATIONS, AUDIT_RECORD_TYPES, CONNECTOR_OPERATIONS
 from workflows.grading import ip_networks
 from workflows.timestamps import parse_timestamp
 from workflows.types import (
@@ -30,6 +32,9 @@ from workflows.types import (
     AdminEvidence,
     AdminSignIns,
     AdminSignInsInput,
+    AuditEntry,
+    AuditLog,
+    AuditLogInput,
     CompromisedSenders,
     CompromisedSendersInput,
     ConnectorChange,
@@ -38,6 +43,9 @@ from workflows.types import (
     ConnectorConfig,
     ConnectorResolution,
     Direction,
+    DirectoryAccount,
+    DirectoryAccounts,
+    DirectoryAccountsInput,
     FailureBurst,
     MailStats,
     MailStatsInput,
@@ -50,11 +58,10 @@ from workflows.types import (
 
 log = structlog.get_logger("quell.evidence")
 
-CONNECTOR_OPERATIONS = [
-    f"{verb}-{direction}Connector" for verb in ("New", "Set", "Remove") for direction in ("Inbound", "Outbound")
-]
 AuditRecord = tuple[datetime, str, str, dict[str, Any]]
 """One audit record from any source: (time, operation, actor UPN, AuditData)."""
+AUDIT_SOURCES = ("graph_audit_log", "search_unified_audit_log", "cloud_app_events")
+"""Tried in this order; the first that answers (even with nothing) decides."""
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 AUDIT_POLL_FIRST = 1.0
 AUDIT_POLL_MAX = 15.0
@@ -108,13 +115,12 @@ def connector_config(row: Mapping[str, Any], direction: Direction) -> ConnectorC
     )
 
 
-def parse_parameters(audit_data: Mapping[str, Any]) -> dict[str, Any]:
-    """AuditData's Parameters list as name -> value, as logged (ConnectorChange normalises them)."""
-    parameters: dict[str, Any] = {}
-    for item in audit_data.get("Parameters") or []:
-        if isinstance(item, Mapping) and item.get("Name"):
-            parameters[str(item["Name"])] = _json_safe(item.get("Value"))
-    return parameters
+def name_values(items: Any, value: str) -> dict[str, Any]:
+    """An AuditData list of `{Name, <value>}` items as name -> value, as logged: the cmdlet's
+    `Parameters` (`Value`; AuditEntry normalises them) or a directory record's
+    `ModifiedProperties` (`NewValue`)."""
+    return {str(item["Name"]): _json_safe(item.get(value))
+            for item in items or [] if isinstance(item, Mapping) and item.get("Name")}
 
 
 def _audit_data(value: Any) -> dict[str, Any]:
@@ -126,41 +132,27 @@ def _audit_data(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
-def changes_of_connector(
-    records: Iterable[AuditRecord],
-    name: str,
-    guid: str,
-    direction: Direction,
-) -> list[ConnectorChange]:
-    """The records (at, operation, actor, AuditData) that concern this connector, oldest first.
-
-    A record names its connector by ObjectId, Identity or the Name parameter. Walking from the
-    newest record back, every name a matching record used joins the connector's aliases, so the
-    records from before a rename (Identity = old name, Name = new name) still match. Failed
-    cmdlets (ResultStatus "False") changed nothing and are left out.
-    """
-    noun = f"{direction}connector"
-    aliases = {_fold(name), _fold(guid)} - {""}
-    kept: list[ConnectorChange] = []
-    for at, operation, actor, audit in sorted(records, key=lambda r: r[0], reverse=True):
-        if operation.partition("-")[2].casefold() != noun:
+def audit_entries(records: Iterable[AuditRecord]) -> tuple[list[ConnectorChange], list[AuditEntry]]:
+    """The records that count (rule 1: failed ones changed nothing), oldest first, split into
+    connector changes and the other admin operations."""
+    connectors: list[ConnectorChange] = []
+    others: list[AuditEntry] = []
+    for at, operation, actor, data in sorted(records, key=lambda r: r[0]):
+        if audit.failed(data):
             continue
-        if _fold(audit.get("ResultStatus")) == "false":
-            continue
-        parameters = parse_parameters(audit)
-        names = {_fold(audit.get("ObjectId")), _fold(parameters.get("Identity")), _fold(parameters.get("Name"))}
-        names.discard("")
-        if not names & aliases:
-            continue
-        aliases |= names
-        kept.append(ConnectorChange(
-            at=at,
-            operation=operation,
-            actor=actor,
-            client_ip=audit.get("ClientIP") or audit.get("ClientIPAddress") or None,
-            parameters=parameters,
-        ))
-    return sorted(kept, key=lambda c: c.at)
+        fields: dict[str, Any] = dict(
+            at=at, operation=operation, actor=actor,
+            client_ip=data.get("ClientIP") or data.get("ClientIPAddress") or None,
+            object_id=str(data["ObjectId"]) if data.get("ObjectId") else None,
+            parameters=name_values(data.get("Parameters"), "Value"),
+            modified=name_values(data.get("ModifiedProperties"), "NewValue"),
+        )
+        entry = AuditEntry(**fields)
+        if audit.connector_verb(entry):
+            connectors.append(ConnectorChange(**fields))
+        else:
+            others.append(entry)
+    return connectors, others
 
 
 def _is_ip(text: str) -> bool:
@@ -181,19 +173,39 @@ def address_matches(address: str, entries: Iterable[str]) -> bool:
 
 
 def _single(candidates: list[str], method: str, connectors: list[ConnectorConfig]) -> ConnectorResolution:
+    """The step's one existing connector, or connector_unresolved when it named several."""
     if len(candidates) > 1:
         return ConnectorResolution(
-            candidates=candidates, method=method,
+            candidates=candidates, method=method, connectors=connectors,
             reason=f"the alert's evidence matches {len(candidates)} connectors ({method}): {', '.join(candidates)}",
         )
-    by_name = {_fold(c.name): c for c in connectors}
-    config = by_name.get(_fold(candidates[0]))
-    if config is None:
-        return ConnectorResolution(
-            candidates=candidates, method=method,
-            reason=f"{candidates[0]} carried the alert's mail ({method}) but no such connector is configured",
-        )
-    return ConnectorResolution(connector=config, candidates=candidates, method=method)
+    config = next(c for c in connectors if _fold(c.name) == _fold(candidates[0]))
+    return ConnectorResolution(connector=config, candidates=candidates, method=method, connectors=connectors)
+
+
+def connector_domains(connector: ConnectorConfig) -> list[str]:
+    """The domains a connector is known by: the sender (inbound) or recipient (outbound) domains
+    without the `smtp:` prefix and `;cost` suffix, its TLS certificate or TLS domain, and its smart
+    hosts' names. A bare `*` (any domain) names no connector."""
+    props = connector.properties
+    if connector.direction == "inbound":
+        values = [*split_list(props.get("SenderDomains")), *split_list(props.get("AssociatedAcceptedDomains")),
+                  str(props.get("TlsSenderCertificateName") or "")]
+    else:
+        values = [*split_list(props.get("RecipientDomains")), *split_list(props.get("SmartHosts")),
+                  str(props.get("TlsDomain") or "")]
+    domains = []
+    for value in values:
+        domain = _fold(value.partition(":")[2] if value.casefold().startswith("smtp:") else value).partition(";")[0]
+        if domain and domain != "*" and not _is_ip(domain):
+            domains.append(domain)
+    return domains
+
+
+def domain_matches(domain: str, patterns: Iterable[str]) -> bool:
+    """`contoso.com` matches `contoso.com`; `mail.contoso.com` also matches `*.contoso.com`."""
+    wanted = _fold(domain)
+    return any(wanted == p or (p.startswith("*.") and wanted.endswith(p[1:])) for p in patterns)
 
 
 # --------------------------------------------------------------------------- activities
@@ -220,10 +232,17 @@ class EvidenceActivities:
 
     @activity.defn(name="evidence.resolve-connector")
     async def resolve_connector(self, request: ResolveConnectorInput) -> ConnectorResolution:
-        """docs/scenarios.md order: (1) connector IP configuration, (2) EmailEvents rows from the alert's
-        IPs, (3) EmailEvents rows of the alert's messages; the first step that yields any decides."""
+        """The connector the alert names, else docs/scenarios.md order: (1) connector IP
+        configuration, the alert's connector domain, (2) EmailEvents rows from the alert's IPs, (3)
+        EmailEvents rows of the alert's messages. The first step that yields an existing connector
+        decides (rule 9: names of connectors that no longer exist are dropped)."""
         clients = self._clients(request.tenant_id)
         connectors = await self._connectors(clients)
+        existing = {_fold(c.name): c.name for c in connectors}
+
+        def step(names: Iterable[str], method: str) -> ConnectorResolution | None:
+            found = sorted({existing[_fold(n)] for n in names if _fold(n) in existing})
+            return _single(found, method, connectors) if found else None
 
         by_config = [
             c.name
@@ -233,10 +252,18 @@ class EvidenceActivities:
                 for ip in request.ip_addresses
             )
         ]
-        if by_config:
-            return _single(sorted(set(by_config)), "connector_ip_configuration", connectors)
+        domain = request.connector_domain or ""
+        by_domain = [c.name for c in connectors if domain and domain_matches(domain, connector_domains(c))]
+        for names, method in (
+            ([request.connector_name] if request.connector_name else [], "alert_connector_name"),
+            (by_config, "connector_ip_configuration"),
+            (by_domain, "connector_domain"),
+        ):
+            if resolved := step(names, method):
+                return resolved
         if not request.ip_addresses and not request.message_ids:
-            return ConnectorResolution(method="none", reason="the alert carries no IP or message evidence")
+            return ConnectorResolution(method="none", connectors=connectors,
+                                       reason="the alert names no existing connector and carries no IP or message evidence")
 
         rows = await self._hunt(
             clients, "connector-from-telemetry",
@@ -244,60 +271,79 @@ class EvidenceActivities:
             since=request.since, until=request.until,
         )
         for column, method in (("ByIp", "email_events_sender_ip"), ("ByMessage", "email_events_message_ids")):
-            names: dict[str, str] = {}
-            for row in rows:
-                if int(row.get(column) or 0) > 0:
-                    for name in split_list(row.get("Connectors")):
-                        names.setdefault(_fold(name), name)
-            if names:
-                return _single(sorted(names.values()), method, connectors)
+            used = [n for row in rows if int(row.get(column) or 0) > 0 for n in split_list(row.get("Connectors"))]
+            if resolved := step(used, method):
+                return resolved
         return ConnectorResolution(
-            method="none",
-            reason="no connector's IP configuration holds the alert's IPs and no EmailEvents row ties them to a connector",
+            method="none", connectors=connectors,
+            reason="no existing connector is named by the alert, holds its IPs or domain in its configuration, "
+                   "or carried its mail",
         )
 
     @activity.defn(name="evidence.connector-changes")
     async def connector_changes(self, request: ConnectorChangesInput) -> ConnectorChanges:
-        """Audit records of this connector: Graph audit log query, else Search-UnifiedAuditLog,
-        else CloudAppEvents. A source that answers (even with nothing) decides."""
+        """Audit records of this connector (cases begun before version 2; since then `audit_log`)."""
         clients = self._clients(request.tenant_id)
+        source, records, _ = await self._audit_records(
+            clients, request.since, request.until, CONNECTOR_OPERATIONS, ["exchangeAdmin"])
+        changes, _ = audit_entries(records)
+        mine = audit.connector_records(changes, request.connector_name, request.connector_guid, request.direction)
+        return ConnectorChanges(changes=mine, source=source)
+
+    @activity.defn(name="evidence.audit-log")
+    async def audit_log(self, request: AuditLogInput) -> AuditLog:
+        """One audit query for the whole case: every connector's changes since `since` (a revert
+        needs the value set before the lookback) and the admins' other operations in the lookback."""
+        clients = self._clients(request.tenant_id)
+        source, records, failed = await self._audit_records(
+            clients, request.since, request.until, AUDIT_OPERATIONS, AUDIT_RECORD_TYPES)
+        changes, others = audit_entries(records)
+        recent = [r for r in others if request.lookback_start <= r.at <= request.until]
+        return AuditLog(connector_changes=changes, admin_records=recent, source=source, failed_sources=failed)
+
+    async def _audit_records(
+        self, clients: TenantClients, since: datetime, until: datetime, operations: list[str], record_types: list[str]
+    ) -> tuple[str, list[AuditRecord], list[str]]:
+        """(source, records, the sources that failed first): Graph audit log query, else
+        Search-UnifiedAuditLog, else CloudAppEvents. A source that answers (even with nothing)
+        decides; when none answers the activity fails, so the case reports the audit log as
+        unavailable instead of "no changes"."""
         failures: list[ApplicationError | ExoError] = []
-        sources: list[tuple[str, Callable[[], Any]]] = [
-            ("graph_audit_log", lambda: self._graph_audit(clients, request)),
-            ("search_unified_audit_log", lambda: self._unified_audit(clients, request)),
-            ("cloud_app_events", lambda: self._cloud_app_events(clients, request)),
-        ]
-        for source, read in sources:
+        failed: list[str] = []
+        reads: dict[str, Callable[[], Any]] = {
+            "graph_audit_log": lambda: self._graph_audit(clients, since, until, operations, record_types),
+            "search_unified_audit_log": lambda: self._unified_audit(clients, since, until, operations),
+            "cloud_app_events": lambda: self._cloud_app_events(clients, since, until, operations),
+        }
+        for source in AUDIT_SOURCES:
             try:
-                records = await read()
+                return source, await reads[source](), failed
             except (ApplicationError, ExoError) as failure:
                 log.warning("audit source failed", source=source, error=str(failure)[:200])
                 failures.append(failure)
-                continue
-            changes = changes_of_connector(records, request.connector_name, request.connector_guid, request.direction)
-            return ConnectorChanges(changes=changes, source=source)
+                failed.append(f"{source}: {str(failure)[:150]}")
         retryable = [f for f in failures if isinstance(f, ApplicationError) and not f.non_retryable]
         delays = [f.next_retry_delay for f in retryable if f.next_retry_delay]
         raise ApplicationError(
-            "no audit source answered: " + "; ".join(str(f)[:150] for f in failures),
+            "no audit source answered: " + "; ".join(failed),
             type="AuditUnavailable",
             non_retryable=not retryable,
             next_retry_delay=max(delays) if delays else None,
         )
 
     async def _graph_audit(
-        self, clients: TenantClients, request: ConnectorChangesInput
+        self, clients: TenantClients, since: datetime, until: datetime, operations: list[str], record_types: list[str]
     ) -> list[AuditRecord]:
         # A retried attempt resumes polling the query the earlier attempt created.
         details = activity.info().heartbeat_details
         query_id = str(details[0]) if details else ""
         if not query_id:
             created = await clients.graph_http.request("POST", "/security/auditLog/queries", json={
-                "displayName": f"quell connector changes {request.connector_guid}",
-                "filterStartDateTime": request.since.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-                "filterEndDateTime": request.until.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-                "recordTypeFilters": ["exchangeAdmin"],
-                "operationFilters": CONNECTOR_OPERATIONS,
+                "displayName": f"quell case audit {until.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}",
+                "filterStartDateTime": since.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "filterEndDateTime": until.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "recordTypeFilters": record_types,
+                "operationFilters": operations,
             })
             query_id = str(created["id"])
         delay = AUDIT_POLL_FIRST
@@ -325,13 +371,13 @@ class EvidenceActivities:
         return records
 
     async def _unified_audit(
-        self, clients: TenantClients, request: ConnectorChangesInput
+        self, clients: TenantClients, since: datetime, until: datetime, operations: list[str]
     ) -> list[AuditRecord]:
+        # No RecordType: it takes one type, and role grants are directory records; the operations filter.
         rows = await clients.exo.invoke("Search-UnifiedAuditLog", {
-            "StartDate": request.since.astimezone(UTC).isoformat(),
-            "EndDate": request.until.astimezone(UTC).isoformat(),
-            "RecordType": "ExchangeAdmin",
-            "Operations": CONNECTOR_OPERATIONS,
+            "StartDate": since.astimezone(UTC).isoformat(),
+            "EndDate": until.astimezone(UTC).isoformat(),
+            "Operations": operations,
             "ResultSize": 5000,
         })
         records = []
@@ -343,11 +389,10 @@ class EvidenceActivities:
         return records
 
     async def _cloud_app_events(
-        self, clients: TenantClients, request: ConnectorChangesInput
+        self, clients: TenantClients, since: datetime, until: datetime, operations: list[str]
     ) -> list[AuditRecord]:
-        since = max(request.since, request.until - timedelta(days=30))  # advanced hunting keeps 30 days
-        rows = await self._hunt(clients, "connector-changes-cloudapp",
-                                operations=CONNECTOR_OPERATIONS, since=since, until=request.until)
+        since = max(since, until - timedelta(days=30))  # advanced hunting keeps 30 days
+        rows = await self._hunt(clients, "audit-records-cloudapp", operations=operations, since=since, until=until)
         upns: dict[str, str] = {}
         records = []
         for row in rows:
@@ -508,10 +553,27 @@ class EvidenceActivities:
         addresses = sorted({_fold(r.get("SenderFromAddress")) for r in rows} - {""})
         return CompromisedSenders(object_ids=object_ids[:MAX_LISTED], addresses=addresses[:MAX_LISTED])
 
+    @activity.defn(name="evidence.directory-accounts")
+    async def directory_accounts(self, request: DirectoryAccountsInput) -> DirectoryAccounts:
+        """Which audit actors are directory users (rule 10): an actor that is no UPN (a service
+        such as `NT AUTHORITY\\SYSTEM (...)`, an application id) or that the directory does not
+        know is never suspect."""
+        clients = self._clients(request.tenant_id)
+
+        async def account(upn: str) -> DirectoryAccount:
+            if "@" not in upn:
+                return DirectoryAccount(upn=upn)
+            _, object_id = await self._identity(clients, upn)
+            return DirectoryAccount(upn=upn, object_id=object_id)
+
+        return DirectoryAccounts(accounts=list(await asyncio.gather(*(account(u) for u in request.upns))))
+
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.resolve_connector,
             self.connector_changes,
+            self.audit_log,
+            self.directory_accounts,
             self.mail_stats,
             self.restricted_entities,
             self.accepted_domains,

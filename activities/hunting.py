@@ -20,12 +20,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.clients import TenantClients
 
 QUERY_DIR = Path(__file__).parent / "queries"
+REQUEST_TIMEOUT = httpx.Timeout(30.0, read=190.0)
+"""Advanced hunting stops a request that runs more than 3 minutes and answers an error (Microsoft
+Defender XDR "Advanced hunting API", quotas); the read timeout waits 10 s longer for that answer."""
+TIMEOUT_MARKERS = ("timeout", "timed out")
 
 DECLARATION = re.compile(r"declare\s+query_parameters\s*\((?P<body>[^)]*)\)\s*;", re.IGNORECASE)
 PARAMETER = re.compile(r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*:\s*(?P<type>[A-Za-z]+)\s*$")
@@ -223,6 +230,23 @@ async def run_hunting_query(
     """
     entry = (catalogue or default_catalogue())[query_id]
     body = {"Query": render(entry.query, params)}
-    answer = await clients.graph_http.request("POST", "/security/runHuntingQuery", json=body)
+    try:
+        answer = await clients.graph_http.request("POST", "/security/runHuntingQuery", json=body,
+                                                  timeout=REQUEST_TIMEOUT)
+    except httpx.TimeoutException:
+        raise hunting_timeout(query_id) from None
+    except ApplicationError as failure:
+        if any(marker in str(failure).casefold() for marker in TIMEOUT_MARKERS):
+            raise hunting_timeout(query_id) from None
+        raise
     results = (answer or {}).get("results", [])
     return results if isinstance(results, list) else []
+
+
+def hunting_timeout(query_id: str) -> ApplicationError:
+    """A query that ran out of time is retried once (the next attempt may find the tenant less
+    busy); a second timeout is final, and the source is reported unavailable."""
+    attempt = activity.info().attempt if activity.in_activity() else 1
+    return ApplicationError(
+        f"hunting query {query_id} timed out (attempt {attempt})", type="HuntingTimeout", non_retryable=attempt >= 2
+    )

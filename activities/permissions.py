@@ -23,6 +23,7 @@ EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 DIRECTORY_ROLE_TEMPLATES = {
     "Exchange Administrator": "29232cdf-9323-42fd-ade2-1d097af3e4de",
     "Privileged Authentication Administrator": "7be44c8a-adaf-4e2a-84d6-ab2649e08a13",
+    "Privileged Role Administrator": "e8611ab8-c189-46e8-94e1-60213ab1f814",
 }
 """Role template ids (the same in every tenant) of the directory roles quell's app may need."""
 
@@ -55,7 +56,9 @@ HUNTING = graph("ThreatHunting.Read.All")
 USERS = graph("User.Read.All")
 ALERTS_READ = graph("SecurityAlert.Read.All")
 ALERTS_WRITE = graph("SecurityAlert.ReadWrite.All")
-IMPLIED_BY = {ALERTS_READ: ALERTS_WRITE}
+ROLES_READ = graph("RoleManagement.Read.Directory")
+ROLES_WRITE = graph("RoleManagement.ReadWrite.Directory")
+IMPLIED_BY = {ALERTS_READ: ALERTS_WRITE, ROLES_READ: ROLES_WRITE}
 """A grant that another one includes: having the second satisfies the first."""
 
 
@@ -73,9 +76,13 @@ SOURCES: dict[str, Need] = {
     "resolve_connector": Need(
         "find the alerted connector", "EXO `Get-InboundConnector`, `Get-OutboundConnector`; hunting `EmailEvents`",
         (*EXCHANGE, HUNTING)),
-    "connector_changes": Need(
-        "the connector's audit history (and the values a revert restores)",
-        "Graph `POST /security/auditLog/queries` → `/records`", (graph("AuditLogsQuery-Exchange.Read.All"),)),
+    "audit_log": Need(
+        "one audit query per case: every connector's changes (and the values a revert restores), deleted "
+        "connectors, the suspect admins' footprint (Exchange admin and directory records)",
+        "Graph `POST /security/auditLog/queries` → `/records`; fallback EXO `Search-UnifiedAuditLog`",
+        (graph("AuditLogsQuery-Exchange.Read.All"), graph("AuditLogsQuery-Entra.Read.All"), *EXCHANGE)),
+    "directory_accounts": Need("which audit actors are directory users (only they can be suspect)",
+                               "Graph `GET /users/{upn}`", (USERS,)),
     "mail_stats": Need("mail through the connector", "hunting `EmailEvents`; EXO `Get-MessageTraceV2`",
                        (*EXCHANGE, HUNTING)),
     "restricted_entities": Need("restricted connectors and senders", "EXO `Get-BlockedConnector`, "
@@ -110,6 +117,17 @@ ACTIONS: dict[ActionKind, Need] = {
     "unblock_connector": Need("take the connector off the restricted list", "EXO `Remove-BlockedConnector`",
                               EXCHANGE),
     "unblock_sender": Need("release a restricted sender", "EXO `Remove-BlockedSenderAddress`", EXCHANGE),
+    "disable_transport_rule": Need("disable the attacker's mail flow rule", "EXO `Get-TransportRule`, "
+                                   "`Disable-TransportRule`", EXCHANGE),
+    "remove_mail_forwarding": Need(
+        "clear a mailbox's forwarding and disable the forwarding inbox rules the attacker made",
+        "EXO `Get-Mailbox`, `Set-Mailbox`, `Get-InboxRule`, `Disable-InboxRule`", EXCHANGE),
+    "remove_mailbox_permission": Need("remove the delegate grants the attacker added",
+                                      "EXO `Get-MailboxPermission`, `Remove-MailboxPermission`", EXCHANGE),
+    "remove_role_assignment": Need(
+        "remove the directory roles the attacker granted",
+        "Graph `GET/DELETE /roleManagement/directory/roleAssignments`",
+        (ROLES_READ,), (ROLES_WRITE, Grant("directory_role", "Privileged Role Administrator"))),
 }
 
 DOCTOR = graph("Application.Read.All")
@@ -185,7 +203,11 @@ def render_markdown() -> str:
         "- Exchange: `Exchange.ManageAsApp` lets the app call Exchange Online at all; the Exchange Administrator",
         "  directory role gives it the cmdlets. It is the broadest grant: scope it with an Exchange RBAC management",
         "  scope if your tenant uses them.",
-        "- Privileged Authentication Administrator is what resetting *another admin's* password needs.",
+        "- Privileged Authentication Administrator is what resetting *another admin's* password needs;",
+        "  Privileged Role Administrator is what removing a privileged directory role needs.",
+        f"- `{ROLES_WRITE.name}` includes `{ROLES_READ.name}`: grant one of them.",
+        "- Exchange RBAC: the Exchange Administrator role includes the Transport Rules, Mail Recipients and",
+        "  View-Only Audit Logs roles that the mail flow rule, mailbox and audit cmdlets need.",
         "- The intake service needs no Microsoft permission; it only talks to Temporal.",
         "- Secrets (client secret, intake tokens, chat webhook URLs, Temporal API key, codec keys) are read from",
         "  settings as `SecretStr`, never logged and never passed into workflow input or history.",

@@ -41,13 +41,17 @@ from msgraph.generated.models.security.alert_classification import AlertClassifi
 from msgraph.generated.models.security.alert_determination import AlertDetermination
 from msgraph.generated.models.security.alert_status import AlertStatus
 from msgraph.generated.models.user import User
+from msgraph.generated.role_management.directory.role_assignments.role_assignments_request_builder import (
+    RoleAssignmentsRequestBuilder,
+)
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.approval_gate import ApprovalLoader, authorise
 from activities.alert_parsing import POLICY_TITLE
-from activities.clients import ClientPool, ExoClient, ExoError, TenantClients, graph_failure
+from activities.clients import ClientPool, ExoClient, ExoError, ExoNotFound, TenantClients, graph_failure
+from workflows.audit import is_empty
 from workflows.types import (
     ActionInput,
     ActionKind,
@@ -57,11 +61,16 @@ from workflows.types import (
     ConnectorParams,
     ConnectorTarget,
     Frozen,
+    MailboxPermissionParams,
+    MailForwardingParams,
     MfaParams,
     RevertParams,
+    RoleAssignmentParams,
+    TransportRuleParams,
     UnblockConnectorParams,
     UnblockSenderParams,
     UserParams,
+    split_list,
 )
 
 log = structlog.get_logger("quell.remediation")
@@ -159,6 +168,73 @@ class RemediationActivities:
         run, p = _Run(inp), _params(inp, UnblockSenderParams)
         return await _lift(self._authorised_clients(inp).exo, run, BLOCKED_SENDER, p.sender_address, p.sender_address)
 
+    # ------------------------------------------------------------------ Exchange: what the suspect admins left
+    # Rule 5: an object that no longer exists when the action runs is `already_done`, saying so.
+
+    @activity.defn(name="action.disable-transport-rule")
+    async def disable_transport_rule(self, inp: ActionInput) -> ActionOutcome:
+        run, p = _Run(inp), _params(inp, TransportRuleParams)
+        exo = self._authorised_clients(inp).exo
+        before = await _one(exo, "Get-TransportRule", {"Identity": p.name})
+        if before is None:
+            return run.already(f"mail flow rule {p.name} no longer exists")
+        if _fold(before.get("State")) == "disabled":
+            return run.already(f"mail flow rule {p.name} is already disabled")
+        if run.dry:
+            return run.would(f"disable mail flow rule {p.name} (State {before.get('State')} now)")
+        identity = str(before.get("Guid") or p.name)
+        await _invoke(exo, "Disable-TransportRule", {"Identity": identity, "Confirm": False})
+        after = await _one(exo, "Get-TransportRule", {"Identity": identity})
+        if after is None or _fold(after.get("State")) != "disabled":
+            raise run.not_verified(f"mail flow rule {p.name} is not disabled after Disable-TransportRule")
+        return run.done(f"disabled mail flow rule {p.name} (kept, not deleted: it is evidence)")
+
+    @activity.defn(name="action.remove-mail-forwarding")
+    async def remove_mail_forwarding(self, inp: ActionInput) -> ActionOutcome:
+        """Clear the mailbox's forwarding (whoever set it) and disable the inbox rules the suspect
+        admins made forward (kept as evidence, not deleted)."""
+        run, p = _Run(inp), _params(inp, MailForwardingParams)
+        exo = self._authorised_clients(inp).exo
+        before = await _one(exo, "Get-Mailbox", {"Identity": p.mailbox})
+        if before is None:
+            return run.already(f"mailbox {p.mailbox} no longer exists")
+        clear = _forwarding_to_clear(before)
+        rules, gone = await _forwarding_rules(exo, p)
+        gone_note = f"; inbox rule(s) {', '.join(gone)} no longer exist" if gone else ""
+        if not clear and not rules:
+            return run.already(f"{p.mailbox} forwards nothing and its forwarding inbox rules are disabled{gone_note}")
+        todo = [f"clear {', '.join(clear)}"] * bool(clear) + [f"disable inbox rule(s) {', '.join(rules)}"] * bool(rules)
+        if run.dry:
+            return run.would(f"{' and '.join(todo)} on {p.mailbox}")
+        if clear:
+            await _invoke(exo, "Set-Mailbox", {"Identity": p.mailbox, **clear})
+        for rule in rules:
+            await _invoke(exo, "Disable-InboxRule", {"Identity": f"{p.mailbox}\\{rule}", "Confirm": False})
+        after = await _one(exo, "Get-Mailbox", {"Identity": p.mailbox}) or {}
+        still, _ = await _forwarding_rules(exo, p)
+        if left := [*_forwarding_to_clear(after), *still]:
+            raise run.not_verified(f"{', '.join(left)} still forward mail of {p.mailbox}")
+        return run.done(f"{' and '.join(todo)} on {p.mailbox}{gone_note}")
+
+    @activity.defn(name="action.remove-mailbox-permission")
+    async def remove_mailbox_permission(self, inp: ActionInput) -> ActionOutcome:
+        run, p = _Run(inp), _params(inp, MailboxPermissionParams)
+        exo = self._authorised_clients(inp).exo
+        held = await _granted(exo, p)
+        if held is None:
+            return run.already(f"mailbox {p.mailbox} no longer exists")
+        if not held:
+            return run.already(f"none of the grants on {p.mailbox} is present ({_grants(p)})")
+        described = "; ".join(f"{user}: {', '.join(rights)}" for user, rights in held.items())
+        if run.dry:
+            return run.would(f"remove {described} from {p.mailbox}")
+        for user, rights in held.items():
+            await _invoke(exo, "Remove-MailboxPermission",
+                          {"Identity": p.mailbox, "User": user, "AccessRights": rights, "Confirm": False})
+        if still := await _granted(exo, p):
+            raise run.not_verified(f"{p.mailbox} still grants " + "; ".join(f"{u}: {', '.join(r)}" for u, r in still.items()))
+        return run.done(f"removed {described} from {p.mailbox}")
+
     # ------------------------------------------------------------------ Graph: the acting admin
 
     @activity.defn(name="action.reset-admin-password")
@@ -238,6 +314,33 @@ class RemediationActivities:
             raise run.not_verified(f"no {state.value} policy requiring MFA for the admin roles after creating one")
         return run.done(f"created conditional access policy '{MFA_POLICY_NAME}' requiring MFA for the admin "
                         f"roles, {mode}")
+
+    @activity.defn(name="action.remove-role-assignment")
+    async def remove_role_assignment(self, inp: ActionInput) -> ActionOutcome:
+        run, p = _Run(inp), _params(inp, RoleAssignmentParams)
+        graph = self._authorised_clients(inp).graph
+        try:
+            user = await _read(graph.users.by_user_id(p.user).get(_select(["id", "userPrincipalName"])))
+        except ApplicationError as failure:
+            if failure.type == "GraphHttp404":
+                return run.already(f"account {p.user} no longer exists")
+            raise
+        assignments = graph.role_management.directory.role_assignments
+        held = await _role_assignments(assignments, str(user.id), p.roles)
+        if not held:
+            return run.already(f"{p.user} no longer holds {', '.join(p.roles)}")
+        names = ", ".join(held.values())
+        if run.dry:
+            return run.would(f"remove {names} from {p.user}")
+        for assignment_id in held:
+            try:
+                await _graph(assignments.by_unified_role_assignment_id(assignment_id).delete())
+            except ApplicationError as failure:
+                if failure.type != "GraphHttp404":  # removed meanwhile: that is what we want
+                    raise
+        if still := await _role_assignments(assignments, str(user.id), p.roles):
+            raise run.not_verified(f"{p.user} still holds {', '.join(still.values())}")
+        return run.done(f"removed {names} from {p.user}")
 
     # ------------------------------------------------------------------ Graph: the alert
 
@@ -369,7 +472,81 @@ async def _invoke(exo: ExoClient, cmdlet: str, parameters: dict[str, Any]) -> li
         return await exo.invoke(cmdlet, parameters)
     except ExoError as error:
         # A cmdlet error (object not found, invalid value) fails the same way on every retry.
-        raise ApplicationError(str(error), type="ExchangeCmdletFailed", non_retryable=True) from error
+        kind = "ExchangeObjectNotFound" if isinstance(error, ExoNotFound) else "ExchangeCmdletFailed"
+        raise ApplicationError(str(error), type=kind, non_retryable=True) from error
+
+
+async def _existing(exo: ExoClient, cmdlet: str, parameters: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A Get- cmdlet's rows, or None when the object it names by `-Identity` does not exist."""
+    try:
+        return await _invoke(exo, cmdlet, parameters)
+    except ApplicationError as failure:
+        if failure.type == "ExchangeObjectNotFound":
+            return None
+        raise
+
+
+async def _one(exo: ExoClient, cmdlet: str, parameters: dict[str, Any]) -> dict[str, Any] | None:
+    """The object a Get- cmdlet names by `-Identity`, or None when it does not exist."""
+    rows = await _existing(exo, cmdlet, parameters)
+    return rows[0] if rows else None
+
+
+def _fold(value: Any) -> str:
+    return str(value or "").strip().casefold()
+
+
+def _forwarding_to_clear(mailbox: dict[str, Any]) -> dict[str, Any]:
+    """The Set-Mailbox parameters that stop this mailbox forwarding (rule 11: empty values are none)."""
+    clear: dict[str, Any] = {
+        name: None for name in ("ForwardingSmtpAddress", "ForwardingAddress") if not is_empty(mailbox.get(name))
+    }
+    if mailbox.get("DeliverToMailboxAndForward") is True:
+        clear["DeliverToMailboxAndForward"] = False
+    return clear
+
+
+async def _forwarding_rules(exo: ExoClient, p: MailForwardingParams) -> tuple[list[str], list[str]]:
+    """(the planned inbox rules still enabled, the planned ones that no longer exist)."""
+    if not p.inbox_rules:
+        return [], []
+    rows = await _invoke(exo, "Get-InboxRule", {"Mailbox": p.mailbox})
+    by_name = {_fold(r.get("Name")): r for r in rows}
+    enabled = [n for n in p.inbox_rules if _fold(n) in by_name and by_name[_fold(n)].get("Enabled") is not False]
+    return enabled, [n for n in p.inbox_rules if _fold(n) not in by_name]
+
+
+async def _granted(exo: ExoClient, p: MailboxPermissionParams) -> dict[str, list[str]] | None:
+    """Grantee -> the planned rights it still holds on the mailbox (None: the mailbox is gone)."""
+    rows = await _existing(exo, "Get-MailboxPermission", {"Identity": p.mailbox})
+    if rows is None:
+        return None
+    held: dict[str, list[str]] = {}
+    for grant in p.grants:
+        rights = {_fold(r) for row in rows if _fold(row.get("User")) == _fold(grant.user) and row.get("Deny") is not True
+                  for r in split_list(row.get("AccessRights"))}
+        if present := [r for r in grant.access_rights if _fold(r) in rights]:
+            held[grant.user] = present
+    return held
+
+
+def _grants(p: MailboxPermissionParams) -> str:
+    return "; ".join(f"{g.user}: {', '.join(g.access_rights)}" for g in p.grants)
+
+
+async def _role_assignments(assignments: RoleAssignmentsRequestBuilder, principal_id: str, roles: list[str]) -> dict[str, str]:
+    """Assignment id -> role name, for the principal's assignments of these roles (compared case-insensitively)."""
+    wanted = {_fold(r) for r in roles}
+    page = await _read(assignments.get(RequestConfiguration(
+        query_parameters=RoleAssignmentsRequestBuilder.RoleAssignmentsRequestBuilderGetQueryParameters(
+            filter=f"principalId eq '{principal_id}'", expand=["roleDefinition"],
+        )
+    )))
+    return {
+        str(a.id): str(a.role_definition.display_name)
+        for a in page.value or []
+        if a.id and a.role_definition is not None and _fold(a.role_definition.display_name) in wanted
+    }
 
 
 def _noun(p: ConnectorTarget) -> str:
@@ -531,5 +708,9 @@ BY_KIND: dict[ActionKind, Callable[[RemediationActivities, ActionInput], Awaitab
     "unblock_sender": RemediationActivities.unblock_sender,
     "classify_alert": RemediationActivities.classify_alert,
     "comment_alert": RemediationActivities.comment_alert,
+    "disable_transport_rule": RemediationActivities.disable_transport_rule,
+    "remove_mail_forwarding": RemediationActivities.remove_mail_forwarding,
+    "remove_mailbox_permission": RemediationActivities.remove_mailbox_permission,
+    "remove_role_assignment": RemediationActivities.remove_role_assignment,
 }
 """The activity that carries out each kind of action (the workflow runs actions through this)."""

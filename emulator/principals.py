@@ -25,16 +25,19 @@ from emulator.errors import GraphError
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 GRAPH_APP_ROLES = (
-    "Application.Read.All", "AuditLogsQuery-Exchange.Read.All", "Policy.Read.All", "Policy.ReadWrite.ConditionalAccess",
+    "Application.Read.All", "AuditLogsQuery-Entra.Read.All", "AuditLogsQuery-Exchange.Read.All", "Policy.Read.All",
+    "Policy.ReadWrite.ConditionalAccess", "RoleManagement.Read.Directory", "RoleManagement.ReadWrite.Directory",
     "SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All", "ThreatHunting.Read.All", "User.Read.All",
     "User-PasswordProfile.ReadWrite.All", "User.RevokeSessions.All",
 )
 EXCHANGE_APP_ROLES = ("Exchange.ManageAsApp",)
 GRANTED_BY_DEFAULT = (
-    *(r for r in GRAPH_APP_ROLES if r != "SecurityAlert.Read.All"),  # ReadWrite includes it
+    *(r for r in GRAPH_APP_ROLES if r not in ("SecurityAlert.Read.All", "RoleManagement.Read.Directory")),  # ReadWrite includes them
     *EXCHANGE_APP_ROLES,
 )
-DIRECTORY_ROLES_BY_DEFAULT = ("Exchange Administrator", "Privileged Authentication Administrator")
+DIRECTORY_ROLES_BY_DEFAULT = (
+    "Exchange Administrator", "Privileged Authentication Administrator", "Privileged Role Administrator",
+)
 READ_APPLICATIONS = "Application.Read.All"
 _IDS = uuid.UUID("5e0c4a51-7f3d-4d2b-9a8e-6b1f0c2d3e4f")
 

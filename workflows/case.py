@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ClassifyParams,
         CommentParams,
         ConnectorConfig,
+        ConnectorResolution,
         Decision,
         DecisionReceipt,
         Evidence,
@@ -51,6 +52,9 @@ with workflow.unsafe.imports_passed_through():
 
 ACTION_TIMEOUT = timedelta(minutes=2)
 SIGNED_APPROVALS = "signed-approvals"
+PLAYBOOK_V2 = "playbook-v2"
+"""The whole playbook (docs/scenarios.md, version 2): one audit query for every connector and the
+admins' footprint, the sweep findings and their actions, the version 2 grading rules."""
 
 
 def playbook_notes(collected: Evidence) -> dict[str, object]:
@@ -64,7 +68,21 @@ def playbook_notes(collected: Evidence) -> dict[str, object]:
         "connector_last_modified": connector.when_changed.isoformat() if connector.when_changed else None,
         "connector_modified_by": sorted({c.actor for c in collected.changes}),
         "unavailable_sources": collected.unavailable,
+        **audit_notes(collected.changes_source, collected.failed_audit_sources),
     }
+
+
+def audit_notes(source: str, failed: list[str]) -> dict[str, object]:
+    """Which audit source decided, and which failed before it (CloudAppEvents holds 30 days only)."""
+    if not source:
+        return {}
+    notes: dict[str, object] = {"audit_source": source}
+    if failed:
+        notes["audit_sources_failed"] = failed
+    if source == "cloud_app_events":
+        notes["audit_source_caveat"] = ("only CloudAppEvents answered: it holds 30 days of records, so older "
+                                        "values a revert would restore may be missing")
+    return notes
 
 
 @workflow.defn(name="connector-case")
@@ -94,20 +112,24 @@ class ConnectorCaseWorkflow:
     @workflow.run
     async def run(self, case: CaseInput) -> CaseReport:
         self._signed = workflow.patched(SIGNED_APPROVALS)
+        v2 = workflow.patched(PLAYBOOK_V2)
         workflow.upsert_search_attributes([sa.TENANT.value_set(case.tenant_id)])
         metrics.case_started(case.tenant_id)
         self._set_stage("resolving")
         resolution = await evidence.resolve_connector(case)
         collected: Evidence | None = None
         if resolution.connector is None:
-            self._verdict = grading.connector_unresolved_verdict(resolution)
+            self._verdict = await self._unresolved(case, resolution, v2)
         else:
             self._connector = resolution.connector
             workflow.upsert_search_attributes([sa.CONNECTOR.value_set(resolution.connector.name)])
             self._set_stage("collecting")
-            collected = await evidence.collect_evidence(case, resolution.connector, workflow.now())
+            if v2:
+                collected = await evidence.collect(case, resolution, workflow.now())
+            else:
+                collected = await evidence.collect_evidence(case, resolution.connector, workflow.now())
             self._set_stage("grading")
-            self._verdict = grading.grade(collected, case.organization, case.thresholds, workflow.now())
+            self._verdict = grading.grade(collected, case.organization, case.thresholds, workflow.now(), v2)
             self._notes = playbook_notes(collected)
         workflow.upsert_search_attributes([sa.VERDICT.value_set(self._verdict.kind)])
         workflow.set_current_details(f"Verdict: {self._verdict.kind}")
@@ -119,7 +141,7 @@ class ConnectorCaseWorkflow:
             case = case.model_copy(update={"policy": case.policy.model_copy(
                 update={"approvers": trust.approvers, "by_action": trust.by_action, "default": trust.default}
             )})
-        self._plan = planning.plan(case, self._verdict, collected)
+        self._plan = planning.plan(case, self._verdict, collected, v2)
         self._case_accounts = approvals.case_accounts(self._verdict.findings, self._plan)
         self._records = {a.id: ActionRecord(action=a) for a in self._plan.actions}
         await self._request_approvals()
@@ -130,6 +152,20 @@ class ConnectorCaseWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         metrics.case_closed(self._report())
         return self._report()
+
+    async def _unresolved(self, case: CaseInput, resolution: ConnectorResolution, v2: bool) -> Verdict:
+        """No connector to grade; since version 2 the other and the deleted connectors are still swept."""
+        if not v2:
+            return grading.connector_unresolved_verdict(resolution)
+        self._set_stage("collecting")
+        now = workflow.now()
+        swept, unavailable, log = await evidence.sweep_only(case, resolution, now)
+        self._set_stage("grading")
+        if log is not None:
+            self._notes = audit_notes(log.source, log.failed_sources)
+        return grading.connector_unresolved_verdict(
+            resolution, swept, case.organization, now - case.thresholds.lookback, now, unavailable
+        )
 
     # ------------------------------------------------------------------ approvals
 

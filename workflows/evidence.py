@@ -4,6 +4,9 @@ Runs inside the case workflow, so it is deterministic: times come from the calle
 `workflow.now()`, and activities run on the workflow's own task queue. Sources run in parallel;
 one that still fails after its retries becomes an entry in `Evidence.unavailable` (grading turns
 that into `evidence_unavailable` → needs_review), never a silent gap that reads as "clean".
+
+Since version 2 (`collect`, `sweep_only`) one audit query per case reads every connector's
+changes and the admins' other operations; cases begun before replay `collect_evidence`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -19,11 +22,14 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.evidence import EvidenceActivities
     from workflows import metrics, retries
-    from workflows.grading import acting_admins, relevant_changes
+    from workflows.audit import connector_records, connector_verb
+    from workflows.changes import acting_admins, relevant_changes
     from workflows.types import (
         AcceptedDomains,
         AdminEvidence,
         AdminSignInsInput,
+        AuditLog,
+        AuditLogInput,
         CaseInput,
         CompromisedSenders,
         CompromisedSendersInput,
@@ -31,22 +37,29 @@ with workflow.unsafe.imports_passed_through():
         ConnectorChangesInput,
         ConnectorConfig,
         ConnectorResolution,
+        DirectoryAccount,
+        DirectoryAccounts,
+        DirectoryAccountsInput,
         Evidence,
         MailStats,
         MailStatsInput,
         ResolveConnectorInput,
         RestrictedEntities,
         RestrictedEntitiesInput,
+        Sweep,
         TenantInput,
     )
 
 T = TypeVar("T")
 
 EXO_TIMEOUT = timedelta(seconds=60)
-HUNTING_TIMEOUT = timedelta(minutes=2)
+HUNTING_TIMEOUT = timedelta(minutes=4)
+"""An activity runs up to one hunting request (Microsoft stops a query after 3 minutes; the HTTP
+timeout is `activities.hunting.REQUEST_TIMEOUT`) plus its EXO or Graph reads."""
 AUDIT_TIMEOUT = timedelta(minutes=10)
 """Graph audit log queries run for minutes in a real tenant; the activity polls and heartbeats."""
-AUDIT_HEARTBEAT = timedelta(minutes=1)
+AUDIT_HEARTBEAT = timedelta(minutes=4)
+"""Longer than one call of the slowest fallback (a CloudAppEvents hunting request)."""
 AUDIT_HISTORY = timedelta(days=90)
 """Audit records older than the lookback are read too: a revert needs the value set before."""
 
@@ -68,6 +81,8 @@ async def resolve_connector(case: CaseInput) -> ConnectorResolution:
         tenant_id=case.tenant_id,
         ip_addresses=list(case.alert.ip_addresses),
         message_ids=[m.network_message_id for m in case.alert.messages],
+        connector_name=case.alert.connector_hint,
+        connector_domain=case.alert.connector_domain,
         since=now - case.thresholds.lookback,
         until=now,
     )
@@ -84,35 +99,57 @@ async def resolve_connector(case: CaseInput) -> ConnectorResolution:
         return ConnectorResolution(method="unavailable", reason=f"could not read the tenant: {failure.cause}"[:300])
 
 
-async def collect_evidence(case: CaseInput, connector: ConnectorConfig, now: datetime) -> Evidence:
-    tenant, thresholds = case.tenant_id, case.thresholds
-    lookback_start = now - thresholds.lookback
-    unavailable: list[str] = []
+async def _domains_and_mail(
+    case: CaseInput, connector: ConnectorConfig, now: datetime, unavailable: list[str]
+) -> tuple[AcceptedDomains | None, MailStats | None]:
+    # Mail stats classify domains as accepted, partner or external, so they wait for the list.
+    domains = await _source("accepted_domains", unavailable, workflow.execute_activity_method(
+        EvidenceActivities.accepted_domains, TenantInput(tenant_id=case.tenant_id),
+        start_to_close_timeout=EXO_TIMEOUT, retry_policy=retries.TENANT,
+    ))
+    mail = await _source("mail_stats", unavailable, workflow.execute_activity_method(
+        EvidenceActivities.mail_stats,
+        MailStatsInput(
+            tenant_id=case.tenant_id, connector_name=connector.name, now=now, lookback=case.thresholds.lookback,
+            accepted_domains=domains.domains if domains else [],
+            partner_domains=list(case.organization.partner_domains),
+        ),
+        start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
+        summary=f"mail through {connector.name}"[:200],
+    ))
+    return domains, mail
 
-    async def domains_and_mail() -> tuple[AcceptedDomains | None, MailStats | None]:
-        # Mail stats classify domains as accepted, partner or external, so they wait for the list.
-        domains = await _source("accepted_domains", unavailable, workflow.execute_activity_method(
-            EvidenceActivities.accepted_domains, TenantInput(tenant_id=tenant),
-            start_to_close_timeout=EXO_TIMEOUT, retry_policy=retries.TENANT,
-        ))
-        mail = await _source("mail_stats", unavailable, workflow.execute_activity_method(
-            EvidenceActivities.mail_stats,
-            MailStatsInput(
-                tenant_id=tenant, connector_name=connector.name, now=now, lookback=thresholds.lookback,
-                accepted_domains=domains.domains if domains else [],
-                partner_domains=list(case.organization.partner_domains),
-            ),
-            start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
-            summary=f"mail through {connector.name}"[:200],
-        ))
-        return domains, mail
+
+async def _restricted(case: CaseInput, connector: ConnectorConfig, unavailable: list[str]) -> RestrictedEntities | None:
+    return await _source("restricted_entities", unavailable, workflow.execute_activity_method(
+        EvidenceActivities.restricted_entities,
+        RestrictedEntitiesInput(tenant_id=case.tenant_id, connector_name=connector.name, connector_guid=connector.guid),
+        start_to_close_timeout=EXO_TIMEOUT, retry_policy=retries.TENANT,
+    ))
+
+
+async def _compromised(case: CaseInput, now: datetime, unavailable: list[str]) -> CompromisedSenders | None:
+    return await _source("compromised_senders", unavailable, workflow.execute_activity_method(
+        EvidenceActivities.compromised_senders,
+        CompromisedSendersInput(
+            tenant_id=case.tenant_id, since=now - case.thresholds.lookback, until=now,
+            per_hour=case.thresholds.compromised_sender_per_hour,
+        ),
+        start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
+    ))
+
+
+async def collect_evidence(case: CaseInput, connector: ConnectorConfig, now: datetime) -> Evidence:
+    """Cases begun before version 2: the alerted connector's audit records only."""
+    lookback_start = now - case.thresholds.lookback
+    unavailable: list[str] = []
 
     async def changes_and_admins() -> tuple[ConnectorChanges | None, AdminEvidence | None]:
         # The acting admins are the accounts in the connector's audit records, so admins wait.
         changes = await _source("connector_changes", unavailable, workflow.execute_activity_method(
             EvidenceActivities.connector_changes,
             ConnectorChangesInput(
-                tenant_id=tenant, connector_name=connector.name, connector_guid=connector.guid,
+                tenant_id=case.tenant_id, connector_name=connector.name, connector_guid=connector.guid,
                 direction=connector.direction, since=now - AUDIT_HISTORY, until=now,
             ),
             start_to_close_timeout=AUDIT_TIMEOUT, heartbeat_timeout=AUDIT_HEARTBEAT,
@@ -120,49 +157,138 @@ async def collect_evidence(case: CaseInput, connector: ConnectorConfig, now: dat
         ))
         if changes is None:
             return None, None
-        upns = acting_admins(relevant_changes(changes.changes, lookback_start, now))
-        if not upns:
-            return changes, AdminEvidence(admins=[])
-        admins = await _source("admin_sign_ins", unavailable, workflow.execute_activity_method(
-            EvidenceActivities.admin_sign_ins,
-            AdminSignInsInput(
-                tenant_id=tenant, upns=upns, since=lookback_start, until=now,
-                failure_threshold=thresholds.bruteforce_failures_per_minute,
-                success_within=thresholds.bruteforce_success_within,
-            ),
-            start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
-            summary=f"sign-ins of {', '.join(upns)}"[:200],
-        ))
-        return changes, admins
+        upns = acting_admins(relevant_changes(changes.changes, lookback_start, now, v2=False))
+        return changes, await _admin_sign_ins(case, upns, now, unavailable)
 
-    restricted_call = _source("restricted_entities", unavailable, workflow.execute_activity_method(
-        EvidenceActivities.restricted_entities,
-        RestrictedEntitiesInput(tenant_id=tenant, connector_name=connector.name, connector_guid=connector.guid),
-        start_to_close_timeout=EXO_TIMEOUT, retry_policy=retries.TENANT,
-    ))
-    compromised_call = _source("compromised_senders", unavailable, workflow.execute_activity_method(
-        EvidenceActivities.compromised_senders,
-        CompromisedSendersInput(
-            tenant_id=tenant, since=lookback_start, until=now, per_hour=thresholds.compromised_sender_per_hour
-        ),
-        start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
-    ))
     (domains, mail), (changes, admins), restricted, compromised = await asyncio.gather(
-        domains_and_mail(), changes_and_admins(), restricted_call, compromised_call
+        _domains_and_mail(case, connector, now, unavailable), changes_and_admins(),
+        _restricted(case, connector, unavailable), _compromised(case, now, unavailable),
     )
-    restricted = restricted or RestrictedEntities(blocked_connector=False, blocked_senders=[])
-    compromised = compromised or CompromisedSenders(object_ids=[], addresses=[])
+    return _evidence(
+        connector, now, unavailable, domains, mail, restricted, compromised, admins,
+        changes=changes.changes if changes else [], changes_source=changes.source if changes else "",
+    )
+
+
+def _evidence(
+    connector: ConnectorConfig,
+    now: datetime,
+    unavailable: list[str],
+    domains: AcceptedDomains | None,
+    mail: MailStats | None,
+    restricted: RestrictedEntities | None,
+    compromised: CompromisedSenders | None,
+    admins: AdminEvidence | None,
+    **audit: Any,
+) -> Evidence:
+    """Evidence from what the sources answered (`None`: unavailable) and the audit fields."""
     return Evidence(
         connector=connector,
-        changes=changes.changes if changes else [],
-        changes_source=changes.source if changes else "",
         mail=mail or MailStats(),
         accepted_domains=domains.domains if domains else [],
-        blocked_connector=restricted.blocked_connector,
-        blocked_senders=restricted.blocked_senders,
+        blocked_connector=restricted.blocked_connector if restricted else False,
+        blocked_senders=restricted.blocked_senders if restricted else [],
         admins=admins.admins if admins else [],
-        compromised_senders=compromised.object_ids,
-        compromised_sender_addresses=compromised.addresses,
+        compromised_senders=compromised.object_ids if compromised else [],
+        compromised_sender_addresses=compromised.addresses if compromised else [],
         unavailable=sorted(unavailable),
         collected_at=now,
+        **audit,
+    )
+
+
+async def _admin_sign_ins(case: CaseInput, upns: list[str], now: datetime, unavailable: list[str]) -> AdminEvidence | None:
+    """The acting admins' sign-in evidence (none to read without acting admins)."""
+    if not upns:
+        return AdminEvidence(admins=[])
+    thresholds = case.thresholds
+    return await _source("admin_sign_ins", unavailable, workflow.execute_activity_method(
+        EvidenceActivities.admin_sign_ins,
+        AdminSignInsInput(
+            tenant_id=case.tenant_id, upns=upns, since=now - thresholds.lookback, until=now,
+            failure_threshold=thresholds.bruteforce_failures_per_minute,
+            success_within=thresholds.bruteforce_success_within,
+        ),
+        start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
+        summary=f"sign-ins of {', '.join(upns)}"[:200],
+    ))
+
+
+# --------------------------------------------------------------------------- version 2
+
+
+async def _audit_log(case: CaseInput, now: datetime, unavailable: list[str]) -> AuditLog | None:
+    """Every audit record the case reads, from one query (the first audit source that answers)."""
+    return await _source("audit_log", unavailable, workflow.execute_activity_method(
+        EvidenceActivities.audit_log,
+        AuditLogInput(tenant_id=case.tenant_id, since=now - AUDIT_HISTORY,
+                      lookback_start=now - case.thresholds.lookback, until=now),
+        start_to_close_timeout=AUDIT_TIMEOUT, heartbeat_timeout=AUDIT_HEARTBEAT,
+        retry_policy=retries.TENANT, summary="audit records: connectors and the admins' operations",
+    ))
+
+
+async def _directory(case: CaseInput, log: AuditLog, now: datetime) -> list[DirectoryAccount]:
+    """The lookback's connector actors as the directory knows them (rule 10). Not an evidence source
+    (docs/scenarios.md rule 8): when the lookup fails, only actors that are no UPN count as non-users."""
+    lookback_start = now - case.thresholds.lookback
+    removals = [c for c in log.connector_changes if connector_verb(c) == "remove" and lookback_start <= c.at <= now]
+    upns = acting_admins(relevant_changes(log.connector_changes, lookback_start, now) + removals)
+    if not upns:
+        return []
+    try:
+        found: DirectoryAccounts = await workflow.execute_activity_method(
+            EvidenceActivities.directory_accounts, DirectoryAccountsInput(tenant_id=case.tenant_id, upns=upns),
+            start_to_close_timeout=EXO_TIMEOUT, retry_policy=retries.TENANT,
+        )
+    except ActivityError:
+        workflow.logger.warning("directory lookup failed; actors that are no UPN count as non-users")
+        return [DirectoryAccount(upn=u) for u in upns if "@" not in u]
+    return found.accounts
+
+
+def _sweep(resolution: ConnectorResolution, log: AuditLog, accounts: list[DirectoryAccount]) -> Sweep:
+    return Sweep(connectors=resolution.connectors, records=log.connector_changes,
+                 admin_records=log.admin_records, accounts=accounts)
+
+
+async def sweep_only(
+    case: CaseInput, resolution: ConnectorResolution, now: datetime
+) -> tuple[Sweep | None, list[str], AuditLog | None]:
+    """An unresolved case still sweeps the other and the deleted connectors: (sweep, unavailable, log)."""
+    unavailable: list[str] = []
+    log = await _audit_log(case, now, unavailable)
+    if log is None:
+        return None, unavailable, None
+    return _sweep(resolution, log, await _directory(case, log, now)), unavailable, log
+
+
+async def collect(case: CaseInput, resolution: ConnectorResolution, now: datetime) -> Evidence:
+    """Every source for the resolved connector, and the sweep beyond it."""
+    connector = resolution.connector
+    assert connector is not None
+    lookback_start = now - case.thresholds.lookback
+    unavailable: list[str] = []
+
+    async def audit_and_admins() -> tuple[AuditLog | None, AdminEvidence | None, list[DirectoryAccount]]:
+        # The acting admins are the actors of the connector's audit records, so admins wait.
+        log = await _audit_log(case, now, unavailable)
+        if log is None:
+            return None, None, []
+        mine = connector_records(log.connector_changes, connector.name, connector.guid, connector.direction)
+        upns = acting_admins(relevant_changes(mine, lookback_start, now))
+        admins, accounts = await asyncio.gather(
+            _admin_sign_ins(case, upns, now, unavailable), _directory(case, log, now))
+        return log, admins, accounts
+
+    (domains, mail), (log, admins, accounts), restricted, compromised = await asyncio.gather(
+        _domains_and_mail(case, connector, now, unavailable), audit_and_admins(),
+        _restricted(case, connector, unavailable), _compromised(case, now, unavailable),
+    )
+    if log is None:
+        return _evidence(connector, now, unavailable, domains, mail, restricted, compromised, admins)
+    return _evidence(
+        connector, now, unavailable, domains, mail, restricted, compromised, admins,
+        changes=connector_records(log.connector_changes, connector.name, connector.guid, connector.direction),
+        changes_source=log.source, failed_audit_sources=log.failed_sources, sweep=_sweep(resolution, log, accounts),
     )

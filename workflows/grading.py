@@ -12,11 +12,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from workflows.changes import acting_admins, change_summary, is_creation, review
+from workflows.sweep import Directory, sweep
 from workflows.timestamps import parse_iso
 from workflows.types import (
     AdminSignIns,
     ChangeHistory,
-    ConnectorChange,
     ConnectorConfig,
     ConnectorResolution,
     Evidence,
@@ -24,8 +25,10 @@ from workflows.types import (
     FindingId,
     MailStats,
     Organization,
-    ReviewedChange,
+    OtherConnector,
     Subject,
+    Suspect,
+    Sweep,
     Thresholds,
     Verdict,
     VerdictKind,
@@ -34,22 +37,6 @@ from workflows.types import (
 
 BASELINE_HOURS = 168
 """The volume baseline: the 168 clock hours ending with the hour that holds `now`."""
-
-MODIFYING_PARAMETERS = frozenset(
-    p.casefold()
-    for p in (
-        "Name",
-        "SenderDomains",
-        "RecipientDomains",
-        "SenderIPAddresses",
-        "SmartHosts",
-        "TlsSenderCertificateName",
-        "TlsDomain",
-        "ConnectorType",
-        "RestrictDomainsToIPAddresses",
-    )
-)
-CONNECTOR_OBJECTS = ("inboundconnector", "outboundconnector")
 
 CONNECTOR_INDICATORS: tuple[FindingId, ...] = (
     "p1_p2_mismatch",
@@ -85,6 +72,7 @@ UNEXPLAINABLE: tuple[FindingId, ...] = (
     "external_spray",
 )
 """Findings that a benign explanation (approved change, expected volume) cannot cover."""
+ADMIN_FINDINGS: tuple[FindingId, ...] = ("admin_bruteforce_success", "admin_unusual_location")
 
 ACCEPTED_DOMAINS_SOURCE = "accepted_domains"
 """Without accepted domains, "unaccepted" and "external" cannot be told: those findings are skipped
@@ -96,75 +84,6 @@ ACCEPTED_DOMAINS_SOURCE = "accepted_domains"
 
 def _fold(value: str | None) -> str:
     return (value or "").strip().casefold()
-
-
-def _in_window(at: datetime, start: datetime, end: datetime) -> bool:
-    return start <= at <= end
-
-
-def connector_verb(change: ConnectorChange) -> str:
-    """`set` for Set-InboundConnector (likewise `new`, `remove`); "" for anything but a connector."""
-    verb, _, noun = change.operation.partition("-")
-    return verb.casefold() if noun.casefold() in CONNECTOR_OBJECTS else ""
-
-
-def is_creation(change: ConnectorChange) -> bool:
-    return connector_verb(change) == "new"
-
-
-def is_modification(change: ConnectorChange) -> bool:
-    """A Set- record that touches a property that routes or authenticates mail (not Enabled/Comment)."""
-    return connector_verb(change) == "set" and any(_fold(name) in MODIFYING_PARAMETERS for name in change.parameters)
-
-
-def relevant_changes(
-    changes: Iterable[ConnectorChange], lookback_start: datetime, now: datetime
-) -> list[ConnectorChange]:
-    """Creations and modifications of the alerted connector within the lookback, oldest first."""
-    return sorted(
-        (c for c in changes if _in_window(c.at, lookback_start, now) and (is_creation(c) or is_modification(c))),
-        key=lambda c: c.at,
-    )
-
-
-def acting_admins(changes: Iterable[ConnectorChange]) -> list[str]:
-    """The accounts that created or changed the connector (lower-cased UPNs), in first-seen order."""
-    seen: list[str] = []
-    for change in changes:
-        if (actor := _fold(change.actor)) and actor not in seen:
-            seen.append(actor)
-    return seen
-
-
-def approval_for(change: ConnectorChange, connector: ConnectorConfig, organization: Organization) -> str | None:
-    """The ticket of the approved change record covering this change's connector, actor and time."""
-    names = {_fold(connector.name), _fold(connector.guid)}
-    for key in ("Identity", "Name"):
-        value = change.parameters.get(key)
-        if isinstance(value, str):
-            names.add(_fold(value))
-    for approved in organization.approved_changes:
-        if (
-            _fold(approved.connector) in names
-            and _fold(approved.by) == _fold(change.actor)
-            and approved.from_ <= change.at <= approved.to
-        ):
-            return approved.ticket
-    return None
-
-
-def review_changes(
-    evidence: Evidence, organization: Organization, lookback_start: datetime, now: datetime
-) -> ChangeHistory:
-    """The lookback's creations and modifications, each with its approval and whether its actor
-    was expected: the reading grading decides on and planning acts on."""
-    admins = {_fold(a) for a in organization.connector_admins}
-    reviewed = []
-    for change in relevant_changes(evidence.changes, lookback_start, now):
-        ticket = approval_for(change, evidence.connector, organization)
-        unexpected = not ticket and _fold(change.actor) not in admins
-        reviewed.append(ReviewedChange(change=change, ticket=ticket, unexpected_actor=unexpected))
-    return ChangeHistory(changes=reviewed, acting_admins=acting_admins(r.change for r in reviewed))
 
 
 def hourly_counts(mail: MailStats) -> dict[datetime, int]:
@@ -223,6 +142,36 @@ def account_subject(upn: str, admins: Iterable[AdminSignIns]) -> Subject:
     """The account by UPN, with its object id when the sign-in evidence found one."""
     object_id = next((a.object_id for a in admins if _fold(a.upn) == _fold(upn)), None)
     return Subject(kind="account", id=object_id, name=upn)
+
+
+def _is_account(subject: Subject, actor: str, object_id: str | None) -> bool:
+    """Whether a finding's account is this acting admin, by UPN or by object id."""
+    if subject.name is not None and _fold(subject.name) == actor:
+        return True
+    return subject.id is not None and object_id is not None and subject.id.casefold() == object_id.casefold()
+
+
+def acting_suspects(
+    history: ChangeHistory, findings: list[Finding], admins: list[AdminSignIns], directory: Directory
+) -> list[Suspect]:
+    """The acting admins made suspect by an unexpected change or an admin finding (never an actor
+    the directory does not know: rule 10), in first-seen order."""
+    object_ids = {_fold(a.upn): a.object_id for a in admins if a.object_id}
+    because: dict[str, list[FindingId]] = {a: [] for a in history.acting_admins}
+    for reviewed in history.changes:
+        if reviewed.unexpected_actor and "change_by_unexpected_actor" not in because[_fold(reviewed.change.actor)]:
+            because[_fold(reviewed.change.actor)].append("change_by_unexpected_actor")
+    for finding in (f for f in findings if f.id in ADMIN_FINDINGS):
+        named = [a for a in history.acting_admins
+                 if any(_is_account(s, a, object_ids.get(a)) for s in finding.accounts())]
+        # Admin findings concern acting admins only; one that names none of them covers them all.
+        for actor in named or history.acting_admins:
+            because[actor].append(finding.id)
+    return [
+        Suspect(upn=upn, object_id=object_ids.get(upn) or directory.object_ids.get(upn), because=reasons)
+        for upn, reasons in because.items()
+        if reasons and directory.is_user(upn)
+    ]
 
 
 def _finding(id: FindingId, subjects: Iterable[Subject], summary: str, **evidence: Any) -> Finding:
@@ -343,25 +292,11 @@ def _mail_findings(evidence: Evidence, organization: Organization, t: Thresholds
 # --------------------------------------------------------------------------- change and admin findings
 
 
-def _change_summary(change: ConnectorChange, ticket: str | None = None) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "at": change.at.isoformat(),
-        "operation": change.operation,
-        "actor": change.actor,
-        "parameters": sorted(change.parameters),
-    }
-    if change.client_ip:
-        summary["client_ip"] = change.client_ip
-    if ticket:
-        summary["ticket"] = ticket
-    return summary
-
-
-def _change_findings(evidence: Evidence, history: ChangeHistory) -> list[Finding]:
+def _change_findings(evidence: Evidence, history: ChangeHistory, directory: Directory) -> list[Finding]:
     connector = evidence.connector
     about = [connector_subject(connector)]
     created = [r.change for r in history.changes if is_creation(r.change)]
-    modified = [r.change for r in history.changes if is_modification(r.change)]
+    modified = [r.change for r in history.changes if not is_creation(r.change)]
     approved = [r for r in history.changes if r.ticket]
     unexpected = [r.change for r in history.changes if r.unexpected_actor]
 
@@ -370,28 +305,29 @@ def _change_findings(evidence: Evidence, history: ChangeHistory) -> list[Finding
         findings.append(_finding(
             "connector_created", about,
             f"{connector.name} was created by {created[0].actor} at {created[0].at:%Y-%m-%d %H:%M}Z",
-            changes=[_change_summary(c) for c in created],
+            changes=[change_summary(c) for c in created],
         ))
     if modified:
         last = modified[-1]
         findings.append(_finding(
             "connector_modified", about,
             f"{connector.name} was changed {len(modified)} time(s), last by {last.actor} at {last.at:%Y-%m-%d %H:%M}Z",
-            changes=[_change_summary(c) for c in modified],
+            changes=[change_summary(c) for c in modified],
         ))
     if unexpected:
         actors = acting_admins(unexpected)
+        accounts = [account_subject(a, evidence.admins) for a in actors if directory.is_user(a)]
         findings.append(_finding(
-            "change_by_unexpected_actor", [*about, *(account_subject(a, evidence.admins) for a in actors)],
+            "change_by_unexpected_actor", [*about, *accounts],
             f"{', '.join(actors)} changed {connector.name} without being a connector admin or holding an approved change",
-            actors=actors, changes=[_change_summary(c) for c in unexpected],
+            actors=actors, changes=[change_summary(c) for c in unexpected],
         ))
     if approved:
         findings.append(_finding(
             "change_approved", about,
             f"{len(approved)} change(s) match approved change records "
             f"({', '.join(sorted({str(r.ticket) for r in approved}))})",
-            changes=[_change_summary(r.change, r.ticket) for r in approved],
+            changes=[change_summary(r.change, r.ticket) for r in approved],
         ))
     return findings
 
@@ -441,13 +377,18 @@ def _admin_findings(admins: list[AdminSignIns], acting: list[str], t: Thresholds
 # --------------------------------------------------------------------------- verdict
 
 
-def grade(evidence: Evidence, organization: Organization, thresholds: Thresholds, now: datetime) -> Verdict:
-    history = review_changes(evidence, organization, now - thresholds.lookback, now)
+def grade(
+    evidence: Evidence, organization: Organization, thresholds: Thresholds, now: datetime, v2: bool = True
+) -> Verdict:
+    """`v2=False` only for cases begun before version 2 (docs/architecture.md, patching)."""
+    lookback_start = now - thresholds.lookback
+    history = review(evidence.changes, evidence.connector, organization, lookback_start, now, v2)
+    directory = Directory.of(evidence.sweep)
     connector = [connector_subject(evidence.connector)]
 
     findings = [
         *_mail_findings(evidence, organization, thresholds, now),
-        *_change_findings(evidence, history),
+        *_change_findings(evidence, history, directory),
     ]
     if evidence.blocked_connector:
         findings.append(_finding(
@@ -464,15 +405,20 @@ def grade(evidence: Evidence, organization: Organization, thresholds: Thresholds
             f"{thresholds.compromised_sender_per_hour} external messages in an hour",
             object_ids=evidence.compromised_senders[:20], addresses=evidence.compromised_sender_addresses[:20],
         ))
+    suspects = acting_suspects(history, findings, evidence.admins, directory)
+    others: list[OtherConnector] = []
+    if evidence.sweep is not None:
+        swept = sweep(evidence.sweep, evidence.connector, organization, lookback_start, now, suspects)
+        findings, others, suspects = [*findings, *swept.findings], swept.others, swept.suspects
     if evidence.unavailable:
-        findings.append(_finding(
-            "evidence_unavailable", [],
-            f"could not read: {', '.join(evidence.unavailable)}",
-            sources=list(evidence.unavailable),
-        ))
+        findings.append(unavailable_finding(evidence.unavailable))
 
     kind, reasons = decide(findings, evidence, organization, history)
-    return Verdict(kind=kind, findings=findings, reasons=reasons, history=history)
+    return Verdict(kind=kind, findings=findings, reasons=reasons, history=history, suspects=suspects, others=others)
+
+
+def unavailable_finding(sources: list[str]) -> Finding:
+    return _finding("evidence_unavailable", [], f"could not read: {', '.join(sources)}", sources=list(sources))
 
 
 def decide(
@@ -529,8 +475,16 @@ def decide(
     return "needs_review", reasons
 
 
-def connector_unresolved_verdict(resolution: ConnectorResolution) -> Verdict:
-    """needs_review when the alert's evidence matches no connector, several, or could not be read."""
+def connector_unresolved_verdict(
+    resolution: ConnectorResolution,
+    swept: Sweep | None = None,
+    organization: Organization = Organization(),
+    lookback_start: datetime | None = None,
+    now: datetime | None = None,
+    unavailable: list[str] | None = None,
+) -> Verdict:
+    """needs_review when the alert's evidence matches no connector, several, or could not be read.
+    The sweep of the other connectors and of deleted ones still runs (version 2)."""
     findings = [
         _finding(
             "connector_unresolved", [Subject(kind="connector", name=name) for name in resolution.candidates],
@@ -544,8 +498,12 @@ def connector_unresolved_verdict(resolution: ConnectorResolution) -> Verdict:
             f"could not read: connector_resolution ({resolution.reason})",
             sources=["connector_resolution"],
         ))
-    return Verdict(
-        kind="needs_review",
-        findings=findings,
-        reasons=[f"{', '.join(f.id for f in findings)}: {resolution.reason or 'no connector'}; nothing is changed"],
-    )
+    reasons = [f"{', '.join(f.id for f in findings)}: {resolution.reason or 'no connector'}; nothing is changed"]
+    suspects: list[Suspect] = []
+    others: list[OtherConnector] = []
+    if swept is not None and lookback_start is not None and now is not None:
+        result = sweep(swept, None, organization, lookback_start, now, [])
+        findings, others, suspects = [*findings, *result.findings], result.others, result.suspects
+    if unavailable:
+        findings.append(unavailable_finding(unavailable))
+    return Verdict(kind="needs_review", findings=findings, reasons=reasons, suspects=suspects, others=others)

@@ -2,60 +2,70 @@
 
 Pure and deterministic (the case workflow calls it, so it must replay identically): no I/O, no
 clock; "now" is when the evidence was collected. The rules are docs/scenarios.md "What each verdict
-plans". Order: the alert comment, then contain → eradicate → recover → harden, and
-`classify_alert` last. Ids `a1`, `a2`, … follow that order. Every action names the findings
-behind it in `reason`, carries the approval policy for its kind, and lists in `requires` the
-actions that must be executed and verified first: nothing is unblocked before the connector's
-containment and the eradication steps are done.
+plans" and "The whole playbook". Order: the alert comment, then contain → eradicate → recover →
+harden, and `classify_alert` last. Ids `a1`, `a2`, … follow that order. Every action names the
+findings behind it in `reason`, carries the approval policy for its kind, and lists in `requires`
+the actions that must be executed and verified first: nothing is unblocked before the alerted
+connector's containment is done (before version 2, the eradication steps too).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from workflows import grading
+from workflows.audit import connector_verb
+from workflows.changes import NOT_CONFIGURATION, is_creation
 from workflows.types import (
     ActionParams,
     CaseInput,
     ClassifyParams,
     CommentParams,
     ConnectorChange,
+    ConnectorConfig,
     ConnectorParams,
     Determination,
     Evidence,
+    Finding,
+    MailboxGrant,
+    MailboxPermissionParams,
+    MailForwardingParams,
     MfaParams,
+    OtherConnector,
     Plan,
     PlannedAction,
     RevertParams,
+    RoleAssignmentParams,
     Stage,
-    Subject,
+    Suspect,
+    TransportRuleParams,
     UnblockConnectorParams,
     UnblockSenderParams,
     UserParams,
     Verdict,
 )
 
-ADMIN_FINDINGS = ("admin_bruteforce_success", "admin_unusual_location")
 # The verdict rules' indicator groups, from grading, for citing findings and naming what is missing.
 CONTROL_INDICATORS = grading.CONTROL_INDICATORS
 ABUSE_INDICATORS = grading.ABUSE_INDICATORS
 
-# Cmdlet switches and the object being addressed, not connector properties to restore.
-NOT_PROPERTIES = frozenset(
+V1_NOT_PROPERTIES = frozenset(
     {"identity", "confirm", "force", "erroraction", "warningaction", "verbose", "debug", "whatif",
      "domaincontroller"}
 )
+"""What a revert left alone before version 2 (it restored Enabled and Comment too); cases begun
+before version 2 replay with it. Since then: `changes.NOT_CONFIGURATION` (rule 2)."""
 
 
-def plan(case: CaseInput, verdict: Verdict, evidence: Evidence | None) -> Plan:
-    """The remediation plan for this case (`evidence` is None when the connector was unresolved)."""
+def plan(case: CaseInput, verdict: Verdict, evidence: Evidence | None, v2: bool = True) -> Plan:
+    """The remediation plan for this case (`evidence` is None when the connector was unresolved).
+    `v2=False` only for cases begun before version 2 (docs/architecture.md, patching)."""
     builder = _Builder(case)
     if evidence is None or verdict.kind == "needs_review":
         _needs_review(builder, case, verdict, evidence)
     elif verdict.kind == "true_positive":
-        _true_positive(builder, case, verdict, evidence)
+        _true_positive(builder, case, verdict, evidence, v2)
     else:
         _benign_or_false(builder, case, verdict, evidence)
     return Plan(actions=builder.actions)
@@ -64,74 +74,31 @@ def plan(case: CaseInput, verdict: Verdict, evidence: Evidence | None) -> Plan:
 # --------------------------------------------------------------------------- per verdict
 
 
-def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evidence) -> None:
+def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evidence, v2: bool) -> None:
     connector = evidence.connector
-    history = _history(verdict, evidence)
     b.comment(_comment(verdict, connector.name))
 
-    disable = ConnectorParams(kind="disable_connector", identity=connector.guid, direction=connector.direction)
-    unblockable = False
-    if history.attacker_creation is not None:
-        created = history.attacker_creation
-        why = (
-            f"{connector.name} was created on {_when(created.at)} by {created.actor}, "
-            f"{_actor_problem(created.actor, history)}{_cite(verdict, 'connector_created', *CONTROL_INDICATORS)}"
-        )
-        contain = b.add(
-            "contain", connector.name, disable,
-            f"{why}. Disabling it stops its mail at once and can be undone; removal is a separate step.",
-        )
-        b.add(
-            "contain", connector.name,
-            ConnectorParams(kind="remove_connector", identity=connector.guid, direction=connector.direction),
-            f"{why}. An attacker's connector has no legitimate use: remove it once it is disabled "
-            "(irreversible, so it has its own approval). It is never unblocked.",
-        )
-    elif history.unauthorized:
-        restore, sources, unrevertable = _revert(history, evidence)
-        changes = "; ".join(f"{c.operation} by {c.actor} on {_when(c.at)}" for c in history.unauthorized)
-        if unrevertable:
-            contain = b.add(
-                "contain", connector.name, disable,
-                f"{connector.name} was changed without approval ({changes})"
-                f"{_cite(verdict, 'connector_modified', *CONTROL_INDICATORS)}, but no audit record before "
-                f"{_when(history.unauthorized[0].at)} sets {', '.join(unrevertable)}, so the change cannot "
-                "be reverted safely: disable the connector instead and restore it by hand.",
-            )
-        else:
-            prior = "; ".join(
-                f"{name} to {_show(value)} (set by {sources[name].actor} on {_when(sources[name].at)})"
-                for name, value in restore.items()
-            )
-            contain = b.add(
-                "contain", connector.name,
-                RevertParams(identity=connector.guid, direction=connector.direction, restore=restore),
-                f"{connector.name} is an established connector changed without approval ({changes})"
-                f"{_cite(verdict, 'connector_modified', *CONTROL_INDICATORS)}: restore {prior}.",
-            )
-            unblockable = True
-    else:
-        contain = b.add(
-            "contain", connector.name, disable,
-            f"{connector.name} carries attack mail{_cite(verdict, *CONTROL_INDICATORS, *ABUSE_INDICATORS)} "
-            "but was neither created nor changed without approval in the lookback, so there is no "
-            "change to undo: disable it to contain it.",
-        )
+    contain, unblockable = _contain_alerted(b, verdict, evidence, v2)
+    for other in verdict.others:
+        _contain_other(b, verdict, other)
+    _disable_transport_rules(b, verdict)
 
     eradicated: list[str] = []
-    for account in history.suspects:
-        why = f"{account} {_suspect_because(account, history, verdict)}"
-        user = history.object_ids.get(account, account)
+    for suspect in verdict.suspects:
+        why = f"{suspect.upn} {_suspect_because(suspect, verdict)}"
+        user = suspect.object_id or suspect.upn
         eradicated.append(b.add(
-            "eradicate", account, UserParams(kind="reset_admin_password", user=user),
+            "eradicate", suspect.upn, UserParams(kind="reset_admin_password", user=user),
             f"{why}: reset its password (changed at next sign-in) so the attacker loses it.",
         ))
         eradicated.append(b.add(
-            "eradicate", account, UserParams(kind="revoke_sessions", user=user),
+            "eradicate", suspect.upn, UserParams(kind="revoke_sessions", user=user),
             f"{why}: revoke its sign-in sessions and refresh tokens so a stolen session stops working.",
         ))
+    _remove_footholds(b, verdict)
 
-    after = [contain, *eradicated]
+    # Version 2 (rule 3): only the alerted connector's containment gates an unblock.
+    after = [contain] if v2 else [contain, *eradicated]
     if unblockable and evidence.blocked_connector:
         b.add(
             "recover", connector.name,
@@ -149,20 +116,151 @@ def _true_positive(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evi
             "did not send it. Unblock once the connector is contained.",
             requires=after,
         )
-    if history.suspects:
+    if verdict.suspects:
+        who = "Suspect admin" if v2 else "Suspect acting admin"
         b.add(
             "harden", "", MfaParams(report_only=case.mfa_report_only),
-            f"Suspect acting admin {', '.join(history.suspects)} held an admin role: require MFA for admin roles "
+            f"{who} {', '.join(s.upn for s in verdict.suspects)} held an admin role: require MFA for admin roles "
             "(created report-only, so it cannot lock admins out before it is reviewed).",
         )
     b.add(
         "report", "",
         ClassifyParams(
             alert_id=case.alert.alert_id, status="resolved", classification="truePositive",
-            determination=_tp_determination(verdict, history),
+            determination=_tp_determination(verdict),
         ),
         f"True positive{_cite(verdict, *CONTROL_INDICATORS, *ABUSE_INDICATORS)}.",
     )
+
+
+def _contain_alerted(b: _Builder, verdict: Verdict, evidence: Evidence, v2: bool) -> tuple[str, bool]:
+    """Contain the alerted connector: (the containing action's id, whether it may be unblocked)."""
+    connector = evidence.connector
+    reviewed = verdict.history.changes
+    suspects = {s.upn for s in verdict.suspects}
+    attacker_creation = next(
+        (r.change for r in reviewed if is_creation(r.change) and _key(r.change.actor) in suspects), None
+    )
+    unauthorized = [r.change for r in reviewed if not is_creation(r.change) and not r.ticket]
+    disable = ConnectorParams(kind="disable_connector", identity=connector.guid, direction=connector.direction)
+    if attacker_creation is not None:
+        created = attacker_creation
+        why = (
+            f"{connector.name} was created on {_when(created.at)} by {created.actor}, "
+            f"{_actor_problem(created.actor, verdict)}{_cite(verdict, 'connector_created', *CONTROL_INDICATORS)}"
+        )
+        contain = b.add(
+            "contain", connector.name, disable,
+            f"{why}. Disabling it stops its mail at once and can be undone; removal is a separate step.",
+        )
+        b.add(
+            "contain", connector.name,
+            ConnectorParams(kind="remove_connector", identity=connector.guid, direction=connector.direction),
+            f"{why}. An attacker's connector has no legitimate use: remove it once it is disabled "
+            "(irreversible, so it has its own approval). It is never unblocked.",
+        )
+        return contain, False
+    if unauthorized:
+        cite = _cite(verdict, "connector_modified", *CONTROL_INDICATORS)
+        return _revert_or_disable(b, connector, unauthorized, evidence.changes, cite, v2)
+    return b.add(
+        "contain", connector.name, disable,
+        f"{connector.name} carries attack mail{_cite(verdict, *CONTROL_INDICATORS, *ABUSE_INDICATORS)} "
+        "but was neither created nor changed without approval in the lookback, so there is no "
+        "change to undo: disable it to contain it.",
+    ), False
+
+
+def _contain_other(b: _Builder, verdict: Verdict, other: OtherConnector) -> None:
+    """Rule 6: another connector is contained like the alerted one, but by disabling or reverting
+    only (never removed, never unblocked by the case)."""
+    connector = other.connector
+    disable = ConnectorParams(kind="disable_connector", identity=connector.guid, direction=connector.direction)
+    created = [r.change for r in other.changes if is_creation(r.change) and not r.ticket]
+    unauthorized = [r.change for r in other.changes if not is_creation(r.change) and not r.ticket]
+    cite = _cite(verdict, "other_connector_suspicious")
+    if created:
+        first = created[0]
+        b.add("contain", connector.name, disable,
+              f"{connector.name} was created on {_when(first.at)} by {first.actor} without an approved change{cite}: "
+              "disable it (removing it is left to an analyst).")
+        return
+    _revert_or_disable(b, connector, unauthorized, other.records, cite, v2=True)
+
+
+def _revert_or_disable(
+    b: _Builder, connector: ConnectorConfig, unauthorized: list[ConnectorChange], records: list[ConnectorChange],
+    cite: str, v2: bool,
+) -> tuple[str, bool]:
+    """Revert a connector changed without approval to the values its earlier records set, or disable
+    it when no earlier record sets one of them: (the action's id, whether it was a revert)."""
+    restore, sources, unrevertable = _revert(unauthorized, records, v2)
+    changes = "; ".join(f"{c.operation} by {c.actor} on {_when(c.at)}" for c in unauthorized)
+    if unrevertable:
+        return b.add(
+            "contain", connector.name,
+            ConnectorParams(kind="disable_connector", identity=connector.guid, direction=connector.direction),
+            f"{connector.name} was changed without approval ({changes}){cite}, but no audit record before "
+            f"{_when(unauthorized[0].at)} sets {', '.join(unrevertable)}, so the change cannot "
+            "be reverted safely: disable the connector instead and restore it by hand.",
+        ), False
+    return b.add(
+        "contain", connector.name,
+        RevertParams(identity=connector.guid, direction=connector.direction, restore=restore),
+        f"{connector.name} is an established connector changed without approval ({changes}){cite}: "
+        f"restore {_restored(restore, sources)}.",
+    ), True
+
+
+def _disable_transport_rules(b: _Builder, verdict: Verdict) -> None:
+    for rule, found in _by_subject(verdict, "admin_transport_rule_change", "transport_rule").items():
+        b.add("contain", rule, TransportRuleParams(name=rule),
+              f"{_records(found)} touched the mail flow rule {rule}{_cite(verdict, found[0].id)}: disable it "
+              "(not delete it: it is evidence) so it stops copying or redirecting mail.")
+
+
+def _remove_footholds(b: _Builder, verdict: Verdict) -> None:
+    """What the suspect admins left behind: forwarding, delegates and directory roles."""
+    for mailbox, found in _by_subject(verdict, "admin_mail_forwarding", "mailbox").items():
+        rules = list(dict.fromkeys(s.name for f in found for s in f.of("inbox_rule") if s.name))
+        also = f" and disable the inbox rule(s) {', '.join(rules)} (kept as evidence)" if rules else ""
+        b.add("eradicate", mailbox, MailForwardingParams(mailbox=mailbox, inbox_rules=rules),
+              f"{_records(found)} set up forwarding of {mailbox}'s mail{_cite(verdict, found[0].id)}: clear the "
+              f"mailbox's forwarding{also}.")
+    for mailbox, found in _by_subject(verdict, "admin_mailbox_permission", "mailbox").items():
+        grants: dict[str, list[str]] = {}
+        for finding in found:
+            for grantee in finding.of("grantee"):
+                rights = grants.setdefault(str(grantee.name), [])
+                rights += [str(r.name) for r in finding.of("access_right") if r.name not in rights]
+        described = "; ".join(f"{user}: {', '.join(rights)}" for user, rights in grants.items())
+        b.add("eradicate", mailbox,
+              MailboxPermissionParams(mailbox=mailbox, grants=[MailboxGrant(user=u, access_rights=r)
+                                                               for u, r in grants.items()]),
+              f"{_records(found)} granted access to {mailbox} ({described}){_cite(verdict, found[0].id)}: "
+              "remove those grants.")
+    for grantee, found in _by_subject(verdict, "admin_role_granted", "grantee").items():
+        roles = list(dict.fromkeys(str(s.name) for f in found for s in f.of("role") if s.name))
+        b.add("eradicate", grantee, RoleAssignmentParams(user=grantee, roles=roles),
+              f"{_records(found)} granted {grantee} {', '.join(roles)}{_cite(verdict, found[0].id)}: remove "
+              "those role assignments.")
+
+
+def _by_subject(verdict: Verdict, finding_id: str, kind: str) -> dict[str, list[Finding]]:
+    """Rule 12: one action per target, covering every finding (record) that names it."""
+    grouped: dict[str, list[Finding]] = {}
+    names: dict[str, str] = {}
+    for finding in (f for f in verdict.findings if f.id == finding_id):
+        for subject in finding.subjects:
+            if subject.kind == kind and subject.name:
+                name = names.setdefault(_key(subject.name), subject.name)
+                grouped.setdefault(name, []).append(finding)
+    return grouped
+
+
+def _records(found: list[Finding]) -> str:
+    actors = list(dict.fromkeys(str(s.name) for f in found for s in f.accounts()))
+    return f"Suspect admin {', '.join(actors)}" if actors else "A suspect admin"
 
 
 def _benign_or_false(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evidence) -> None:
@@ -207,58 +305,13 @@ def _needs_review(b: _Builder, case: CaseInput, verdict: Verdict, evidence: Evid
 # --------------------------------------------------------------------------- the connector's history
 
 
-@dataclass(frozen=True)
-class _History:
-    """Who touched the connector in the lookback, and which acting admins are suspect."""
-
-    unauthorized: list[ConnectorChange]
-    """Recent modifications not covered by an approved change, oldest first."""
-    attacker_creation: ConnectorChange | None
-    unexpected: frozenset[str]
-    """Actors (keys) with a recent change that is neither theirs to make nor approved."""
-    suspects: list[str]
-    """Acting admins (lower-cased UPNs) made suspect by an unexpected change or an admin finding."""
-    admin_findings: dict[str, list[str]]
-    """Acting admin -> admin finding ids that concern it."""
-    object_ids: dict[str, str]
-
-
-def _history(verdict: Verdict, evidence: Evidence) -> _History:
-    """Grading's reading of the audit log (`verdict.history`) and the accounts its findings name."""
-    reviewed = verdict.history.changes
-    actors = verdict.history.acting_admins
-    unexpected = frozenset(_key(r.change.actor) for r in reviewed if r.unexpected_actor)
-    object_ids = {_key(a.upn): a.object_id for a in evidence.admins if a.object_id}
-
-    admin_findings: dict[str, list[str]] = {}
-    for finding in (f for f in verdict.findings if f.id in ADMIN_FINDINGS):
-        named = [a for a in actors if any(_is_account(s, a, object_ids.get(a)) for s in finding.accounts())]
-        # Admin findings concern acting admins only; one that names none of them covers them all.
-        for actor in named or actors:
-            admin_findings.setdefault(actor, []).append(finding.id)
-    suspects = [a for a in actors if a in unexpected or a in admin_findings]
-
-    attacker_creation = next(
-        (r.change for r in reviewed if grading.is_creation(r.change) and _key(r.change.actor) in suspects), None
-    )
-    unauthorized = [r.change for r in reviewed if not grading.is_creation(r.change) and not r.ticket]
-    return _History(unauthorized, attacker_creation, unexpected, suspects, admin_findings, object_ids)
-
-
 def _key(account: str) -> str:
-    """Accounts compare as grading compares them (`acting_admins` holds these keys)."""
+    """Accounts compare as grading compares them (case-folded UPNs)."""
     return account.strip().casefold()
 
 
-def _is_account(subject: Subject, actor: str, object_id: str | None) -> bool:
-    """Whether a finding's account is this acting admin, by UPN or by object id."""
-    if subject.name is not None and _key(subject.name) == actor:
-        return True
-    return subject.id is not None and object_id is not None and subject.id.casefold() == object_id.casefold()
-
-
 def _revert(
-    history: _History, evidence: Evidence
+    unauthorized: list[ConnectorChange], records: list[ConnectorChange], v2: bool
 ) -> tuple[dict[str, Any], dict[str, ConnectorChange], list[str]]:
     """Each property the unauthorized changes set -> the value the latest earlier record set.
 
@@ -266,11 +319,12 @@ def _revert(
     Records of any age count as "earlier": the lookback limits findings, not the history. The
     values are the audit records' parameters as ConnectorChange normalised them.
     """
-    earliest = history.unauthorized[0].at
-    earlier = [c for c in sorted(evidence.changes, key=lambda c: c.at)
-               if c.at < earliest and grading.connector_verb(c) in ("new", "set")]
+    left_alone = NOT_CONFIGURATION if v2 else V1_NOT_PROPERTIES
+    earliest = unauthorized[0].at
+    earlier = [c for c in sorted(records, key=lambda c: c.at)
+               if c.at < earliest and connector_verb(c) in ("new", "set")]
     names = list(dict.fromkeys(
-        name for c in history.unauthorized for name in c.parameters if name.casefold() not in NOT_PROPERTIES
+        name for c in unauthorized for name in c.parameters if name.casefold() not in left_alone
     ))
     restore: dict[str, Any] = {}
     sources: dict[str, ConnectorChange] = {}
@@ -297,6 +351,13 @@ def _parameter(change: ConnectorChange, name: str) -> Any:
     return _ABSENT
 
 
+def _restored(restore: dict[str, Any], sources: dict[str, ConnectorChange]) -> str:
+    return "; ".join(
+        f"{name} to {_show(value)} (set by {sources[name].actor} on {_when(sources[name].at)})"
+        for name, value in restore.items()
+    )
+
+
 def _spoofed_restricted_senders(evidence: Evidence) -> list[str]:
     spoofed = {s.casefold() for s in evidence.mail.spoofed_header_senders}
     return sorted({s.casefold() for s in evidence.blocked_senders} & spoofed)
@@ -305,24 +366,29 @@ def _spoofed_restricted_senders(evidence: Evidence) -> list[str]:
 # --------------------------------------------------------------------------- wording
 
 
-def _actor_problem(actor: str, history: _History) -> str:
-    if _key(actor) in history.unexpected:
+def _actor_problem(actor: str, verdict: Verdict) -> str:
+    suspect = next((s for s in verdict.suspects if s.upn == _key(actor)), None)
+    if suspect is None or "change_by_unexpected_actor" in suspect.because:
         return "who is not a connector admin and had no approved change"
-    return f"an acting admin with {', '.join(history.admin_findings.get(_key(actor), []))}"
+    return f"an acting admin with {', '.join(suspect.because)}"
 
 
-def _suspect_because(account: str, history: _History, verdict: Verdict) -> str:
-    reasons = []
-    if account in history.unexpected:
-        reasons.append(f"changed the connector without being a connector admin or having an approved change"
-                       f"{_cite(verdict, 'change_by_unexpected_actor')}")
-    if found := history.admin_findings.get(account):
-        reasons.append(f"shows signs of compromise (findings: {', '.join(found)})")
+SUSPECT_BECAUSE = {
+    "change_by_unexpected_actor": "changed the connector without being a connector admin or having an approved change",
+    "other_connector_suspicious": "created or changed another connector without an approved change",
+    "connector_deleted": "deleted a connector without an approved change",
+}
+
+
+def _suspect_because(suspect: Suspect, verdict: Verdict) -> str:
+    reasons = [f"{SUSPECT_BECAUSE[f]}{_cite(verdict, f)}" for f in suspect.because if f in SUSPECT_BECAUSE]
+    if signs := [f for f in suspect.because if f not in SUSPECT_BECAUSE]:
+        reasons.append(f"shows signs of compromise (findings: {', '.join(signs)})")
     return " and ".join(reasons)
 
 
-def _tp_determination(verdict: Verdict, history: _History) -> Determination:
-    if history.suspects:
+def _tp_determination(verdict: Verdict) -> Determination:
+    if verdict.suspects:
         return "compromisedAccount"
     if verdict.has("malicious_attachment"):
         return "malware"

@@ -13,10 +13,33 @@ import json
 from datetime import datetime
 from typing import Any
 
-from workflows.types import ActionRecord, CaseReport, Decision
+from workflows.types import ActionRecord, CaseReport, Decision, Finding
 
 EXECUTED = ("done", "already_done")
-NOT_DONE_BECAUSE = {
+FOOTPRINTS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("Other connectors", ("other_connector_suspicious",),
+     "Connectors besides the alerted one, created or changed without approval by an account that is not a "
+     "connector admin or is suspect."),
+    ("Deleted connectors", ("connector_deleted",),
+     "Connectors deleted without approval. Nothing is planned for them: recreate one from its last known "
+     "properties if it was legitimate."),
+    ("What the admin also did", ("admin_transport_rule_change", "admin_mail_forwarding", "admin_mailbox_permission",
+                                 "admin_role_granted", "admin_accepted_domain_added"),
+     "The suspect admins' other operations in the lookback (Responding to a Compromised Email Account). "
+     "An added accepted domain is reported only: removing one can break mail flow."),
+)
+"""The whole playbook's sections: title, the findings they show, what they are."""
+ACTED_ON_BY = {
+    "other_connector_suspicious": ("disable_connector", "revert_connector_change"),
+    "admin_transport_rule_change": ("disable_transport_rule",),
+    "admin_mail_forwarding": ("remove_mail_forwarding",),
+    "admin_mailbox_permission": ("remove_mailbox_permission",),
+    "admin_role_granted": ("remove_role_assignment",),
+}
+"""The action kinds that answer each footprint finding (deleted connectors and domains: none)."""
+STATUS_WORDS = {
+    "done": "done",
+    "already_done": "already done",
     "failed": "failed",
     "rejected": "rejected",
     "expired": "approval expired",
@@ -32,6 +55,7 @@ def report_markdown(report: CaseReport) -> str:
         _header(report),
         _verdict(report),
         _findings(report),
+        *(_footprint(report, *section) for section in FOOTPRINTS),
         _actions(report),
         _outcome(report),
         _notes(report),
@@ -76,6 +100,32 @@ def _findings(report: CaseReport) -> str:
             lines += ["", *(f"- `{key}`: {_value(value)}" for key, value in finding.evidence.items())]
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+def _footprint(report: CaseReport, title: str, finding_ids: tuple[str, ...], what: str) -> str:
+    """One finding per line, its evidence, and what the case did about the thing it names."""
+    found = [f for f in report.findings if f.id in finding_ids]
+    if not found:
+        return ""
+    lines = [f"## {title}", "", what, ""]
+    for finding in found:
+        lines.append(f"- **{finding.id}**: {_inline(finding.summary)}")
+        lines += [f"  - `{key}`: {_value(value)}" for key, value in finding.evidence.items()
+                  if key in ("connector", "last_known", "mailbox", "rule", "grantee", "access_rights", "role",
+                             "domain", "forwarding")]
+        done = _acted_on(report, finding)
+        lines += [f"  - {r.action.id} {r.action.kind} {r.action.target}: {STATUS_WORDS.get(r.status, r.status)}"
+                  + (f" ({_inline(r.detail)})" if r.detail else "") for r in done]
+        if not done:
+            lines.append("  - nothing was done about it by the case")
+    return "\n".join(lines)
+
+
+def _acted_on(report: CaseReport, finding: Finding) -> list[ActionRecord]:
+    """The actions of the kinds that answer this finding on something it names."""
+    named = {(s.name or "").casefold() for s in finding.subjects if s.kind != "account"} - {""}
+    kinds = ACTED_ON_BY.get(finding.id, ())
+    return [r for r in report.actions if r.action.kind in kinds and r.action.target.casefold() in named]
 
 
 def _actions(report: CaseReport) -> str:
@@ -134,7 +184,7 @@ def _outcome(report: CaseReport) -> str:
               for r in done] or ["- nothing"]
     lines += ["", "Not done:"]
     lines += [f"- {r.action.id} {r.action.kind} {r.action.target}".rstrip()
-              + f": {NOT_DONE_BECAUSE.get(r.status, r.status)}"
+              + f": {STATUS_WORDS.get(r.status, r.status)}"
               + (f" ({_inline(r.detail)})" if r.detail else "")
               for r in not_done] or ["- nothing"]
     return "\n".join(lines)

@@ -42,6 +42,14 @@ FindingId = Literal[
     "compromised_sender_accounts",
     "evidence_unavailable",
     "connector_unresolved",
+    # The whole playbook (docs/scenarios.md, version 2): other connectors and the suspect admins' footprint.
+    "other_connector_suspicious",
+    "connector_deleted",
+    "admin_transport_rule_change",
+    "admin_mail_forwarding",
+    "admin_mailbox_permission",
+    "admin_role_granted",
+    "admin_accepted_domain_added",
 ]
 
 ActionKind = Literal[
@@ -55,6 +63,10 @@ ActionKind = Literal[
     "require_admin_mfa",
     "unblock_connector",
     "unblock_sender",
+    "disable_transport_rule",
+    "remove_mail_forwarding",
+    "remove_mailbox_permission",
+    "remove_role_assignment",
 ]
 
 Stage = Literal["contain", "eradicate", "recover", "harden", "report"]
@@ -202,6 +214,9 @@ class AlertRef(Frozen):
     ip_addresses: list[str] = []
     messages: list[AnalyzedMessage] = []
     connector_hint: str | None = None
+    """The connector's name, when the alert names it (generic alerts)."""
+    connector_domain: str | None = None
+    """The alert's connector domain (seed 001: "copy the Connector domain and IP address values")."""
     source: str = "webhook"
 
 
@@ -252,6 +267,8 @@ class ConnectorResolution(Result):
     candidates: list[str] = []
     method: str = ""
     reason: str = ""
+    connectors: list[ConnectorConfig] = []
+    """Every inbound and outbound connector when the case started (the sweep reads them)."""
 
 
 MULTI_VALUED = frozenset(
@@ -287,21 +304,29 @@ def parameter_value(name: str, value: Any) -> Any:
     return value
 
 
-class ConnectorChange(Result):
-    """A New-/Set-/Remove-*Connector audit record for the alerted connector."""
+class AuditEntry(Result):
+    """One successful unified audit log record the playbook reads (failed ones count for nothing)."""
 
     at: datetime
     operation: str
     actor: str
     client_ip: str | None = None
+    object_id: str | None = None
+    """AuditData.ObjectId: the connector, rule, domain or account the cmdlet acted on."""
     parameters: dict[str, Any] = {}
     """The cmdlet's parameters, normalised here once (`parameter_value`) for grading, planning and
     the revert they plan."""
+    modified: dict[str, Any] = {}
+    """Directory records' ModifiedProperties: name -> NewValue (`Role.DisplayName` of a role grant)."""
 
     @field_validator("parameters")
     @classmethod
     def _normalise(cls, parameters: dict[str, Any]) -> dict[str, Any]:
         return {name: parameter_value(name, value) for name, value in parameters.items()}
+
+
+class ConnectorChange(AuditEntry):
+    """A New-/Set-/Remove-*Connector audit record."""
 
 
 class MailStats(Result):
@@ -364,6 +389,10 @@ class ResolveConnectorInput(Frozen):
     """The alert's ipEvidence addresses."""
     message_ids: list[str] = []
     """The alert's analyzedMessageEvidence networkMessageIds."""
+    connector_name: str | None = None
+    """The connector the alert names (generic alerts), tried first."""
+    connector_domain: str | None = None
+    """The alert's connector domain, tried after the IP configuration."""
     since: datetime
     until: datetime
 
@@ -382,6 +411,57 @@ class ConnectorChanges(Result):
     changes: list[ConnectorChange]
     source: str
     """graph_audit_log, search_unified_audit_log or cloud_app_events (30 days only)."""
+
+
+class AuditLogInput(Frozen):
+    tenant_id: str
+    since: datetime
+    """Connector records from here on (wider than the lookback: a revert needs the record before)."""
+    lookback_start: datetime
+    """The other admin operations from here on (findings only look this far back)."""
+    until: datetime
+
+
+class AuditLog(Result):
+    """Every audit record one case reads, from one query: the first audit source that answered."""
+
+    connector_changes: list[ConnectorChange] = []
+    """Every connector's New-/Set-/Remove- records since `AuditLogInput.since`, oldest first."""
+    admin_records: list[AuditEntry] = []
+    """Transport-rule, forwarding, inbox-rule, mailbox-permission, role-grant and accepted-domain
+    records in the lookback, oldest first."""
+    source: str
+    """graph_audit_log, search_unified_audit_log or cloud_app_events (30 days only)."""
+    failed_sources: list[str] = []
+    """The sources tried before `source` that failed, with why."""
+
+
+class DirectoryAccount(Result):
+    upn: str
+    object_id: str | None = None
+    """None: the actor is no directory user (a service, an application): never suspect (rule 10)."""
+
+
+class DirectoryAccountsInput(Frozen):
+    tenant_id: str
+    upns: list[str]
+
+
+class DirectoryAccounts(Result):
+    accounts: list[DirectoryAccount]
+
+
+class Sweep(Frozen):
+    """What the whole playbook reads beyond the alerted connector (docs/scenarios.md, version 2)."""
+
+    connectors: list[ConnectorConfig] = []
+    """Every inbound and outbound connector when the case started."""
+    records: list[ConnectorChange] = []
+    """Every connector's audit records (any age), oldest first."""
+    admin_records: list[AuditEntry] = []
+    """The other admin operations in the lookback, oldest first."""
+    accounts: list[DirectoryAccount] = []
+    """The records' actors as the directory knows them; empty when the lookup failed."""
 
 
 class MailStatsInput(Frozen):
@@ -454,6 +534,10 @@ class Evidence(Frozen):
     """Their header From addresses, for the report."""
     changes_source: str = ""
     """Which audit source answered: graph_audit_log, search_unified_audit_log or cloud_app_events."""
+    failed_audit_sources: list[str] = []
+    """Audit sources that failed before `changes_source` answered."""
+    sweep: Sweep | None = None
+    """The other connectors and the admins' footprint (None in cases begun before version 2)."""
     unavailable: list[str] = []
     """Sources that could not be read after retries."""
     collected_at: datetime
@@ -462,11 +546,18 @@ class Evidence(Frozen):
 # --------------------------------------------------------------------------- findings and verdict
 
 
-class Subject(Frozen):
-    """One thing a finding is about: a connector (Guid, name) or an account (object id, UPN).
-    Either part may be missing when the evidence did not have it."""
+SubjectKind = Literal[
+    "connector", "account", "mailbox", "grantee", "access_right", "transport_rule", "inbox_rule", "role", "domain"
+]
 
-    kind: Literal["connector", "account"]
+
+class Subject(Frozen):
+    """One thing a finding is about: a connector (Guid, name), an account that acted (object id,
+    UPN; only directory users), a mailbox (UPN), an account something was granted to (`grantee`)
+    and what (`access_right`, `role`), a transport rule or an inbox rule (name), an accepted
+    domain. Either part may be missing when the evidence did not have it."""
+
+    kind: SubjectKind
     id: str | None = None
     name: str | None = None
 
@@ -480,7 +571,10 @@ class Finding(Frozen):
     """What the finding is about; planning reads these, never the summary or the evidence."""
 
     def accounts(self) -> list[Subject]:
-        return [s for s in self.subjects if s.kind == "account"]
+        return self.of("account")
+
+    def of(self, kind: SubjectKind) -> list[Subject]:
+        return [s for s in self.subjects if s.kind == kind]
 
 
 class ReviewedChange(Frozen):
@@ -502,12 +596,36 @@ class ChangeHistory(Frozen):
     """Their actors (case-folded UPNs), in first-seen order."""
 
 
+class OtherConnector(Frozen):
+    """A connector other than the alerted one that the sweep found suspicious, as grading read it."""
+
+    connector: ConnectorConfig
+    changes: list[ReviewedChange]
+    """Its creations and modifications in the lookback, oldest first."""
+    records: list[ConnectorChange]
+    """Every audit record of it (any age): where a revert finds the values to restore."""
+
+
+class Suspect(Frozen):
+    """An admin account the case treats as compromised ("Who is suspect"): reset and revoke it."""
+
+    upn: str
+    """Case-folded userPrincipalName."""
+    object_id: str | None = None
+    because: list[FindingId]
+    """The findings that make it suspect."""
+
+
 class Verdict(Frozen):
     kind: VerdictKind
     findings: list[Finding]
     reasons: list[str]
     """Which findings drove the verdict and which were explained away, in plain words."""
     history: ChangeHistory = ChangeHistory()
+    suspects: list[Suspect] = []
+    """Every suspect admin, the alerted connector's acting admins first."""
+    others: list[OtherConnector] = []
+    """The connectors behind `other_connector_suspicious`, for planning to contain."""
 
     def has(self, finding_id: str) -> bool:
         return any(f.id == finding_id for f in self.findings)
@@ -566,6 +684,41 @@ class MfaParams(Frozen):
     """Create the policy as `enabledForReportingButNotEnforced` so it cannot lock admins out."""
 
 
+class TransportRuleParams(Frozen):
+    kind: Literal["disable_transport_rule"] = Field("disable_transport_rule", exclude=True)
+    name: str
+    """The rule's Name when the case started (Get-TransportRule)."""
+
+
+class MailForwardingParams(Frozen):
+    kind: Literal["remove_mail_forwarding"] = Field("remove_mail_forwarding", exclude=True)
+    mailbox: str
+    """The mailbox's userPrincipalName."""
+    inbox_rules: list[str] = []
+    """Names of its inbox rules that the suspect admins' records created or changed to forward."""
+
+
+class MailboxGrant(Frozen):
+    user: str
+    """The grantee, as the record's `User` parameter names it."""
+    access_rights: list[str]
+
+
+class MailboxPermissionParams(Frozen):
+    kind: Literal["remove_mailbox_permission"] = Field("remove_mailbox_permission", exclude=True)
+    mailbox: str
+    grants: list[MailboxGrant]
+    """What the suspect admins' records granted on the mailbox."""
+
+
+class RoleAssignmentParams(Frozen):
+    kind: Literal["remove_role_assignment"] = Field("remove_role_assignment", exclude=True)
+    user: str
+    """The grantee's userPrincipalName."""
+    roles: list[str]
+    """Display names of the directory roles the suspect admins' records granted it."""
+
+
 AlertStatusValue = Literal["new", "inProgress", "resolved"]
 Classification = Literal["truePositive", "falsePositive", "informationalExpectedActivity"]
 Determination = Literal[
@@ -602,7 +755,11 @@ ActionParams = Annotated[
     | UserParams
     | MfaParams
     | ClassifyParams
-    | CommentParams,
+    | CommentParams
+    | TransportRuleParams
+    | MailForwardingParams
+    | MailboxPermissionParams
+    | RoleAssignmentParams,
     Field(discriminator="kind"),
 ]
 

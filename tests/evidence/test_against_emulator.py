@@ -1,7 +1,7 @@
 """Evidence activities against the emulator, driven by the workflow-side orchestration.
 
-A probe workflow runs `resolve_connector` and `collect_evidence` exactly as the case workflow
-does, on a real Temporal dev server, with the activities calling the emulator over HTTPS.
+A probe workflow runs `resolve_connector` and `collect` exactly as the case workflow does, on a
+real Temporal dev server, with the activities calling the emulator over HTTPS.
 """
 
 from __future__ import annotations
@@ -28,7 +28,15 @@ with workflow.unsafe.imports_passed_through():
     from activities.alert_parsing import from_graph_alert
     from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
     from workflows import evidence, grading
-    from workflows.types import CaseInput, ConnectorChangesInput, MailStatsInput, Organization, Verdict
+    from workflows.types import (
+        AuditLogInput,
+        CaseInput,
+        ConnectorChangesInput,
+        MailStatsInput,
+        Organization,
+        ResolveConnectorInput,
+        Verdict,
+    )
 
 # A literal path, not tests.conftest: the probe workflow below re-imports this module in the sandbox.
 TP = Path(__file__).parents[2] / "emulator" / "scenarios" / "tp-hijacked-hybrid-connector.yaml"
@@ -42,7 +50,7 @@ class EvidenceProbe:
         resolution = await evidence.resolve_connector(case)
         if resolution.connector is None:
             return grading.connector_unresolved_verdict(resolution)
-        collected = await evidence.collect_evidence(case, resolution.connector, workflow.now())
+        collected = await evidence.collect(case, resolution, workflow.now())
         return grading.grade(collected, case.organization, case.thresholds, workflow.now())
 
 
@@ -120,12 +128,33 @@ async def test_a_source_down_after_retries_is_evidence_unavailable(
     assert verdict.has("change_by_unexpected_actor")  # the rest was still collected
 
 
+def audit_request() -> AuditLogInput:
+    now = datetime.now(UTC)
+    return AuditLogInput(tenant_id=load_scenario(TP).tenant.id, since=now - evidence.AUDIT_HISTORY,
+                         lookback_start=now - timedelta(days=7), until=now)
+
+
 @pytest.mark.parametrize(
     "served",
     [with_faults(TP, [{"api": "graph:POST /security/auditLog/queries", "status": 403}])],
     indirect=True, ids=["tp-graph-audit-forbidden"],
 )
-async def test_audit_changes_fall_back_to_search_unified_audit_log(served: tuple[Scenario, ClientPool]) -> None:
+async def test_audit_records_fall_back_to_search_unified_audit_log(served: tuple[Scenario, ClientPool]) -> None:
+    scenario, pool = served
+    try:
+        result = await ActivityEnvironment().run(EvidenceActivities(pool).audit_log, audit_request())
+    finally:
+        await pool.aclose()
+    assert result.source == "search_unified_audit_log"
+    assert [s.split(":")[0] for s in result.failed_sources] == ["graph_audit_log"]
+    assert [(c.actor, c.object_id, c.parameters["SenderIPAddresses"]) for c in result.connector_changes] == [
+        ("exadmin@contoso.com", "Contoso Hybrid", ["203.0.113.5"]),
+        ("helpdesk.op@contoso.com", "Contoso Hybrid", ["198.51.100.23"]),
+    ]
+
+
+@pytest.mark.parametrize("served", [load_scenario(TP)], indirect=True, ids=["tp"])
+async def test_cases_begun_before_version_2_still_read_one_connectors_changes(served: tuple[Scenario, ClientPool]) -> None:
     scenario, pool = served
     now = datetime.now(UTC)
     request = ConnectorChangesInput(
@@ -137,11 +166,72 @@ async def test_audit_changes_fall_back_to_search_unified_audit_log(served: tuple
         result = await ActivityEnvironment().run(EvidenceActivities(pool).connector_changes, request)
     finally:
         await pool.aclose()
-    assert result.source == "search_unified_audit_log"
-    assert [(c.actor, c.parameters["SenderIPAddresses"]) for c in result.changes] == [
-        ("exadmin@contoso.com", ["203.0.113.5"]),
-        ("helpdesk.op@contoso.com", ["198.51.100.23"]),
-    ]
+    assert result.source == "graph_audit_log"
+    assert [c.actor for c in result.changes] == ["exadmin@contoso.com", "helpdesk.op@contoso.com"]
+
+
+AUDIT_DOWN = [
+    {"api": "graph:POST /security/auditLog/queries", "status": 403},
+    {"api": "exo:Search-UnifiedAuditLog", "status": 403},
+]
+
+
+@pytest.mark.parametrize("served", [with_faults(TP, AUDIT_DOWN)], indirect=True, ids=["tp-only-cloud-app-events"])
+async def test_the_source_that_decided_is_named_when_only_cloud_app_events_answers(
+    served: tuple[Scenario, ClientPool],
+) -> None:
+    scenario, pool = served
+    try:
+        result = await ActivityEnvironment().run(EvidenceActivities(pool).audit_log, audit_request())
+    finally:
+        await pool.aclose()
+    assert result.source == "cloud_app_events"
+    assert [s.split(":")[0] for s in result.failed_sources] == ["graph_audit_log", "search_unified_audit_log"]
+    assert [c.actor for c in result.connector_changes] == ["exadmin@contoso.com", "helpdesk.op@contoso.com"]
+
+
+@pytest.mark.parametrize(
+    "served",
+    [with_faults(TP, [*AUDIT_DOWN, {"api": "graph:POST /security/runHuntingQuery", "status": 400,
+                                    "match": "CloudAppEvents"}])],
+    indirect=True, ids=["tp-every-audit-source-down"],
+)
+async def test_every_audit_source_down_is_evidence_unavailable_never_no_changes(
+    client: Client, served: tuple[Scenario, ClientPool]
+) -> None:
+    scenario, pool = served
+    verdict = await probe(client, scenario, pool)
+    unavailable = next(f for f in verdict.findings if f.id == "evidence_unavailable")
+    assert unavailable.evidence["sources"] == ["audit_log"]
+    assert verdict.kind == "needs_review"
+    assert not verdict.has("connector_modified") and not verdict.has("other_connector_suspicious")
+
+
+def resolve_request(**fields: Any) -> ResolveConnectorInput:
+    now = datetime.now(UTC)
+    return ResolveConnectorInput(tenant_id=load_scenario(TP).tenant.id, since=now - timedelta(days=7), until=now,
+                                 **fields)
+
+
+@pytest.mark.parametrize("served", [load_scenario(TP)], indirect=True, ids=["tp"])
+async def test_the_connector_is_resolved_by_its_name_its_domain_and_never_by_a_name_that_is_gone(
+    served: tuple[Scenario, ClientPool],
+) -> None:
+    scenario, pool = served
+    resolve = EvidenceActivities(pool).resolve_connector
+    try:
+        named = await ActivityEnvironment().run(resolve, resolve_request(connector_name="contoso hybrid"))
+        by_domain = await ActivityEnvironment().run(resolve, resolve_request(connector_domain="fabrikam.com"))
+        gone = await ActivityEnvironment().run(resolve, resolve_request(connector_name="Deleted Relay"))
+        gone_then_ip = await ActivityEnvironment().run(
+            resolve, resolve_request(connector_name="Deleted Relay", ip_addresses=["198.51.100.23"]))
+    finally:
+        await pool.aclose()
+    assert (named.connector and named.connector.name, named.method) == ("Contoso Hybrid", "alert_connector_name")
+    assert (by_domain.connector and by_domain.connector.name) == "Outbound to Fabrikam (TLS)"
+    assert gone.connector is None and gone.method == "none"
+    assert (gone_then_ip.connector and gone_then_ip.connector.name) == "Contoso Hybrid"
+    assert {c.name for c in named.connectors} == {"Contoso Hybrid", "Outbound to Fabrikam (TLS)"}
 
 
 FAX = Path(__file__).parents[2] / "emulator" / "scenarios" / "tp-legacy-fax-gateway-open-relay.yaml"

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from activities.evidence import CONNECTOR_OPERATIONS, summarise_mail
+from activities.evidence import summarise_mail
 from activities.hunting import default_catalogue, render
 from emulator.hunting import HuntingEngine
 from emulator.scenario import load_scenario
+from workflows.audit import AUDIT_OPERATIONS
 from workflows.timestamps import parse_iso
 from tests.conftest import PROJECT_SCENARIOS
 
@@ -47,7 +48,7 @@ def params(query_id: str, now: datetime, connector: str = "Contoso Hybrid") -> d
                                  successWithinSeconds=10),
         "admin-signin-countries": dict(accountObjectIds=[HELPDESK], accountUpns=["helpdesk.op@contoso.com"],
                                        since=since, until=now),
-        "connector-changes-cloudapp": dict(operations=CONNECTOR_OPERATIONS, since=now - timedelta(days=30), until=now),
+        "audit-records-cloudapp": dict(operations=AUDIT_OPERATIONS, since=now - timedelta(days=30), until=now),
         "connector-from-telemetry": dict(ipAddresses=["198.51.100.23"], networkMessageIds=["spam-0"],
                                          since=since, until=now),
     }[query_id]

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from workflows.grading import review_changes
+from workflows.changes import review
+from workflows.grading import acting_suspects
+from workflows.sweep import Directory
 from workflows.planning import plan
 from workflows.types import (
     AdminSignIns,
@@ -115,8 +117,9 @@ def plan_for(case: CaseInput, graded: Verdict, evidence: Evidence | None) -> Pla
     """The plan for a verdict that carries grading's reading of the evidence's audit log."""
     if evidence is not None:
         since = evidence.collected_at - case.thresholds.lookback
-        history = review_changes(evidence, case.organization, since, evidence.collected_at)
-        graded = graded.model_copy(update={"history": history})
+        history = review(evidence.changes, evidence.connector, case.organization, since, evidence.collected_at)
+        suspects = acting_suspects(history, graded.findings, evidence.admins, Directory.of(evidence.sweep))
+        graded = graded.model_copy(update={"history": history, "suspects": suspects})
     return plan(case, graded, evidence)
 
 
@@ -164,8 +167,22 @@ def test_ids_follow_plan_order_and_stages_run_contain_eradicate_recover_harden(s
     assert result.actions[-1].kind == "classify_alert"
 
 
-def test_unblocks_require_the_verified_revert_and_every_eradication_step(scenario):
+def test_unblocks_require_only_the_verified_revert_of_the_alerted_connector(scenario):
     result = plan_for(case_for(scenario), verdict("true_positive", TP_FINDINGS), evidence_for(scenario))
+
+    ids = {a.kind: a.id for a in result.actions}
+    assert by_kind(result, "unblock_connector")[0].requires == [ids["revert_connector_change"]]
+    assert by_kind(result, "unblock_sender")[0].requires == [ids["revert_connector_change"]]
+
+
+def test_cases_begun_before_version_2_also_wait_for_every_eradication_step(scenario):
+    case, evidence = case_for(scenario), evidence_for(scenario)
+    since = evidence.collected_at - case.thresholds.lookback
+    history = review(evidence.changes, evidence.connector, case.organization, since, evidence.collected_at, v2=False)
+    graded = verdict("true_positive", TP_FINDINGS).model_copy(update={
+        "history": history, "suspects": acting_suspects(history, [], evidence.admins, Directory.of(None)),
+    })
+    result = plan(case, graded, evidence, v2=False)
 
     ids = {a.kind: a.id for a in result.actions}
     expected = {ids["revert_connector_change"], ids["reset_admin_password"], ids["revoke_sessions"]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from workflows.report import report_markdown
-from workflows.types import ActionRecord, CaseReport, ConnectorConfig, Finding, PlannedAction
+from workflows.types import ActionRecord, CaseReport, ConnectorConfig, Finding, PlannedAction, Subject
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 PARAMS = {
@@ -105,3 +105,40 @@ def test_unresolved_case_without_plan_renders():
 
     assert "| Connector | unresolved |" in text and "No actions were planned." in text
     assert "| Finished | - |" in text and "What was and was not done" not in text
+
+
+def test_each_footprint_has_its_section_with_the_evidence_and_what_was_done():
+    findings = [
+        Finding(id="other_connector_suspicious", summary="Backup Relay was created by helpdesk.op",
+                evidence={"connector": "Backup Relay"},
+                subjects=[Subject(kind="connector", id="1111", name="Backup Relay"),
+                          Subject(kind="account", name="helpdesk.op@contoso.com")]),
+        Finding(id="connector_deleted", summary="helpdesk.op deleted Legacy Relay",
+                evidence={"connector": "Legacy Relay", "last_known": {"SenderIPAddresses": ["203.0.113.7"]}},
+                subjects=[Subject(kind="connector", name="Legacy Relay")]),
+        Finding(id="admin_mail_forwarding", summary="helpdesk.op set forwarding on ceo@contoso.com",
+                evidence={"mailbox": "ceo@contoso.com", "forwarding": {"ForwardingSmtpAddress": "smtp:x@evil.example"}},
+                subjects=[Subject(kind="account", name="helpdesk.op@contoso.com"),
+                          Subject(kind="mailbox", name="ceo@contoso.com")]),
+    ]
+    actions = [
+        ActionRecord(action=action("a5", "disable_connector", "Backup Relay"), status="done", verified=True,
+                     detail="disabled Backup Relay"),
+        ActionRecord(action=PlannedAction(id="a6", kind="remove_mail_forwarding", target="ceo@contoso.com",
+                                          stage="eradicate", reason="r", policy="approve",
+                                          params={"mailbox": "ceo@contoso.com"}),
+                     status="rejected", rejected_by="soc2@contoso.com"),
+    ]
+    text = report_markdown(report(findings=findings, actions=actions))
+
+    other = text.split("## Other connectors")[1].split("## ")[0]
+    deleted = text.split("## Deleted connectors")[1].split("## ")[0]
+    admin = text.split("## What the admin also did")[1].split("## ")[0]
+    assert "Backup Relay was created" in other and "a5 disable_connector Backup Relay: done (disabled Backup Relay)" in other
+    assert '`{"SenderIPAddresses": ["203.0.113.7"]}`' in deleted and "nothing was done about it" in deleted
+    assert "smtp:x@evil.example" in admin and "a6 remove_mail_forwarding ceo@contoso.com: rejected" in admin
+
+
+def test_a_case_without_footprints_has_no_such_sections():
+    text = report_markdown(report())
+    assert "## Other connectors" not in text and "## What the admin also did" not in text

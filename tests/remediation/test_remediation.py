@@ -56,7 +56,30 @@ PARAMS: dict[str, dict[str, Any]] = {
     "classify_alert": {"alert_id": ALERT, "status": "resolved", "classification": "truePositive",
                        "determination": "compromisedAccount"},
     "comment_alert": {"alert_id": ALERT, "comment": "quell verdict: true_positive"},
+    "disable_transport_rule": {"name": "Copy finance mail"},
+    "remove_mail_forwarding": {"mailbox": "ceo@contoso.com", "inbox_rules": ["Sync"]},
+    "remove_mailbox_permission": {"mailbox": "ceo@contoso.com",
+                                  "grants": [{"user": "helpdesk.op@contoso.com", "access_rights": ["FullAccess"]}]},
+    "remove_role_assignment": {"user": "svc-sync@contoso.com", "roles": ["Exchange Administrator"]},
 }
+FOOTPRINT: dict[str, Any] = {
+    "transport_rules": [
+        {"Guid": "5d1e0c70-0000-4000-8000-000000000040", "Name": "Copy finance mail", "State": "Enabled",
+         "Priority": 0, "BlindCopyTo": ["drop@fabrikam-billing.net"]},
+    ],
+    "mailboxes": [{
+        "UserPrincipalName": "ceo@contoso.com", "ForwardingSmtpAddress": "smtp:ceo.archive@outlook-mail.net",
+        "ForwardingAddress": None, "DeliverToMailboxAndForward": True,
+        "inbox_rules": [{"Name": "Sync", "ForwardTo": ["ceo.archive@outlook-mail.net"]},
+                        {"Name": "Newsletters", "MoveToFolder": "Newsletters"}],
+        "permissions": [{"User": "helpdesk.op@contoso.com", "AccessRights": ["FullAccess", "ReadPermission"]},
+                        {"User": "exadmin@contoso.com", "AccessRights": ["ReadPermission"]}],
+    }],
+}
+"""What the suspect admin left in the example tenant, for the four version 2 actions."""
+SVC_SYNC = {"id": "7d3e9a60-0000-4000-8000-000000000006", "userPrincipalName": "svc-sync@contoso.com",
+            "displayName": "Sync Service", "accountEnabled": True,
+            "roles": ["Exchange Administrator", "Global Reader"]}
 
 
 @dataclasses.dataclass
@@ -88,6 +111,8 @@ async def serve(cert_dir: Path, faults: list[dict[str, Any]], tenant_changes: di
     """The example scenario's tenant, emulated, with optional faults and tenant changes."""
     data = yaml.safe_load(SCENARIO.read_text())
     data["faults"] = faults
+    data["tenant"].update(FOOTPRINT)
+    data["tenant"]["users"].append(SVC_SYNC)
     data["tenant"].update(tenant_changes)
     async with serving_emulator(load_scenario(yaml.safe_dump(data)), cert_dir) as emulator:
         pool = ClientPool([TenantSettings(
@@ -261,6 +286,75 @@ async def test_comment_is_posted_once_with_the_case_marker(tenant):
     assert f"[quell case {CASE} action a2]" in comments[0]["comment"]
 
 
+# --------------------------------------------------------------------------- what the suspect admin left
+
+
+def mailbox(t: Tenant) -> dict[str, Any]:
+    return next(m for m in t.snapshot()["tenant"]["mailboxes"] if m["UserPrincipalName"] == "ceo@contoso.com")
+
+
+async def test_disable_transport_rule_keeps_the_rule_disabled(tenant):
+    first = await env().run(tenant.acts.disable_transport_rule, action_input("disable_transport_rule"))
+    second = await env().run(tenant.acts.disable_transport_rule, action_input("disable_transport_rule"))
+
+    rules = tenant.snapshot()["tenant"]["transport_rules"]
+    assert (first.status, first.verified, second.status) == ("done", True, "already_done")
+    assert [(r["Name"], r["State"]) for r in rules] == [("Copy finance mail", "Disabled")]
+
+
+async def test_remove_mail_forwarding_clears_the_mailbox_and_disables_only_the_planned_rule(tenant):
+    first = await env().run(tenant.acts.remove_mail_forwarding, action_input("remove_mail_forwarding"))
+    second = await env().run(tenant.acts.remove_mail_forwarding, action_input("remove_mail_forwarding"))
+
+    box = mailbox(tenant)
+    assert (first.status, first.verified, second.status) == ("done", True, "already_done")
+    assert (box["ForwardingSmtpAddress"], box["ForwardingAddress"], box["DeliverToMailboxAndForward"]) == (
+        None, None, False)
+    assert {r["Name"]: r["Enabled"] for r in box["inbox_rules"]} == {"Sync": False, "Newsletters": True}
+
+
+async def test_remove_mailbox_permission_removes_only_the_granted_rights(tenant):
+    first = await env().run(tenant.acts.remove_mailbox_permission, action_input("remove_mailbox_permission"))
+    second = await env().run(tenant.acts.remove_mailbox_permission, action_input("remove_mailbox_permission"))
+
+    assert (first.status, first.verified, second.status) == ("done", True, "already_done")
+    assert {p["User"]: p["AccessRights"] for p in mailbox(tenant)["permissions"]} == {
+        "helpdesk.op@contoso.com": ["ReadPermission"], "exadmin@contoso.com": ["ReadPermission"]}
+
+
+async def test_remove_role_assignment_removes_only_the_granted_role(tenant):
+    inp = action_input("remove_role_assignment", roles=["exchange administrator"])  # rule 13: any case
+    first = await env().run(tenant.acts.remove_role_assignment, inp)
+    second = await env().run(tenant.acts.remove_role_assignment, inp)
+
+    user = next(u for u in tenant.snapshot()["tenant"]["users"] if u["userPrincipalName"] == "svc-sync@contoso.com")
+    assert (first.status, first.verified, second.status) == ("done", True, "already_done")
+    assert user["roles"] == ["Global Reader"]
+    assert "no longer holds" in second.detail
+
+
+@pytest.mark.parametrize(("kind", "params", "reason"), [
+    ("disable_transport_rule", {"name": "Deleted rule"}, "no longer exists"),
+    ("remove_mail_forwarding", {"mailbox": "gone@contoso.com"}, "no longer exists"),
+    ("remove_mailbox_permission", {"mailbox": "gone@contoso.com"}, "no longer exists"),
+    ("remove_role_assignment", {"user": "gone@contoso.com"}, "no longer exists"),
+    ("remove_mailbox_permission", {"grants": [{"user": "intern@contoso.com", "access_rights": ["FullAccess"]}]},
+     "none of the grants"),
+])
+async def test_an_object_already_gone_is_already_done_and_says_why(tenant, kind, params, reason):
+    outcome = await env().run(activity_for(tenant, kind), action_input(kind, **params))
+
+    assert outcome.status == "already_done" and reason in outcome.detail
+    assert tenant.writes() == []
+
+
+async def test_a_forwarding_rule_deleted_meanwhile_is_reported_and_the_rest_is_done(tenant):
+    outcome = await env().run(tenant.acts.remove_mail_forwarding,
+                              action_input("remove_mail_forwarding", inbox_rules=["Sync", "Deleted"]))
+
+    assert outcome.status == "done" and "Deleted no longer exist" in outcome.detail
+
+
 # --------------------------------------------------------------------------- dry run
 
 
@@ -289,6 +383,11 @@ async def test_dry_run_reads_but_never_writes(tenant, kind):
     ("require_admin_mfa", "graph:POST /identity/conditionalAccess/policies"),
     ("classify_alert", "graph:PATCH /security/alerts_v2/{id}"),
     ("comment_alert", "graph:POST /security/alerts_v2/{id}/comments"),
+    ("disable_transport_rule", "exo:Disable-TransportRule"),
+    ("remove_mail_forwarding", "exo:Set-Mailbox"),
+    ("remove_mail_forwarding", "exo:Disable-InboxRule"),
+    ("remove_mailbox_permission", "exo:Remove-MailboxPermission"),
+    ("remove_role_assignment", "graph:DELETE /roleManagement/directory/roleAssignments/{id}"),
 ])
 async def test_a_write_the_tenant_ignores_fails_verification_retryably(tenant_with, kind, api):
     async with tenant_with(faults=[{"api": api, "effect": "ignore", "times": 1}]) as t:
@@ -402,6 +501,19 @@ async def test_without_a_valid_signed_approval_nothing_is_touched(tenant):
             await env().run(tenant.acts.disable_connector, inp)
         assert reason in refused(failure)
     assert tenant.emulator.state.calls == [] and tenant.connector()["Enabled"] is True
+
+
+@pytest.mark.parametrize("kind", [k for k in PARAMS if APPROVAL.for_action(k) != "auto"])
+async def test_every_action_that_needs_approval_is_gated(tenant, kind):
+    """No action activity (a new one included) writes without the worker's approval check."""
+    with pytest.raises(ApplicationError) as failure:
+        await env().run(remediation.BY_KIND[kind].__get__(tenant.acts), action_input(kind, approvers=()))
+    assert "has 0" in refused(failure)
+    assert tenant.writes() == []
+
+
+def test_every_action_kind_has_test_params():
+    assert set(PARAMS) == set(remediation.BY_KIND)
 
 
 async def test_a_two_person_action_needs_two_people_and_a_rejection_vetoes(tenant):

@@ -5,9 +5,13 @@ through the `decide` update), on the session's dev server, each scenario in its 
 """
 
 from pathlib import Path
+from typing import get_args
+
+import yaml
 
 from tests.conftest import PROJECT_SCENARIOS
 from workers.scenarios import RunOptions, check
+from workflows.types import ActionKind, FindingId
 
 SCENARIOS = sorted(PROJECT_SCENARIOS.glob("*.yaml"))
 
@@ -22,3 +26,11 @@ async def test_every_scenario_passes(client, cert_dir):
     print("\n".join(lines), flush=True)
     assert failed == 0, "\n".join(line for line in lines if line.startswith("FAIL"))
     assert passed == len(SCENARIOS)
+
+
+def test_every_finding_and_action_kind_is_expected_by_some_scenario():
+    expected = [yaml.safe_load(p.read_text())["expected"] for p in SCENARIOS]
+    findings = {f for e in expected for f in e.get("findings_include", [])}
+    kinds = {a["kind"] for e in expected for a in e.get("actions", [])}
+    assert set(get_args(FindingId)) - findings == set()
+    assert set(get_args(ActionKind)) - kinds == set()

@@ -56,6 +56,11 @@ def test_generic_alert_naming_the_connector_keys_the_case_by_connector():
     assert case_id(alert) == f"connector-case/{TENANT}/connector/contoso-hybrid"
 
 
+def test_generic_alert_may_carry_only_the_connector_domain():
+    alert = parse_alert({"tenant": TENANT, "alert_id": "x2", "connector_domain": "relay.contoso.com"})
+    assert (alert.connector_domain, alert.connector_hint, alert.ip_addresses) == ("relay.contoso.com", None, [])
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
