@@ -11,12 +11,13 @@ import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities import remediation
     from activities.notify import NotifyActivities
-    from workflows import approvals, evidence, grading, planning, retries
+    from workflows import approvals, case_view, evidence, grading, planning, retries
     from workflows import search_attributes as sa
     from workflows.types import (
         ActionInput,
@@ -41,6 +42,12 @@ with workflow.unsafe.imports_passed_through():
     )
 
 ACTION_TIMEOUT = timedelta(minutes=2)
+
+PUBLISH_ONCE_PER_TASK = "publish-once-per-task"
+"""Patch id. From it on, search attributes are derived from the case and upserted at most once per
+workflow task (`_publish`), and one reminder loop (`_remind`) serves every pending approval instead
+of a reminder timer per action. Cases started before it replay on the old branch: an upsert at every
+change (`_upsert_now`) and `_await_decision_with_own_timer`."""
 
 
 def playbook_notes(collected: Evidence) -> dict[str, object]:
@@ -73,12 +80,18 @@ class ConnectorCaseWorkflow:
         self._ignored_signals: list[str] = []
         self._started = workflow.now()
         self._finished: datetime | None = None
+        self._publishing = False
+        self._published: dict[str, object] = {}
+        self._trail: list[case_view.DecisionEntry] = []
+        self._reminding: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ run
 
     @workflow.run
     async def run(self, case: CaseInput) -> CaseReport:
-        workflow.upsert_search_attributes([sa.TENANT.value_set(case.tenant_id)])
+        self._publishing = workflow.patched(PUBLISH_ONCE_PER_TASK)
+        publisher = asyncio.create_task(self._publish())
+        self._upsert_now(sa.TENANT.value_set(case.tenant_id))
         self._set_stage("resolving")
         resolution = await evidence.resolve_connector(case)
         collected: Evidence | None = None
@@ -86,23 +99,26 @@ class ConnectorCaseWorkflow:
             self._verdict = grading.connector_unresolved_verdict(resolution)
         else:
             self._connector = resolution.connector
-            workflow.upsert_search_attributes([sa.CONNECTOR.value_set(resolution.connector.name)])
+            self._upsert_now(sa.CONNECTOR.value_set(resolution.connector.name))
             self._set_stage("collecting")
             collected = await evidence.collect_evidence(case, resolution.connector, workflow.now())
             self._set_stage("grading")
             self._verdict = grading.grade(collected, case.organization, case.thresholds, workflow.now())
             self._notes = playbook_notes(collected)
-        workflow.upsert_search_attributes([sa.VERDICT.value_set(self._verdict.kind)])
-        workflow.set_current_details(f"Verdict: {self._verdict.kind}")
+        self._upsert_now(sa.VERDICT.value_set(self._verdict.kind))
 
         self._plan = planning.plan(case, self._verdict, collected)
         self._records = {a.id: ActionRecord(action=a) for a in self._plan.actions}
         await self._request_approvals()
         await self._remediate()
+        if self._reminding is not None:
+            await self._reminding
 
         self._set_stage("closed")
         self._finished = workflow.now()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        publisher.cancel()
+        self._publish_changes()  # before the result: nothing may follow it
         return self._report()
 
     # ------------------------------------------------------------------ approvals
@@ -117,9 +133,55 @@ class ConnectorCaseWorkflow:
         self._set_stage("awaiting_approval")
         self._refresh_pending()
         await self._notify("approval_requested", gated)
+        if self._publishing:
+            self._reminding = asyncio.create_task(self._remind())
+
+    def _undecided(self) -> list[ActionRecord]:
+        return [r for r in self._records.values() if r.status == "awaiting_approval" and not approvals.is_approved(r)]
+
+    async def _remind(self) -> None:
+        """While any action waits for a decision: remind, escalate, and expire them all at the deadline.
+
+        One timer at a time for the whole case, cancelled once when the last decision arrives."""
+        policy = self._case.policy
+        assert self._deadline is not None
+        reminders = 0
+        while self._undecided():
+            remaining = self._deadline - workflow.now()
+            if remaining <= timedelta(0):
+                expired = self._undecided()
+                for record in expired:
+                    record.status = "expired"
+                    record.decided_at = workflow.now()
+                await self._notify("expired", expired)
+                return
+            try:
+                await workflow.wait_condition(
+                    lambda: not self._undecided(),
+                    timeout=min(remaining, policy.remind_every),
+                )
+            except asyncio.TimeoutError:
+                if workflow.now() >= self._deadline:
+                    continue
+                reminders += 1
+                kind = "escalation" if reminders >= policy.escalate_after_reminders else "reminder"
+                await self._notify(kind, self._undecided())
 
     async def _await_decision(self, record: ActionRecord) -> None:
-        """Wait for this action's decision, reminding and escalating; expire at the deadline."""
+        """Wait for this action's decision; `_remind` reminds, escalates and expires."""
+        if not self._publishing:
+            await self._await_decision_with_own_timer(record)
+            return
+        if record.status == "awaiting_approval" and not approvals.is_approved(record):
+            self._set_stage("awaiting_approval")
+            await workflow.wait_condition(
+                lambda: record.status != "awaiting_approval" or approvals.is_approved(record)
+            )
+        self._set_stage("remediating")
+
+    async def _await_decision_with_own_timer(self, record: ActionRecord) -> None:
+        """Before PUBLISH_ONCE_PER_TASK: wait for this action's decision, reminding and escalating;
+        expire at the deadline."""
         policy = self._case.policy
         reminders = 0
         self._set_stage("awaiting_approval")
@@ -150,6 +212,7 @@ class ConnectorCaseWorkflow:
     def decide(self, decision: Decision) -> DecisionReceipt:
         record = self._records[decision.action_id]
         approvals.apply(record, decision, workflow.now())
+        self._trail.append(case_view.DecisionEntry(at=workflow.now(), decision=decision))
         workflow.logger.info(
             "decision recorded",
             extra={"action": decision.action_id, "approver": decision.approver, "approve": decision.approve},
@@ -230,7 +293,6 @@ class ConnectorCaseWorkflow:
         ]
 
     async def _run_action(self, action: PlannedAction, approved_by: list[str]) -> ActionOutcome:
-        approved = f" approved by {', '.join(approved_by)}" if approved_by else ""
         return await workflow.execute_activity_method(
             remediation.BY_KIND[action.kind],
             ActionInput(
@@ -241,7 +303,7 @@ class ConnectorCaseWorkflow:
             ),
             start_to_close_timeout=ACTION_TIMEOUT,
             retry_policy=retries.TENANT,
-            summary=f"{action.id} {action.kind} {action.target}{approved}"[:200],
+            summary=case_view.action_summary(action, approved_by),
         )
 
     # ------------------------------------------------------------------ queries and helpers
@@ -298,11 +360,73 @@ class ConnectorCaseWorkflow:
 
     def _set_stage(self, stage: CaseStage) -> None:
         self._stage = stage
-        workflow.upsert_search_attributes([sa.STAGE.value_set(stage)])
+        self._upsert_now(sa.STAGE.value_set(stage))
 
     def _refresh_pending(self) -> None:
         waiting = any(r.status == "awaiting_approval" for r in self._records.values())
-        workflow.upsert_search_attributes([sa.PENDING_APPROVAL.value_set(waiting)])
+        self._upsert_now(sa.PENDING_APPROVAL.value_set(waiting))
+
+    def _upsert_now(self, update: SearchAttributeUpdate) -> None:
+        """Cases started before PUBLISH_ONCE_PER_TASK upsert at every change; later ones leave it to `_publish`."""
+        if not self._publishing:
+            workflow.upsert_search_attributes([update])
+
+    # ------------------------------------------------------------------ what the UI shows
+
+    def _search_attributes(self) -> dict[str, SearchAttributeUpdate]:
+        """The search attributes as the case's state says they are (workflows/search_attributes.py)."""
+        values = [
+            sa.TENANT.value_set(self._case.tenant_id),
+            sa.STAGE.value_set(self._stage),
+            sa.PENDING_APPROVAL.value_set(bool(self._undecided())),
+        ]
+        if self._connector is not None:
+            values.append(sa.CONNECTOR.value_set(self._connector.name))
+        if self._verdict is not None:
+            values.append(sa.VERDICT.value_set(self._verdict.kind))
+        return {update.key.name: update for update in values}
+
+    def _view(self) -> tuple[str, dict[str, SearchAttributeUpdate]]:
+        details = case_view.current_details(case_view.CaseView(
+            stage=self._stage,
+            verdict=self._verdict.kind if self._verdict else None,
+            connector=self._connector.name if self._connector else None,
+            alerts=list(self._alerts),
+            records=list(self._records.values()),
+            undecided=self._undecided(),
+            trail=list(self._trail),
+            policy=self._case.policy,
+            deadline=self._deadline,
+            plan_hash=self._plan.hash if self._plan else None,
+        ))
+        attributes = self._search_attributes() if self._publishing else {}
+        changed = {name: u for name, u in attributes.items() if self._published.get(name) != u.value}
+        return details, changed
+
+    def _changed(self) -> bool:
+        details, attributes = self._view()
+        return bool(attributes) or details != workflow.get_current_details()
+
+    async def _publish(self) -> None:
+        """Show the case's state in the UI: current details, and search attributes in one upsert.
+
+        Wakes when something shown changed, then lets every coroutine this workflow task woke run
+        first (`sleep(0)` queues it behind them), so a task that changes the stage, the verdict and
+        the pending flag leaves one "Upsert Workflow Search Attributes" event, not three."""
+        self._published = {
+            pair.key.name: pair.value for pair in workflow.info().typed_search_attributes.search_attributes
+        }
+        while True:
+            await workflow.wait_condition(self._changed)
+            await asyncio.sleep(0)
+            self._publish_changes()
+
+    def _publish_changes(self) -> None:
+        details, attributes = self._view()
+        workflow.set_current_details(details)
+        if attributes:
+            workflow.upsert_search_attributes(list(attributes.values()))
+            self._published.update({name: u.value for name, u in attributes.items()})
 
     async def _notify(self, kind: str, records: list[ActionRecord]) -> None:
         if not records:
@@ -321,6 +445,7 @@ class ConnectorCaseWorkflow:
                 Notification(case_id=case_id, kind=kind, text=text, action_ids=[r.action.id for r in records]),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=retries.NOTIFY,
+                summary=f"{kind.replace('_', ' ')}: {', '.join(r.action.id for r in records)}",
             )
         except ActivityError:
             # A lost reminder must not stop the case; the pending list stays queryable.
