@@ -126,26 +126,22 @@ def _running(view: CaseView) -> list[str]:
 
 
 def _trail(view: CaseView) -> list[str]:
+    """One line per decision: when, who, approved or rejected, which action, why, under which plan."""
     if not view.trail:
         return ["No decisions yet."]
-    signed = any(entry.key_id for entry in view.trail)
-    header = "| When (UTC) | Action | Approver | Decision | Reason | Plan |" + (" Key |" if signed else "")
-    rule = "|---|---|---|---|---|---|" + ("---|" if signed else "")
     records = {r.action.id: r for r in view.records}
-    lines = [header, rule]
+    lines = []
     for entry in view.trail:
         decision = entry.decision
         record = records.get(decision.action_id)
         action = _label(record) if record else _md(decision.action_id)
-        cells = [
-            f"{entry.at:%Y-%m-%d %H:%M:%S}",
-            action,
-            _md(decision.approver),
-            "approved" if decision.approve else "rejected",
-            _md(decision.reason) or "-",
-            f"`{decision.plan_hash}`",
-        ] + ([f"`{entry.key_id}`" if entry.key_id else "-"] if signed else [])
-        lines.append("| " + " | ".join(cells) + " |")
+        verb = "approved" if decision.approve else "rejected"
+        reason = f": “{_md(decision.reason)}”" if decision.reason.strip() else ""
+        key = f", key `{entry.key_id}`" if entry.key_id else ""
+        lines.append(
+            f"- {entry.at:%Y-%m-%d %H:%M:%S} UTC **{_md(decision.approver)}** {verb} **{action}**{reason} "
+            f"(plan `{decision.plan_hash}`{key})"
+        )
     return lines
 
 

@@ -73,25 +73,24 @@ def test_current_details_say_what_waits_for_whom_until_when():
     assert "Nothing waits for a decision." in current_details(_view(undecided=[]))
 
 
-def test_every_decision_is_a_row_with_approver_decision_reason_and_plan_hash():
+def test_every_decision_is_a_line_with_approver_decision_reason_and_plan_hash():
     record = _unblock()
     trail = [
         DecisionEntry(AT, Decision(action_id="a2", approver="soc1@contoso.com", plan_hash="3f2a9c01beef")),
         DecisionEntry(AT, Decision(action_id="a2", approver="soc2@contoso.com", plan_hash="3f2a9c01beef",
-                                   approve=False, reason="IAM owns | this")),
+                                   approve=False, reason="IAM owns *this*")),
     ]
     details = current_details(_view(records=[record], undecided=[], trail=trail))
-    assert "| When (UTC) | Action | Approver | Decision | Reason | Plan |\n" in details
-    assert ("| 2026-11-20 10:05:07 | a2 unblock connector Contoso \\| Hybrid | soc1@contoso.com | approved | - "
-            "| `3f2a9c01beef` |") in details
-    assert "| soc2@contoso.com | rejected | IAM owns \\| this | `3f2a9c01beef` |" in details
-    assert "Key |" not in details
+    assert ("- 2026-11-20 10:05:07 UTC **soc1@contoso.com** approved **a2 unblock connector Contoso \\| Hybrid** "
+            "(plan `3f2a9c01beef`)\n") in details
+    assert ("**soc2@contoso.com** rejected **a2 unblock connector Contoso \\| Hybrid**: “IAM owns \\*this\\*” "
+            "(plan `3f2a9c01beef`)") in details
+    assert "key" not in details
 
 
-def test_a_signing_key_gets_its_column_once_approvals_carry_one():
+def test_a_signing_key_is_named_once_approvals_carry_one():
     trail = [DecisionEntry(AT, Decision(action_id="a2", approver="soc1@contoso.com", plan_hash="h"), key_id="soc1-2026")]
-    details = current_details(_view(trail=trail))
-    assert "| Plan | Key |" in details and "| `h` | `soc1-2026` |" in details
+    assert "(plan `h`, key `soc1-2026`)" in current_details(_view(trail=trail))
 
 
 def test_activity_summaries_name_the_action_its_target_and_approvers():
