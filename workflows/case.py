@@ -81,7 +81,9 @@ class ConnectorCaseWorkflow:
         self._started = workflow.now()
         self._finished: datetime | None = None
         self._publishing = False
-        self._published: dict[str, object] = {}
+        self._published: dict[str, object] = {
+            pair.key.name: pair.value for pair in workflow.info().typed_search_attributes.search_attributes
+        }
         self._trail: list[case_view.DecisionEntry] = []
         self._reminding: asyncio.Task[None] | None = None
 
@@ -111,14 +113,14 @@ class ConnectorCaseWorkflow:
         self._records = {a.id: ActionRecord(action=a) for a in self._plan.actions}
         await self._request_approvals()
         await self._remediate()
-        if self._reminding is not None:
-            await self._reminding
 
         self._set_stage("closed")
         self._finished = workflow.now()
+        if self._reminding is not None:
+            await self._reminding  # an expiry notice may still be on its way
         await workflow.wait_condition(workflow.all_handlers_finished)
         publisher.cancel()
-        self._publish_changes()  # before the result: nothing may follow it
+        self._publish_changes()  # the final state, before the result: nothing may follow the result
         return self._report()
 
     # ------------------------------------------------------------------ approvals
@@ -410,12 +412,12 @@ class ConnectorCaseWorkflow:
     async def _publish(self) -> None:
         """Show the case's state in the UI: current details, and search attributes in one upsert.
 
-        Wakes when something shown changed, then lets every coroutine this workflow task woke run
-        first (`sleep(0)` queues it behind them), so a task that changes the stage, the verdict and
-        the pending flag leaves one "Upsert Workflow Search Attributes" event, not three."""
-        self._published = {
-            pair.key.name: pair.value for pair in workflow.info().typed_search_attributes.search_attributes
-        }
+        Wakes when something shown changed, then lets every coroutine the same condition check woke
+        run first (`sleep(0)` queues it behind them), so a workflow task that changes the stage, the
+        verdict and the pending flag leaves one "Upsert Workflow Search Attributes" event, not three.
+        That holds because every coroutine changes what is shown before it wakes another: the
+        decision handlers and `_remind` change records, `run` the stage, and `run` closes the case
+        before it waits for `_remind` to finish."""
         while True:
             await workflow.wait_condition(self._changed)
             await asyncio.sleep(0)
