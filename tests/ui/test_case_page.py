@@ -117,7 +117,8 @@ async def ui_case(cert_dir) -> AsyncIterator[UiCase]:
         dev_server_extra_args=["--ui-codec-endpoint", f"{codec_url}/codec"],
     ) as env:
         client = env.client
-        async with tenant_stack(client, scenario, RunOptions(approval_timeout=120), {"defender": TOKEN}, cert_dir) as stack:
+        options = RunOptions(approval_timeout=120)
+        async with tenant_stack(client, scenario, options, {"defender": TOKEN}, cert_dir) as stack:
             async with intake_client(stack.intake) as http:
                 [case] = await deliver_alert(http, client, stack, TOKEN)
             result = asyncio.ensure_future(cases.handle(client, case).result())
@@ -172,7 +173,8 @@ async def test_the_case_page_shows_summary_details_and_every_decision(ui_case: U
     await expect(defender).to_have_count(1, timeout=SEEN)
 
     trail = page.frame_locator("#user-metadata-current-details").locator("body")
-    await expect(trail).to_contain_text("Stage: closed · Verdict: true positive · Connector: Contoso Hybrid", timeout=SEEN)
+    facts = "Stage: closed · Verdict: true positive · Connector: Contoso Hybrid"
+    await expect(trail).to_contain_text(facts, timeout=SEEN)
     await expect(trail).to_contain_text("Nothing waits for a decision.")
     await expect(trail.locator("li", has_text=_label(rejected))).to_contain_text(
         f"{ANALYST} rejected {_label(rejected)}: “scenario analyst rejects” (plan {report.plan_hash})"

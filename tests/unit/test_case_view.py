@@ -89,7 +89,8 @@ def test_every_decision_is_a_line_with_approver_decision_reason_and_plan_hash():
 
 
 def test_a_signing_key_is_named_once_approvals_carry_one():
-    trail = [DecisionEntry(AT, Decision(action_id="a2", approver="soc1@contoso.com", plan_hash="h"), key_id="soc1-2026")]
+    decision = Decision(action_id="a2", approver="soc1@contoso.com", plan_hash="h")
+    trail = [DecisionEntry(AT, decision, key_id="soc1-2026")]
     assert "(plan `h`, key `soc1-2026`)" in current_details(_view(trail=trail))
 
 
