@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import secrets
-import socket
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from temporalio.client import Client
 from emulator.expectations import judge
 from emulator.scenario import load_scenario
 from emulator.server import serving_emulator
-from tests.conftest import PROJECT_SCENARIOS
+from tests.conftest import PROJECT_SCENARIOS, free_port
 from tests.e2e.test_worker_crash import QUELL
 from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, result_json, temporal_binary
 from workflows import search_attributes as sa
@@ -37,12 +36,6 @@ from workflows.types import CaseReport
 T = TypeVar("T")
 SCENARIO = "tp-hijacked-hybrid-connector"
 TOKENS = {name: secrets.token_urlsafe(16) for name in ("defender", "soc1@contoso.com", "soc2@contoso.com")}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def until(read: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 60) -> T:
@@ -124,7 +117,7 @@ def bearer(name: str) -> dict[str, str]:
 
 async def test_worker_and_intake_processes_finish_a_case_across_a_temporal_restart(tmp_path: Path, cert_dir):
     scenario = load_scenario(PROJECT_SCENARIOS / f"{SCENARIO}.yaml")
-    db_file, temporal_port, intake_port = tmp_path / "temporal.db", _free_port(), _free_port()
+    db_file, temporal_port, intake_port = tmp_path / "temporal.db", free_port(), free_port()
     async with serving_emulator(scenario, cert_dir) as emulator:
         env = quell_environment(scenario, emulator.base_url, temporal_port, intake_port)
         temporal = await start_temporal(db_file, temporal_port)

@@ -17,7 +17,6 @@ import base64
 import os
 import secrets
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from activities import cases
 from config.settings import AnalystGrant, CodecSettings, IntakeSettings, Settings, TenantSettings
 from emulator.expectations import judge
 from emulator.scenario import load_scenario
-from tests.conftest import PROJECT_SCENARIOS
+from tests.conftest import PROJECT_SCENARIOS, free_port
 from tests.intake.conftest import intake_client, temporal_down
 from workers.intake import create_app
 from workers.scenarios import RunOptions, answer_approvals, deliver_alert, result_json, temporal_binary, tenant_stack
@@ -57,21 +56,15 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 SEEN = 30_000  # ms: how long the page may take to show a fact (it decodes through the codec first)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @asynccontextmanager
-async def _codec_endpoint(ui_origin: str) -> AsyncIterator[str]:
+async def _codec_endpoint(ui_origin: str, tenant: str) -> AsyncIterator[str]:
     """The intake's /codec for the analyst, callable from the UI's origin; its base URL."""
     settings = Settings(
-        tenants=[TenantSettings(tenant_id="11111111-2222-3333-4444-555555555555", client_id="c", client_secret="s")],
+        tenants=[TenantSettings(tenant_id=tenant, client_id="c", client_secret="s")],
         codec=CODEC,
         intake=IntakeSettings(
             api_tokens={ANALYST: SecretStr(TOKEN)},
-            analysts={ANALYST: AnalystGrant(tenants=["11111111-2222-3333-4444-555555555555"])},
+            analysts={ANALYST: AnalystGrant(tenants=[tenant])},
             codec_cors_origins=[ui_origin],
         ),
     )
@@ -106,9 +99,9 @@ class UiCase:
 @pytest.fixture(scope="module")
 async def ui_case(cert_dir) -> AsyncIterator[UiCase]:
     scenario = load_scenario(PROJECT_SCENARIOS / f"{SCENARIO}.yaml")
-    ui_port = _free_port()
+    ui_port = free_port()
     ui = f"http://127.0.0.1:{ui_port}"
-    async with _codec_endpoint(ui) as codec_url, await WorkflowEnvironment.start_local(
+    async with _codec_endpoint(ui, scenario.tenant.id) as codec_url, await WorkflowEnvironment.start_local(
         data_converter=data_converter(CODEC),
         search_attributes=sa.ALL,
         dev_server_existing_path=temporal_binary("temporal"),
