@@ -17,6 +17,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, W
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from config.settings import Settings
+from workflows import case_view
 from workflows import search_attributes as sa
 from workflows import signatures
 from workflows.case import ConnectorCaseWorkflow
@@ -140,8 +141,13 @@ async def open_case(client: Client, case: CaseInput, task_queue: str) -> Workflo
         task_queue=task_queue,
         start_signal="alert_received",
         start_signal_args=[case.alert],
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.TENANT, case.tenant_id)]),
-        static_summary=f"Suspicious connector activity, alert {case.alert.alert_id}",
+        search_attributes=TypedSearchAttributes([
+            SearchAttributePair(sa.TENANT, case.tenant_id),
+            SearchAttributePair(sa.STAGE, "resolving"),
+            SearchAttributePair(sa.PENDING_APPROVAL, False),
+        ]),
+        static_summary=case_view.static_summary(case),
+        static_details=case_view.static_details(case),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +16,13 @@ from workers.scenarios import start_dev_server, temporal_binary, trust_emulator_
 from workflows import search_attributes as sa
 
 PROJECT_SCENARIOS = Path(__file__).parents[1] / "emulator" / "scenarios"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for servers that must be told their port up front."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -17,13 +17,14 @@ import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities import remediation
     from activities.approval_gate import TrustActivities
     from activities.notify import NotifyActivities
-    from workflows import approvals, evidence, grading, metrics, planning, retries
+    from workflows import approvals, case_view, evidence, grading, metrics, planning, retries
     from workflows import search_attributes as sa
     from workflows.types import (
         ActionInput,
@@ -55,6 +56,12 @@ SIGNED_APPROVALS = "signed-approvals"
 PLAYBOOK_V2 = "playbook-v2"
 """The whole playbook (docs/scenarios.md, version 2): one audit query for every connector and the
 admins' footprint, the sweep findings and their actions, the version 2 grading rules."""
+
+PUBLISH_ONCE_PER_TASK = "publish-once-per-task"
+"""Patch id. From it on, search attributes are derived from the case and upserted at most once per
+workflow task (`_publish`), and one reminder loop (`_remind`) serves every pending approval instead
+of a reminder timer per action. Cases started before it replay on the old branch: an upsert at every
+change (`_upsert_now`) and `_await_decision_with_own_timer`."""
 
 
 def playbook_notes(collected: Evidence) -> dict[str, object]:
@@ -106,6 +113,12 @@ class ConnectorCaseWorkflow:
         self._nonces: set[str] = set()
         self._case_accounts: list[str] = []
         self._withdrawn: list[str] = []
+        self._publishing = False
+        self._published: dict[str, object] = {
+            pair.key.name: pair.value for pair in workflow.info().typed_search_attributes.search_attributes
+        }
+        self._trail: list[case_view.DecisionEntry] = []
+        self._reminding: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ run
 
@@ -113,7 +126,9 @@ class ConnectorCaseWorkflow:
     async def run(self, case: CaseInput) -> CaseReport:
         self._signed = workflow.patched(SIGNED_APPROVALS)
         v2 = workflow.patched(PLAYBOOK_V2)
-        workflow.upsert_search_attributes([sa.TENANT.value_set(case.tenant_id)])
+        self._publishing = workflow.patched(PUBLISH_ONCE_PER_TASK)
+        publisher = asyncio.create_task(self._publish())
+        self._upsert_now(sa.TENANT.value_set(case.tenant_id))
         metrics.case_started(case.tenant_id)
         self._set_stage("resolving")
         resolution = await evidence.resolve_connector(case)
@@ -122,7 +137,7 @@ class ConnectorCaseWorkflow:
             self._verdict = await self._unresolved(case, resolution, v2)
         else:
             self._connector = resolution.connector
-            workflow.upsert_search_attributes([sa.CONNECTOR.value_set(resolution.connector.name)])
+            self._upsert_now(sa.CONNECTOR.value_set(resolution.connector.name))
             self._set_stage("collecting")
             if v2:
                 collected = await evidence.collect(case, resolution, workflow.now())
@@ -131,8 +146,7 @@ class ConnectorCaseWorkflow:
             self._set_stage("grading")
             self._verdict = grading.grade(collected, case.organization, case.thresholds, workflow.now(), v2)
             self._notes = playbook_notes(collected)
-        workflow.upsert_search_attributes([sa.VERDICT.value_set(self._verdict.kind)])
-        workflow.set_current_details(f"Verdict: {self._verdict.kind}")
+        self._upsert_now(sa.VERDICT.value_set(self._verdict.kind))
         metrics.verdict_reached(self._verdict.kind, workflow.now() - self._started)
 
         if self._signed:
@@ -149,8 +163,12 @@ class ConnectorCaseWorkflow:
 
         self._set_stage("closed")
         self._finished = workflow.now()
+        if self._reminding is not None:
+            await self._reminding  # an expiry notice may still be on its way
         await workflow.wait_condition(workflow.all_handlers_finished)
         metrics.case_closed(self._report())
+        publisher.cancel()
+        self._publish_changes()  # the final state, before the result: nothing may follow the result
         return self._report()
 
     async def _unresolved(self, case: CaseInput, resolution: ConnectorResolution, v2: bool) -> Verdict:
@@ -179,9 +197,55 @@ class ConnectorCaseWorkflow:
         self._set_stage("awaiting_approval")
         self._refresh_pending()
         await self._notify("approval_requested", gated)
+        if self._publishing:
+            self._reminding = asyncio.create_task(self._remind())
+
+    def _undecided(self) -> list[ActionRecord]:
+        return [r for r in self._records.values() if r.status == "awaiting_approval" and not approvals.is_approved(r)]
+
+    async def _remind(self) -> None:
+        """While any action waits for a decision: remind, escalate, and expire them all at the deadline.
+
+        One timer at a time for the whole case, cancelled once when the last decision arrives."""
+        policy = self._case.policy
+        assert self._deadline is not None
+        reminders = 0
+        while self._undecided():
+            remaining = self._deadline - workflow.now()
+            if remaining <= timedelta(0):
+                expired = self._undecided()
+                for record in expired:
+                    record.status = "expired"
+                    record.decided_at = workflow.now()
+                await self._notify("expired", expired)
+                return
+            try:
+                await workflow.wait_condition(
+                    lambda: not self._undecided(),
+                    timeout=min(remaining, policy.remind_every),
+                )
+            except asyncio.TimeoutError:
+                if workflow.now() >= self._deadline:
+                    continue
+                reminders += 1
+                kind = "escalation" if reminders >= policy.escalate_after_reminders else "reminder"
+                await self._notify(kind, self._undecided())
 
     async def _await_decision(self, record: ActionRecord) -> None:
-        """Wait for this action's decision, reminding and escalating; expire at the deadline."""
+        """Wait for this action's decision; `_remind` reminds, escalates and expires."""
+        if not self._publishing:
+            await self._await_decision_with_own_timer(record)
+            return
+        if record.status == "awaiting_approval" and not approvals.is_approved(record):
+            self._set_stage("awaiting_approval")
+            await workflow.wait_condition(
+                lambda: record.status != "awaiting_approval" or approvals.is_approved(record)
+            )
+        self._set_stage("remediating")
+
+    async def _await_decision_with_own_timer(self, record: ActionRecord) -> None:
+        """Before PUBLISH_ONCE_PER_TASK: wait for this action's decision, reminding and escalating;
+        expire at the deadline."""
         policy = self._case.policy
         reminders = 0
         self._set_stage("awaiting_approval")
@@ -229,6 +293,9 @@ class ConnectorCaseWorkflow:
                 return
             self._withdrawn.extend(withdrawn)
             workflow.logger.warning("approvals withdrawn", extra={"withdrawn": withdrawn})
+            if self._publishing and (self._reminding is None or self._reminding.done()):
+                # The reminder loop ended with the last decision; the action waits again until the deadline.
+                self._reminding = asyncio.create_task(self._remind())
 
     def _validate(self, decision: Decision) -> None:
         if not self._signed:
@@ -247,6 +314,7 @@ class ConnectorCaseWorkflow:
         if decision.signed:
             self._nonces.add(decision.nonce)
         approvals.apply(record, decision, workflow.now())
+        self._trail.append(case_view.DecisionEntry(at=workflow.now(), decision=decision))
         workflow.logger.info(
             "decision recorded",
             extra={"action": decision.action_id, "approver": decision.approver, "approve": decision.approve},
@@ -327,7 +395,6 @@ class ConnectorCaseWorkflow:
         ]
 
     async def _run_action(self, action: PlannedAction, record: ActionRecord) -> ActionOutcome:
-        approved = f" approved by {', '.join(record.approved_by)}" if record.approved_by else ""
         signed = {"plan": self._plan, "decisions": record.decisions, "case_accounts": self._case_accounts}
         return await workflow.execute_activity_method(
             remediation.BY_KIND[action.kind],
@@ -340,7 +407,7 @@ class ConnectorCaseWorkflow:
             ),
             start_to_close_timeout=ACTION_TIMEOUT,
             retry_policy=retries.TENANT,
-            summary=f"{action.id} {action.kind} {action.target}{approved}"[:200],
+            summary=case_view.action_summary(action, record.approved_by),
         )
 
     # ------------------------------------------------------------------ queries and helpers
@@ -398,11 +465,73 @@ class ConnectorCaseWorkflow:
 
     def _set_stage(self, stage: CaseStage) -> None:
         self._stage = stage
-        workflow.upsert_search_attributes([sa.STAGE.value_set(stage)])
+        self._upsert_now(sa.STAGE.value_set(stage))
 
     def _refresh_pending(self) -> None:
         waiting = any(r.status == "awaiting_approval" for r in self._records.values())
-        workflow.upsert_search_attributes([sa.PENDING_APPROVAL.value_set(waiting)])
+        self._upsert_now(sa.PENDING_APPROVAL.value_set(waiting))
+
+    def _upsert_now(self, update: SearchAttributeUpdate) -> None:
+        """Cases started before PUBLISH_ONCE_PER_TASK upsert at every change; later ones leave it to `_publish`."""
+        if not self._publishing:
+            workflow.upsert_search_attributes([update])
+
+    # ------------------------------------------------------------------ what the UI shows
+
+    def _search_attributes(self) -> dict[str, SearchAttributeUpdate]:
+        """The search attributes as the case's state says they are (workflows/search_attributes.py)."""
+        values = [
+            sa.TENANT.value_set(self._case.tenant_id),
+            sa.STAGE.value_set(self._stage),
+            sa.PENDING_APPROVAL.value_set(bool(self._undecided())),
+        ]
+        if self._connector is not None:
+            values.append(sa.CONNECTOR.value_set(self._connector.name))
+        if self._verdict is not None:
+            values.append(sa.VERDICT.value_set(self._verdict.kind))
+        return {update.key.name: update for update in values}
+
+    def _view(self) -> tuple[str, dict[str, SearchAttributeUpdate]]:
+        details = case_view.current_details(case_view.CaseView(
+            stage=self._stage,
+            verdict=self._verdict.kind if self._verdict else None,
+            connector=self._connector.name if self._connector else None,
+            alerts=list(self._alerts),
+            records=list(self._records.values()),
+            undecided=self._undecided(),
+            trail=list(self._trail),
+            policy=self._case.policy,
+            deadline=self._deadline,
+            plan_hash=self._plan.hash if self._plan else None,
+        ))
+        attributes = self._search_attributes() if self._publishing else {}
+        changed = {name: u for name, u in attributes.items() if self._published.get(name) != u.value}
+        return details, changed
+
+    def _changed(self) -> bool:
+        details, attributes = self._view()
+        return bool(attributes) or details != workflow.get_current_details()
+
+    async def _publish(self) -> None:
+        """Show the case's state in the UI: current details, and search attributes in one upsert.
+
+        Wakes when something shown changed, then lets every coroutine the same condition check woke
+        run first (`sleep(0)` queues it behind them), so a workflow task that changes the stage, the
+        verdict and the pending flag leaves one "Upsert Workflow Search Attributes" event, not three.
+        That holds because every coroutine changes what is shown before it wakes another: the
+        decision handlers and `_remind` change records, `run` the stage, and `run` closes the case
+        before it waits for `_remind` to finish."""
+        while True:
+            await workflow.wait_condition(self._changed)
+            await asyncio.sleep(0)
+            self._publish_changes()
+
+    def _publish_changes(self) -> None:
+        details, attributes = self._view()
+        workflow.set_current_details(details)
+        if attributes:
+            workflow.upsert_search_attributes(list(attributes.values()))
+            self._published.update({name: u.value for name, u in attributes.items()})
 
     async def _notify(self, kind: str, records: list[ActionRecord]) -> None:
         if not records:
@@ -430,6 +559,7 @@ class ConnectorCaseWorkflow:
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=retries.NOTIFY,
+                summary=f"{kind.replace('_', ' ')}: {', '.join(r.action.id for r in records)}",
             )
         except ActivityError:
             # A lost reminder must not stop the case; the pending list stays queryable.

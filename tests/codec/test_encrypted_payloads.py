@@ -95,10 +95,14 @@ def _walk(node: Any) -> Iterator[dict[str, Any]]:
 
 
 def _search_attribute_updates_removed(history: str) -> dict[str, Any]:
+    """The history without search attributes and without the markers of `workflow.patched`, whose
+    payload (the patch id) the SDK writes in the clear."""
     document = json.loads(history)
     for event in document["events"]:
         event.pop("upsertWorkflowSearchAttributesEventAttributes", None)
         event.get("workflowExecutionStartedEventAttributes", {}).pop("searchAttributes", None)
+        if "patch-data" in event.get("markerRecordedEventAttributes", {}).get("details", {}):
+            event.pop("markerRecordedEventAttributes")
     return document
 
 
