@@ -307,8 +307,11 @@ class PollerSettings(Section):
     overlap: timedelta = timedelta(minutes=5)
     """Each pass re-reads this much before its cursor (alerts are indexed late) and skips the
     alert ids it already fed, so a late alert is neither missed nor fed twice."""
-    max_pages: int = 20
-    """Graph pages (`@odata.nextLink`) one pass follows at most; the rest waits for the next pass."""
+    max_pages: int = Field(default=20, ge=1)
+    """Graph pages one pass reads at most, oldest first; the rest waits for the next pass (which
+    continues right after the last alert fed)."""
+    page_size: int = Field(default=100, ge=1, le=2000)
+    """Alerts a page (`$top`; Graph serves at most 2000)."""
 
 
 class Settings(BaseSettings):
