@@ -15,6 +15,7 @@ import asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from bench.cpu import bench_cpu_per_case
 from bench.hunting import bench_hunting_parameters
 from bench.intake import bench_intake
 from workers.logging import configure_logging
@@ -29,6 +30,7 @@ async def on_dev_server() -> None:
         dev_server_existing_path=temporal_binary("temporal"),
     ) as env:
         await bench_intake(env.client)
+        await bench_cpu_per_case(env.client)
 
 
 def main() -> None:

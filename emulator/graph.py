@@ -7,6 +7,7 @@ Handlers raise `GraphError`; the app answers it in Graph's error shape.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -181,7 +182,8 @@ def graph_router(state: TenantState, hunting: HuntingEngine, app_name: str) -> A
         hunting.add_rows("CloudAppEvents", [audit_cloud_app_event(r, state.data.users) for r in new_audit])
         audit_in_hunting += len(new_audit)
         try:
-            result = hunting.run(query, utcnow(), timespan)
+            # Off the event loop: other requests go on while DuckDB plans and runs the query.
+            result = await asyncio.to_thread(hunting.run, query, utcnow(), timespan)
         except HuntingQueryError as error:
             raise GraphError(400, str(error)) from None
         return JSONResponse({"@odata.context": _context(request, "microsoft.graph.security.huntingQueryResults"), **result})
