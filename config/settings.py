@@ -314,6 +314,34 @@ class PollerSettings(Section):
     """Alerts a page (`$top`; Graph serves at most 2000)."""
 
 
+class ResourceTuner(Section):
+    """Slots that follow the host's load (Temporal's resource-based tuner) instead of fixed counts."""
+
+    target_cpu_usage: float = Field(default=0.8, gt=0, le=1)
+    target_memory_usage: float = Field(default=0.8, gt=0, le=1)
+
+
+class WorkerSettings(Section):
+    """What one `quell worker` process runs at once. The defaults are sized for a storm
+    (docs/storms.md): few workflow tasks at a time, because Python runs one at a time (more slots
+    only make each task wait longer for the interpreter, measured: 100 slots took tasks past 5 of
+    their 10 s timeout in an 80-case burst, 4 none); activities wait on HTTP, so many run at once,
+    but not so many that one tenant's throttling answers most of them."""
+
+    max_concurrent_workflow_tasks: int = Field(default=4, ge=1)
+    max_concurrent_activities: int = Field(default=50, ge=1)
+    workflow_task_pollers: int = Field(default=4, ge=2)
+    """Concurrent workflow task polls (at least 2: one for the sticky queue of cached cases)."""
+    activity_task_pollers: int = Field(default=5, ge=1)
+    max_cached_workflows: int = Field(default=1000, ge=0)
+    """Cases kept in memory between tasks (a case waiting for approval stays cached; an evicted one
+    is replayed from its history on its next task)."""
+    resource_tuner: ResourceTuner | None = None
+    """Set to size slots by CPU and memory use instead of the two `max_concurrent_*` counts."""
+    graceful_shutdown: timedelta = timedelta(seconds=10)
+    """How long a stopping worker lets running activities finish."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QUELL_", env_nested_delimiter="__", extra="forbid", hide_input_in_errors=True
@@ -329,6 +357,7 @@ class Settings(BaseSettings):
     """require_admin_mfa creates its conditional access policy report-only unless this is false."""
     intake: IntakeSettings = IntakeSettings()
     poller: PollerSettings = PollerSettings()
+    worker: WorkerSettings = WorkerSettings()
     notify_webhook: SecretStr | None = None
     """Optional incoming-webhook URL (Teams/Slack) for approval reminders and escalations."""
     log_level: str = "INFO"

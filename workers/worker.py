@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, Worker, WorkerTuner
 
 from activities.alerts import AlertActivities
 from activities.clients import ClientPool
 from activities.evidence import EvidenceActivities
 from activities.notify import NotifyActivities
 from activities.remediation import RemediationActivities
-from config.settings import Settings
+from config.settings import Settings, WorkerSettings
 from workers.temporal_connection import connect
 from workflows.case import ConnectorCaseWorkflow
 from workflows.poller import AlertPollerWorkflow
@@ -33,13 +32,30 @@ def build_activities(settings: Settings, pool: ClientPool, client: Client) -> li
     ]
 
 
+def slots(worker: WorkerSettings) -> dict[str, Any]:
+    """The Worker's slot options: the resource-based tuner, or fixed counts."""
+    if worker.resource_tuner is not None:
+        tuner = worker.resource_tuner
+        return {"tuner": WorkerTuner.create_resource_based(
+            target_memory_usage=tuner.target_memory_usage, target_cpu_usage=tuner.target_cpu_usage)}
+    return {
+        "max_concurrent_workflow_tasks": worker.max_concurrent_workflow_tasks,
+        "max_concurrent_activities": worker.max_concurrent_activities,
+    }
+
+
 def new_worker(client: Client, settings: Settings, pool: ClientPool, task_queue: str | None = None) -> Worker:
+    tuning = settings.worker
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.task_queue,
         workflows=[ConnectorCaseWorkflow, AlertPollerWorkflow],
         activities=build_activities(settings, pool, client),
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        max_cached_workflows=tuning.max_cached_workflows,
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(tuning.workflow_task_pollers),
+        activity_task_poller_behavior=PollerBehaviorSimpleMaximum(tuning.activity_task_pollers),
+        graceful_shutdown_timeout=tuning.graceful_shutdown,
+        **slots(tuning),
     )
 
 
