@@ -1,9 +1,10 @@
 """Activities of the alerts_v2 poller: list a tenant's new connector alerts, and open their cases.
 
 Listing filters on the server by service source and creation time (`$filter`), oldest first
-(`$orderby`, `$top` a page), and on the client by title (the policy's alerts share Defender for Office 365 with many others). Every
-alert goes through `activities.alert_parsing.from_graph_alert` and `activities.cases.accept_alert`,
-the webhook's own path, so a polled alert and a posted one meet in the same case.
+(`$orderby`, `$top` a page), and on the client by title (the policy's alerts share Defender for
+Office 365 with many others). Every alert goes through `activities.alert_parsing.from_graph_alert`
+and `activities.cases.accept_alert`, the webhook's own path, so a polled alert and a posted one
+meet in the same case.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The alerts_v2 poller: one short `alert-poller` run per tenant and tick of a Temporal Schedule.
 
 A run reads the cursor, lists the tenant's new "Suspicious connector activity" alerts oldest
-first, a bounded number of pages (`alerts.list-new`), opens or joins a case for each through the same path the webhook uses
-(`alerts.open-case`: parse → signal-with-start), and returns the advanced cursor.
+first, a bounded number of pages (`alerts.list-new`), opens or joins a case for each through the
+same path the webhook uses (`alerts.open-case`: parse → signal-with-start), and returns the
+advanced cursor.
 
 Where the cursor lives: in the run's *result*. A Schedule hands each run the result of the
 last run that completed (`workflow.get_last_completion_result`), so the cursor is kept by the
@@ -10,9 +11,9 @@ Temporal server with the schedule: nothing else to store, it survives worker and
 restarts, and a failed or timed-out run leaves it where it was (the next run re-reads the same
 window; case opening is idempotent, so nothing is fed twice into a running case). The cursor
 moves only past alerts the run fed: a run that stops at its page limit leaves the rest, oldest
-first, to the next. A run
-started by hand (the scenario runner, `quell poller trigger` on a fresh schedule) takes its
-cursor from its input instead, and without one looks back `initial_lookback`.
+first, to the next. A run started by hand (the scenario runner, `quell poller trigger` on a
+fresh schedule) takes its cursor from its input instead, and without one looks back
+`initial_lookback`.
 """
 
 from __future__ import annotations
