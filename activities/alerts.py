@@ -1,9 +1,10 @@
 """Activities of the alerts_v2 poller: list a tenant's new connector alerts, and open their cases.
 
-Listing filters on the server by service source and creation time (`$filter`), and on the
-client by title (the policy's alerts share Defender for Office 365 with many others). Every
-alert goes through `activities.alert_parsing.from_graph_alert` and `activities.cases.accept_alert`,
-the webhook's own path, so a polled alert and a posted one meet in the same case.
+Listing filters on the server by service source and creation time (`$filter`), oldest first
+(`$orderby`, `$top` a page), and on the client by title (the policy's alerts share Defender for
+Office 365 with many others). Every alert goes through `activities.alert_parsing.from_graph_alert`
+and `activities.cases.accept_alert`, the webhook's own path, so a polled alert and a posted one
+meet in the same case.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ def graph_datetime(value: datetime) -> str:
 
 
 def alerts_filter(after: datetime) -> str:
-    return f"serviceSource eq '{SERVICE_SOURCE}' and createdDateTime gt {graph_datetime(after)}"
+    return f"serviceSource eq '{SERVICE_SOURCE}' and createdDateTime ge {graph_datetime(after)}"
+
+
+def alerts_path(after: datetime, page_size: int) -> str:
+    """The first page's path: oldest first, `page_size` alerts a page. Spaces as %20, not the `+`
+    form encoding gives them: Graph's OData parser wants %20."""
+    query = quote(alerts_filter(after), safe="':")
+    return f"/security/alerts_v2?$filter={query}&$orderby=createdDateTime%20asc&$top={page_size}"
 
 
 class AlertActivities:
@@ -44,18 +52,19 @@ class AlertActivities:
 
     @activity.defn(name=LIST_ACTIVITY)
     async def list_new(self, request: ListNewAlerts) -> AlertBatch:
+        """At most `max_pages` pages, oldest first; the cursor moves past the last alert read only,
+        so what a pass leaves unread is the next pass's first page."""
         graph = self._pool.for_tenant(request.tenant_id).graph_http
-        after = request.cursor.since - request.overlap
+        cursor = request.cursor
+        after = cursor.since if cursor.more else cursor.since - request.overlap
         listed: list[dict[str, Any]] = []
-        # Spaces as %20, not the `+` form encoding gives them: Graph's OData parser wants %20.
-        query = quote(alerts_filter(after), safe="':")
-        page: Any = await graph.request("GET", f"/security/alerts_v2?$filter={query}")
+        next_link: str | None = alerts_path(after, request.page_size)
         for _ in range(request.max_pages):
-            listed.extend(v for v in page.get("value", []) if isinstance(v, dict))
-            next_link = page.get("@odata.nextLink")
             if not next_link:
                 break
-            page = await graph.request("GET", next_link)
+            page: Any = await graph.request("GET", next_link)
+            listed.extend(v for v in page.get("value", []) if isinstance(v, dict))
+            next_link = page.get("@odata.nextLink")
         alerts: list[tuple[datetime, AlertRef]] = []
         skipped: list[SkippedAlert] = []
         fed: dict[str, datetime] = {}
@@ -64,7 +73,7 @@ class AlertActivities:
             if not alert_id or created is None:
                 skipped.append(SkippedAlert(alert_id=alert_id or "?", reason="no id or createdDateTime"))
                 continue
-            if alert_id in request.cursor.seen:
+            if alert_id in cursor.seen:
                 continue  # fed by an earlier pass (the overlap window re-reads it)
             fed[alert_id] = created
             if str(raw.get("title", "")).strip().casefold() != POLICY_TITLE:
@@ -82,7 +91,7 @@ class AlertActivities:
         return AlertBatch(
             alerts=[a for _, a in alerts],
             skipped=skipped,
-            cursor=advance(request.cursor, fed, request.overlap),
+            cursor=advance(cursor, fed, request.overlap, more=bool(next_link)),
         )
 
     @activity.defn(name=OPEN_ACTIVITY)

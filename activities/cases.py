@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 import secrets
 from datetime import datetime, timezone
+from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from config.settings import Settings
 from workflows import case_view
@@ -31,6 +33,9 @@ from workflows.types import (
     OpenedCase,
     PendingApproval,
 )
+
+
+REUSE = {"refuse": WorkflowIDReusePolicy.REJECT_DUPLICATE, "start": WorkflowIDReusePolicy.ALLOW_DUPLICATE}
 
 
 class DecisionRefused(Exception):
@@ -103,18 +108,38 @@ async def _absorbed(client: Client, workflow_id: str, run_id: str) -> list[str]:
     return (await run.result(follow_runs=False)).alerts
 
 
-async def accept_alert(client: Client, settings: Settings, alert: AlertRef, task_queue: str) -> OpenedCase:
-    """The one intake path (webhook, Sentinel, streaming, poller): correlate, then signal-with-start.
+async def _related_runs(
+    client: Client, refused: WorkflowAlreadyStartedError, since: datetime, task_queue: str
+) -> list[tuple[str, str]]:
+    """The closed runs for the refused case id that count (`recent_closed_runs`), including the
+    run whose close refused the start even when visibility has not indexed that close yet."""
+    closed = await recent_closed_runs(client, refused.workflow_id, since, task_queue)
+    if refused.run_id and all(run_id != refused.run_id for _, run_id in closed):
+        latest = await client.get_workflow_handle(refused.workflow_id, run_id=refused.run_id).describe()
+        if latest.task_queue == task_queue and latest.close_time is not None and latest.close_time > since:
+            closed.insert(0, (latest.id, latest.run_id))
+    return closed
 
-    A running case for the same tenant and key absorbs the alert. Otherwise a new case starts,
-    naming the cases for that key that closed within `intake.related_window`; an alert one of
-    them already absorbed is a late duplicate delivery and is acknowledged without a new case.
-    Safe to repeat after any failure: every step reads before it writes, and the write is a
-    signal-with-start on a deterministic id.
+
+async def accept_alert(client: Client, settings: Settings, alert: AlertRef, task_queue: str) -> OpenedCase:
+    """The one intake path (webhook, Sentinel, streaming, poller): signal-with-start, correlating
+    with closed cases only when there are some.
+
+    A running case for the same tenant and key absorbs the alert, and a key that never had a case
+    starts one: both are one signal-with-start, refused (`REJECT_DUPLICATE`) when a closed run has
+    the id. Only then does intake look for the cases for that key that closed within
+    `intake.related_window`: an alert one of them already absorbed is a late duplicate delivery and
+    is acknowledged without a new case; otherwise the new case names them. Safe to repeat after any
+    failure: every step reads before it writes, and the write is a signal-with-start on a
+    deterministic id.
     """
-    workflow_id = case_id(alert)
-    since = datetime.now(timezone.utc) - settings.intake.related_window
-    closed = await recent_closed_runs(client, workflow_id, since, task_queue)
+    try:
+        started = await open_case(client, case_input(settings, alert), task_queue, if_closed="refuse")
+        return OpenedCase(case_id=started.id, run_id=started.result_run_id, alert_id=alert.alert_id,
+                          tenant_id=alert.tenant_id)
+    except WorkflowAlreadyStartedError as refused:
+        since = datetime.now(timezone.utc) - settings.intake.related_window
+        closed = await _related_runs(client, refused, since, task_queue)
     for wid, run_id in closed:
         if alert.alert_id in await _absorbed(client, wid, run_id):
             return OpenedCase(
@@ -131,14 +156,19 @@ async def accept_alert(client: Client, settings: Settings, alert: AlertRef, task
     )
 
 
-async def open_case(client: Client, case: CaseInput, task_queue: str) -> WorkflowHandle:
-    """Start the case or, if it is running, hand it the alert (signal-with-start)."""
+async def open_case(
+    client: Client, case: CaseInput, task_queue: str, if_closed: Literal["refuse", "start"] = "start"
+) -> WorkflowHandle:
+    """Start the case or, if it is running, hand it the alert (signal-with-start). With no run
+    running, `if_closed="refuse"` raises `WorkflowAlreadyStartedError` (naming the latest run)
+    when a closed run has the id, instead of starting a new run."""
     workflow_id = case_id(case.alert)
     return await client.start_workflow(
         ConnectorCaseWorkflow.run,
         case,
         id=workflow_id,
         task_queue=task_queue,
+        id_reuse_policy=REUSE[if_closed],
         start_signal="alert_received",
         start_signal_args=[case.alert],
         search_attributes=TypedSearchAttributes([

@@ -87,22 +87,34 @@ class ExoClient:
         self._http = httpx.AsyncClient(timeout=TIMEOUT)
 
     async def invoke(self, cmdlet: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        token = await self._credential.get_token(EXO_SCOPE)
+        """Every object the cmdlet returns: a large result comes in pages, each `@odata.nextLink`
+        asked for with the same body (as the ExchangeOnlineManagement module does), on this
+        tenant's InvokeCommand URL only (the token goes nowhere else)."""
         body = {"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters or {}}}
-        response = await self._http.post(
-            self._url,
-            json=body,
-            headers={"Authorization": f"Bearer {token.token}", "X-AnchorMailbox": "APP"},
-        )
-        if response.status_code in RETRYABLE or response.status_code in (401, 403):
-            raise api_failure(f"Exchange {cmdlet}", response.status_code, _error_message(response), response.headers)
-        if response.status_code >= 400:
-            message = f"{cmdlet}: {_error_message(response)}"
-            if any(marker in message.casefold() for marker in NOT_FOUND_MARKERS):
-                raise ExoNotFound(message[:500])
-            raise ExoError(message[:500])
-        value = response.json().get("value", [])
-        return value if isinstance(value, list) else [value]
+        found: list[dict[str, Any]] = []
+        url: str | None = self._url
+        while url is not None:
+            if url != self._url and not url.startswith(self._url + "?"):
+                raise ApplicationError("Exchange nextLink points outside the tenant's InvokeCommand URL",
+                                       type="ExchangeBadNextLink", non_retryable=True)
+            token = await self._credential.get_token(EXO_SCOPE)
+            response = await self._http.post(
+                url,
+                json=body,
+                headers={"Authorization": f"Bearer {token.token}", "X-AnchorMailbox": "APP"},
+            )
+            if response.status_code in RETRYABLE or response.status_code in (401, 403):
+                raise api_failure(f"Exchange {cmdlet}", response.status_code, _error_message(response), response.headers)
+            if response.status_code >= 400:
+                message = f"{cmdlet}: {_error_message(response)}"
+                if any(marker in message.casefold() for marker in NOT_FOUND_MARKERS):
+                    raise ExoNotFound(message[:500])
+                raise ExoError(message[:500])
+            page = response.json()
+            value = page.get("value", [])
+            found.extend(value if isinstance(value, list) else [value])
+            url = page.get("@odata.nextLink")
+        return found
 
     async def aclose(self) -> None:
         await self._http.aclose()

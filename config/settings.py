@@ -313,8 +313,39 @@ class PollerSettings(Section):
     overlap: timedelta = timedelta(minutes=5)
     """Each pass re-reads this much before its cursor (alerts are indexed late) and skips the
     alert ids it already fed, so a late alert is neither missed nor fed twice."""
-    max_pages: int = 20
-    """Graph pages (`@odata.nextLink`) one pass follows at most; the rest waits for the next pass."""
+    max_pages: int = Field(default=20, ge=1)
+    """Graph pages one pass reads at most, oldest first; the rest waits for the next pass (which
+    continues right after the last alert fed)."""
+    page_size: int = Field(default=100, ge=1, le=2000)
+    """Alerts a page (`$top`; Graph serves at most 2000)."""
+
+
+class ResourceTuner(Section):
+    """Slots that follow the host's load (Temporal's resource-based tuner) instead of fixed counts."""
+
+    target_cpu_usage: float = Field(default=0.8, gt=0, le=1)
+    target_memory_usage: float = Field(default=0.8, gt=0, le=1)
+
+
+class WorkerSettings(Section):
+    """What one `quell worker` process runs at once. The defaults are sized for a storm
+    (docs/storms.md): few workflow tasks at a time, because Python runs one at a time (more slots
+    only make each task wait longer for the interpreter; measured in 80-case bursts: with 100 slots
+    22 tasks ran longer than 5 s of their 10 s timeout, with 4 none); activities wait on HTTP, so
+    many run at once, but not so many that one tenant's throttling answers most of them."""
+
+    max_concurrent_workflow_tasks: int = Field(default=4, ge=1)
+    max_concurrent_activities: int = Field(default=50, ge=1)
+    workflow_task_pollers: int = Field(default=4, ge=2)
+    """Concurrent workflow task polls (at least 2: one for the sticky queue of cached cases)."""
+    activity_task_pollers: int = Field(default=5, ge=1)
+    max_cached_workflows: int = Field(default=1000, ge=0)
+    """Cases kept in memory between tasks (a case waiting for approval stays cached; an evicted one
+    is replayed from its history on its next task)."""
+    resource_tuner: ResourceTuner | None = None
+    """Set to size slots by CPU and memory use instead of the two `max_concurrent_*` counts."""
+    graceful_shutdown: timedelta = timedelta(seconds=10)
+    """How long a stopping worker lets running activities finish."""
 
 
 class ApprovalSettings(Section):
@@ -480,6 +511,7 @@ class Settings(BaseSettings):
     """require_admin_mfa creates its conditional access policy report-only unless this is false."""
     intake: IntakeSettings = IntakeSettings()
     poller: PollerSettings = PollerSettings()
+    worker: WorkerSettings = WorkerSettings()
     notify: NotifySettings = NotifySettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()

@@ -39,11 +39,15 @@ from emulator.principals import AppRegistration, principals_router
 from emulator.scenario import Scenario
 from emulator.state import TenantState
 
+EXO_PAGE_SIZE = 1000
+"""Objects per InvokeCommand answer (Exchange's page)."""
 EXO_PATH = re.compile(r"^/adminapi/beta/([^/]+)/InvokeCommand$", re.IGNORECASE)
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
-def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_secret: str = "emulator-secret") -> FastAPI:
+def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_secret: str = "emulator-secret",
+               exo_page_size: int = EXO_PAGE_SIZE) -> FastAPI:
+    """`exo_page_size`: objects an InvokeCommand answer holds before it pages (`@odata.nextLink`)."""
     state = TenantState(scenario)
     tokens = TokenStore()
     faults = FaultInjector(scenario.faults)
@@ -104,15 +108,20 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
                                "The request body is not valid JSON.") from None
             tenant_data = state.writable(getattr(request.state, "discard_writes", False))
             client_ip = request.client.host if request.client else ""
+            first = _skiptoken(request.query_params.get("$skiptoken", "0"))
             value, warnings = exo.invoke(state, tenant_data, body, client_id, client_ip, email_events)
         except ExoError as error:
             return exo_error(error)
-        return JSONResponse({
-            "@odata.context": f"{str(request.base_url).rstrip('/')}/adminapi/beta/{tenant}/$metadata#Collection(Exchange.GenericHashTable)",
+        base = f"{str(request.base_url).rstrip('/')}/adminapi/beta/{tenant}"
+        answer = {
+            "@odata.context": f"{base}/$metadata#Collection(Exchange.GenericHashTable)",
             "adminapi.warnings@odata.type": "#Collection(String)",
             "@adminapi.warnings": warnings,
-            "value": value,
-        })
+            "value": value[first:first + exo_page_size],
+        }
+        if first + exo_page_size < len(value):  # the next page: the same body again, from here
+            answer["@odata.nextLink"] = f"{base}/InvokeCommand?$skiptoken={first + exo_page_size}"
+        return JSONResponse(answer)
 
     @app.get("/_emulator/state")
     async def emulator_state(request: Request) -> JSONResponse:
@@ -178,6 +187,12 @@ def _cmdlet(body: bytes) -> tuple[str, Any]:
         return str(cmdlet_input.get("CmdletName") or "?"), cmdlet_input.get("Parameters", {})
     except (ValueError, AttributeError):
         return "?", None
+
+
+def _skiptoken(text: str) -> int:
+    if not text.isdigit():
+        raise ExoError("Microsoft.Exchange.Admin.OData.Core.ODataServiceException", "The $skiptoken is not valid.")
+    return int(text)
 
 
 def _unauthorized(service: str, audience: str | None) -> JSONResponse:

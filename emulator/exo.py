@@ -395,6 +395,7 @@ def _message_trace(call: Call) -> list[dict[str, Any]]:
     recipients = {r.casefold() for r in p.get("RecipientAddress", [])}
     statuses = {s.casefold() for s in p.get("Status", [])}
     message_ids = set(p.get("MessageId", []))
+    window = {"StartDate": format_datetime(start), "EndDate": format_datetime(end)}  # once, not per row
     found = []
     for row in call.email_events:
         when = parse_iso(str(row.get("Timestamp", "")))
@@ -412,8 +413,7 @@ def _message_trace(call: Call) -> list[dict[str, Any]]:
             "FromIP": row.get("SenderIPv4") or row.get("SenderIPv6"),
             "Size": 0,
             "MessageTraceId": row.get("NetworkMessageId"),
-            "StartDate": format_datetime(start),
-            "EndDate": format_datetime(end),
+            **window,
         }
         if senders and str(trace["SenderAddress"] or "").casefold() not in senders:
             continue

@@ -7,12 +7,16 @@ Handlers raise `GraphError`; the app answers it in Graph's error shape.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
+import json
 import re
 import secrets
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -78,6 +82,10 @@ AUDIT_QUERIES_UNFINISHED = 50
 AUDIT_RECORDS_PER_QUERY = 1_000_000
 AUDIT_SERVICES = {"AzureActiveDirectory": ("AzureActiveDirectory", "azureActiveDirectoryAuditRecord")}
 """Record type -> (auditLogRecord service, auditData type); everything else is an Exchange admin record."""
+ALERTS_PAGE_MAX = 2000
+"""Graph's largest alerts_v2 page (`$top`), and its page size without one."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ODATA_SAFE = "':"  # left as they are in query values; spaces as %20, as Graph writes its links
 _CLAUSE = re.compile(r"^\s*(\w+)\s+(eq|ne|ge|gt|le|lt)\s+(.+?)\s*$")
 
 
@@ -93,16 +101,30 @@ def graph_router(state: TenantState, hunting: HuntingEngine, app_name: str) -> A
 
     @router.get("/security/alerts_v2")
     async def list_alerts(request: Request) -> JSONResponse:
+        """Pages of `$top` (at most ALERTS_PAGE_MAX), ordered by createdDateTime (`$orderby`, newest
+        first by default); `@odata.nextLink` carries a `$skiptoken` that names the last alert served
+        (keyset paging: alerts created meanwhile neither shift nor repeat a page)."""
         query = request.query_params
         clauses = _parse_filter(query.get("$filter", ""), {
             "createdDateTime", "lastUpdateDateTime", "serviceSource", "detectionSource", "status", "severity",
             "classification", "title",
         })
-        alerts = [a for a in state.data.alerts.values() if all(_holds(a, c) for c in clauses)]
-        alerts.sort(key=lambda a: str(a.get("createdDateTime", "")), reverse=True)
-        if "$top" in query:
-            alerts = alerts[: _top(query["$top"])]
-        return JSONResponse({"@odata.context": _context(request, "security/alerts_v2"), "value": alerts})
+        descending = _alerts_descending(query.get("$orderby", "createdDateTime desc"))
+        size = min(_top(query["$top"]), ALERTS_PAGE_MAX) if "$top" in query else ALERTS_PAGE_MAX
+        alerts = sorted(
+            (a for a in state.data.alerts.values() if all(_holds(a, c) for c in clauses)),
+            key=_alert_key, reverse=descending,
+        )
+        if "$skiptoken" in query:
+            last = _read_skiptoken(query["$skiptoken"])
+            alerts = [a for a in alerts if (_alert_key(a) < last if descending else _alert_key(a) > last)]
+        body: dict[str, Any] = {"@odata.context": _context(request, "security/alerts_v2"), "value": alerts[:size]}
+        if len(alerts) > size:
+            following = {k: v for k, v in query.items() if k != "$skiptoken"}
+            following["$skiptoken"] = _skiptoken(_alert_key(alerts[size - 1]))
+            encoded = "&".join(f"{k}={quote(v, safe=_ODATA_SAFE)}" for k, v in following.items())
+            body["@odata.nextLink"] = f"{str(request.url).split('?', 1)[0]}?{encoded}"
+        return JSONResponse(body)
 
     def find_alert(alert_id: str) -> dict[str, Any]:
         alert = state.data.alerts.get(alert_id)
@@ -168,7 +190,8 @@ def graph_router(state: TenantState, hunting: HuntingEngine, app_name: str) -> A
         hunting.add_rows("CloudAppEvents", [audit_cloud_app_event(r, state.data.users) for r in new_audit])
         audit_in_hunting += len(new_audit)
         try:
-            result = hunting.run(query, utcnow(), timespan)
+            # Off the event loop: other requests go on while DuckDB plans and runs the query.
+            result = await asyncio.to_thread(hunting.run, query, utcnow(), timespan)
         except HuntingQueryError as error:
             raise GraphError(400, str(error)) from None
         return JSONResponse({"@odata.context": _context(request, "microsoft.graph.security.huntingQueryResults"), **result})
@@ -385,9 +408,37 @@ def _context(request: Request, what: str) -> str:
 
 
 def _top(text: str) -> int:
-    if not text.isdigit():
+    if not text.isdigit() or int(text) == 0:
         raise GraphError(400, f"Invalid $top value '{text}'.")
     return int(text)
+
+
+def _alerts_descending(text: str) -> bool:
+    match = re.fullmatch(r"\s*createdDateTime(?:\s+(asc|desc))?\s*", text)
+    if match is None:
+        raise GraphError(400, f"Invalid $orderby value '{text}' (supported here: createdDateTime asc|desc).")
+    return match[1] == "desc"
+
+
+def _alert_key(alert: dict[str, Any]) -> tuple[datetime, str]:
+    created = alert.get("createdDateTime")
+    when = parse_iso(created) if isinstance(created, str) else None
+    return when or _EPOCH, str(alert.get("id", ""))
+
+
+def _skiptoken(key: tuple[datetime, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps([key[0].isoformat(), key[1]]).encode()).decode()
+
+
+def _read_skiptoken(token: str) -> tuple[datetime, str]:
+    try:
+        created, alert_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        when = parse_iso(created)
+    except (ValueError, TypeError):
+        when = None
+    if when is None:
+        raise GraphError(400, "Invalid $skiptoken value.")
+    return when, str(alert_id)
 
 
 def _parse_filter(text: str, allowed: set[str]) -> list[tuple[str, str, Any]]:

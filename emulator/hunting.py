@@ -4,6 +4,14 @@ Rows live in `<Table>__rows` tables; each hunting table is a view of them limite
 window (Defender keeps 30 days; a `Timespan` narrows it), so `EmailEvents | ...` reads what
 advanced hunting would. Microsoft's tables the emulator knows exist with their documented
 columns even without rows; other tables and extra columns get types from their values.
+
+Cost: translating KQL, then parsing and planning the SQL it becomes, is most of a query's CPU
+time, and every case sends the same catalogue queries with its own literals. So the leading `let`
+literals are read back as bound parameters (emulator/let_parameters.py): a template is
+translated and its SQL parsed once, and DuckDB plans a parameter instead of each literal (it
+binds and optimizes a statement on every run, prepared or not: that part stays). Queries may run on
+several threads at once (the Graph handler runs them off the event loop): each thread has its own
+DuckDB cursor (a connection of its own, with its own window variables), never a shared one.
 """
 
 from __future__ import annotations
@@ -13,17 +21,24 @@ import json
 import os
 import re
 import tempfile
+import threading
 from decimal import Decimal
 from typing import Any
 
 import duckdb
 import duckdb_kql
+from duckdb_kql.engine import schema
+from duckdb_kql.params import bind
+from duckdb_kql.translate import CLOCK_SLOT, TranslationResult
 
+from emulator.let_parameters import as_parameters
 from emulator.timestamps import format_datetime
 from workflows.timestamps import as_utc, parse_iso
 
 RETENTION = dt.timedelta(days=30)
+KEPT = 256
 _FAR_FUTURE = dt.datetime(9999, 12, 31)
+_PINNED = dt.datetime(2000, 1, 1)  # translations pin `now()` to a parameter; each run binds its own now
 
 _S, _T, _L, _I, _B, _J = "VARCHAR", "TIMESTAMP", "BIGINT", "INTEGER", "BOOLEAN", "JSON"
 
@@ -90,6 +105,10 @@ class HuntingEngine:
         self._schemas: dict[str, dict[str, str]] = {}
         for name in sorted(set(SCHEMAS) | set(tables)):
             self._create(name, tables.get(name, []))
+        self._schema = schema(self._con)  # fixed from here: rows change, columns do not
+        self._templates: dict[str, tuple[TranslationResult, Any]] = {}
+        self._templates_lock = threading.Lock()
+        self._threads = threading.local()
 
     def _create(self, name: str, rows: list[dict[str, Any]]) -> None:
         schema = dict(SCHEMAS.get(name, {"Timestamp": _T}))
@@ -131,12 +150,22 @@ class HuntingEngine:
     def run(self, query: str, now: dt.datetime, timespan: str | None = None) -> dict[str, Any]:
         """The query's result as Graph's huntingQueryResults body (without @odata.context)."""
         start, end = _window(now, timespan)
-        self._con.execute("SET VARIABLE hunting_start = ?", [start])
-        self._con.execute("SET VARIABLE hunting_end = ?", [end])
+        template, values = as_parameters(query)
+        cursor = self._cursor()
         try:
-            relation = duckdb_kql.kql(self._con, query, allow_write=False, query_now=as_utc(now))
-            columns, types = relation.columns, [str(t) for t in relation.types]
-            rows = relation.fetchall()
+            translation, statement = self._prepared(template, cursor)
+            bound, unbound = bind(list(translation.declarations), values)
+            if unbound:
+                raise duckdb_kql.KqlSchemaError(", ".join(unbound), hint="declared query parameter with no value")
+            parameters = {slot: value for slot, value in bound.items() if slot in translation.slots}
+            if CLOCK_SLOT in translation.parameters:
+                parameters[CLOCK_SLOT] = as_utc(now).replace(tzinfo=None)
+            cursor.execute("SET VARIABLE hunting_start = ?", [start])
+            cursor.execute("SET VARIABLE hunting_end = ?", [end])
+            # execute, not sql(): a relation binds the statement for its types and again to run.
+            cursor.execute(statement, parameters)
+            columns, types = [d[0] for d in cursor.description], [str(d[1]) for d in cursor.description]
+            rows = cursor.fetchall()
         except duckdb_kql.KqlError as error:
             raise HuntingQueryError(f"{type(error).__name__}: {error}") from None
         except duckdb.Error as error:
@@ -147,6 +176,29 @@ class HuntingEngine:
                 {c: _out(t, v) for c, t, v in zip(columns, types, row)} for row in rows
             ],
         }
+
+    def _prepared(self, template: str, cursor: duckdb.DuckDBPyConnection) -> tuple[TranslationResult, Any]:
+        """The template's SQL (read-only, `now()` a parameter) and that SQL parsed, made once and
+        kept. Threads share the parsed statement: each execution works on a copy of it."""
+        prepared = self._templates.get(template)
+        if prepared is None:
+            translation = duckdb_kql.to_sql(template, schema=self._schema, allow_write=False, query_now=_PINNED)
+            parsed = cursor.extract_statements(str(translation))
+            prepared = translation, parsed[0] if len(parsed) == 1 else str(translation)
+            with self._templates_lock:
+                if len(self._templates) >= KEPT:  # templates are few; texts that are none must not pile up
+                    del self._templates[next(iter(self._templates))]
+                self._templates[template] = prepared
+        return prepared
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's connection to the engine's database: a DuckDB connection is not to be
+        shared between threads, a cursor is a connection of its own (with its own window variables)."""
+        cursor = getattr(self._threads, "cursor", None)
+        if cursor is None:
+            cursor = self._threads.cursor = self._con.cursor()
+            cursor.execute("SET TimeZone = 'UTC'")  # KQL date-times are UTC; a setting per connection
+        return cursor
 
 
 def _window(now: dt.datetime, timespan: str | None) -> tuple[dt.datetime, dt.datetime]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
-from emulator.app import create_app
+from emulator.app import EXO_PAGE_SIZE, create_app
 from emulator.scenario import Scenario, load_scenario
 from emulator.state import TenantState
 from emulator.tls import ensure_certificates
@@ -31,10 +31,11 @@ class EmulatorHandle:
 
 
 def _config(scenario: Scenario, cert_dir: Path, host: str, port: int,
-            credentials: tuple[str, str] | None = None) -> tuple[uvicorn.Config, Path]:
+            credentials: tuple[str, str] | None = None, exo_page_size: int = EXO_PAGE_SIZE) -> tuple[uvicorn.Config, Path]:
     certs = ensure_certificates(cert_dir)
     config = uvicorn.Config(
-        create_app(scenario, *credentials) if credentials else create_app(scenario),
+        create_app(scenario, *credentials, exo_page_size=exo_page_size) if credentials
+        else create_app(scenario, exo_page_size=exo_page_size),
         host=host,
         port=port,
         ssl_certfile=str(certs.server_cert),
@@ -87,10 +88,10 @@ class _Server(uvicorn.Server):
 
 @contextmanager
 def running_emulator(scenario: Scenario, cert_dir: Path, port: int = 0,
-                     credentials: tuple[str, str] | None = None) -> Iterator[EmulatorHandle]:
+                     credentials: tuple[str, str] | None = None, exo_page_size: int = EXO_PAGE_SIZE) -> Iterator[EmulatorHandle]:
     """Serve `scenario` on 127.0.0.1 (a free port unless given) in a background thread;
     `credentials` (client id, secret) replace the emulator's default app registration."""
-    config, ca_cert = _config(scenario, cert_dir, "127.0.0.1", port, credentials)
+    config, ca_cert = _config(scenario, cert_dir, "127.0.0.1", port, credentials, exo_page_size)
     app = config.app
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without it
     # every response waits ~40 ms for a delayed ACK.
@@ -112,11 +113,12 @@ def running_emulator(scenario: Scenario, cert_dir: Path, port: int = 0,
 
 @asynccontextmanager
 async def serving_emulator(scenario: Scenario, cert_dir: Path, port: int = 0,
-                           credentials: tuple[str, str] | None = None) -> AsyncIterator[EmulatorHandle]:
+                           credentials: tuple[str, str] | None = None,
+                           exo_page_size: int = EXO_PAGE_SIZE) -> AsyncIterator[EmulatorHandle]:
     """`running_emulator` for async callers: start and stop run off the event loop, so the
     clients on this loop can answer the server's TLS close while it stops (a blocking join
     here would hold them, and every other task on the loop, until the close times out)."""
-    manager = running_emulator(scenario, cert_dir, port, credentials)
+    manager = running_emulator(scenario, cert_dir, port, credentials, exo_page_size)
     handle = await asyncio.to_thread(manager.__enter__)
     try:
         yield handle

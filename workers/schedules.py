@@ -37,6 +37,7 @@ def poller_input(settings: Settings, tenant_id: str) -> PollerInput:
         initial_lookback=poller.initial_lookback,
         overlap=poller.overlap,
         max_pages=poller.max_pages,
+        page_size=poller.page_size,
     )
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, Worker, WorkerTuner
 
 from activities.alerts import AlertActivities
 from activities.approval_gate import ApprovalLoader, TrustActivities
@@ -17,7 +16,7 @@ from activities.clients import ClientPool
 from activities.evidence import EvidenceActivities
 from activities.notify import NotifyActivities
 from activities.remediation import RemediationActivities
-from config.settings import Settings, current_approval
+from config.settings import Settings, WorkerSettings, current_approval
 from workers.metrics import PendingApprovalGauges, prometheus_runtime
 from workers.temporal_connection import connect
 from workflows.case import ConnectorCaseWorkflow
@@ -38,6 +37,18 @@ def build_activities(
     ]
 
 
+def slots(worker: WorkerSettings) -> dict[str, Any]:
+    """The Worker's slot options: the resource-based tuner, or fixed counts."""
+    if worker.resource_tuner is not None:
+        tuner = worker.resource_tuner
+        return {"tuner": WorkerTuner.create_resource_based(
+            target_memory_usage=tuner.target_memory_usage, target_cpu_usage=tuner.target_cpu_usage)}
+    return {
+        "max_concurrent_workflow_tasks": worker.max_concurrent_workflow_tasks,
+        "max_concurrent_activities": worker.max_concurrent_activities,
+    }
+
+
 def new_worker(
     client: Client,
     settings: Settings,
@@ -51,12 +62,17 @@ def new_worker(
         structlog.get_logger("quell.worker").warning(
             "approval.allow_unsigned is on: anyone who can reach Temporal can approve in an approver's "
             "name; use it for the demo and emulator scenarios only")
+    tuning = settings.worker
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.task_queue,
         workflows=[ConnectorCaseWorkflow, AlertPollerWorkflow],
         activities=build_activities(settings, pool, client, approval or (lambda: settings.approval)),
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        max_cached_workflows=tuning.max_cached_workflows,
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(tuning.workflow_task_pollers),
+        activity_task_poller_behavior=PollerBehaviorSimpleMaximum(tuning.activity_task_pollers),
+        graceful_shutdown_timeout=tuning.graceful_shutdown,
+        **slots(tuning),
     )
 
 

@@ -1,16 +1,19 @@
 """The alerts_v2 poller: one short `alert-poller` run per tenant and tick of a Temporal Schedule.
 
-A run reads the cursor, lists the tenant's new "Suspicious connector activity" alerts
-(`alerts.list-new`), opens or joins a case for each through the same path the webhook uses
-(`alerts.open-case`: parse → signal-with-start), and returns the advanced cursor.
+A run reads the cursor, lists the tenant's new "Suspicious connector activity" alerts oldest
+first, a bounded number of pages (`alerts.list-new`), opens or joins a case for each through the
+same path the webhook uses (`alerts.open-case`: parse → signal-with-start), and returns the
+advanced cursor.
 
 Where the cursor lives: in the run's *result*. A Schedule hands each run the result of the
 last run that completed (`workflow.get_last_completion_result`), so the cursor is kept by the
 Temporal server with the schedule: nothing else to store, it survives worker and server
 restarts, and a failed or timed-out run leaves it where it was (the next run re-reads the same
-window; case opening is idempotent, so nothing is fed twice into a running case). A run
-started by hand (the scenario runner, `quell poller trigger` on a fresh schedule) takes its
-cursor from its input instead, and without one looks back `initial_lookback`.
+window; case opening is idempotent, so nothing is fed twice into a running case). The cursor
+moves only past alerts the run fed: a run that stops at its page limit leaves the rest, oldest
+first, to the next. A run started by hand (the scenario runner, `quell poller trigger` on a
+fresh schedule) takes its cursor from its input instead, and without one looks back
+`initial_lookback`.
 """
 
 from __future__ import annotations
@@ -41,13 +44,15 @@ def poller_schedule_id(tenant_id: str) -> str:
     return f"alert-poller/{tenant_id}"
 
 
-def advance(cursor: PollCursor, fed: dict[str, datetime], overlap: timedelta) -> PollCursor:
-    """The cursor after feeding `fed` (id → createdDateTime): `since` moves to the newest alert
-    seen, and only ids inside the new overlap window are remembered (the set stays small)."""
+def advance(cursor: PollCursor, fed: dict[str, datetime], overlap: timedelta, more: bool = False) -> PollCursor:
+    """The cursor after feeding `fed` (id → createdDateTime), every alert listed up to the last
+    one read (a pass reads oldest first): `since` moves to the newest alert fed, and only ids
+    inside the new overlap window are remembered (the set stays small). `more`: alerts were left
+    unread (the pass stopped at its page limit)."""
     since = max([cursor.since, *fed.values()])
     horizon = since - overlap
-    seen = {k: v for k, v in {**cursor.seen, **fed}.items() if v > horizon}
-    return PollCursor(since=since, seen=seen)
+    seen = {k: v for k, v in {**cursor.seen, **fed}.items() if v >= horizon}
+    return PollCursor(since=since, seen=seen, more=more)
 
 
 @workflow.defn(name=POLLER_WORKFLOW)
@@ -58,7 +63,11 @@ class AlertPollerWorkflow:
         batch = await workflow.execute_activity(
             LIST_ACTIVITY,
             ListNewAlerts(
-                tenant_id=request.tenant_id, cursor=cursor, overlap=request.overlap, max_pages=request.max_pages
+                tenant_id=request.tenant_id,
+                cursor=cursor,
+                overlap=request.overlap,
+                max_pages=request.max_pages,
+                page_size=request.page_size,
             ),
             result_type=AlertBatch,
             start_to_close_timeout=ACTIVITY_TIMEOUT,

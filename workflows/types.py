@@ -964,12 +964,16 @@ class CaseReport(BaseModel):
 
 
 class PollCursor(Frozen):
-    """Where the next pass starts: alerts created after `since` − overlap, minus those already fed."""
+    """Where the next pass starts: alerts created from `since` − overlap on (from `since` when the
+    last pass stopped at its page limit), minus those already fed."""
 
     since: datetime
     """The newest `createdDateTime` fed so far (or the initial lookback's start)."""
     seen: dict[str, datetime] = {}
     """Alert ids fed inside the overlap window before `since`, with their createdDateTime."""
+    more: bool = False
+    """The last pass stopped at `max_pages` with alerts left: the next continues from `since`
+    itself, so a backlog bigger than one pass inside the overlap window cannot stall the poller."""
 
 
 class PollerInput(Frozen):
@@ -977,6 +981,7 @@ class PollerInput(Frozen):
     initial_lookback: timedelta = timedelta(hours=1)
     overlap: timedelta = timedelta(minutes=5)
     max_pages: int = 20
+    page_size: int = 100
     cursor: PollCursor | None = None
     """For runs started by hand; a scheduled run continues from the last completed run's cursor."""
 
@@ -986,6 +991,7 @@ class ListNewAlerts(Frozen):
     cursor: PollCursor
     overlap: timedelta
     max_pages: int = 20
+    page_size: int = 100
 
 
 class SkippedAlert(Frozen):

@@ -39,6 +39,28 @@ def test_alert_list_filters(api: Api) -> None:
     assert api.graph("GET", "/security/alerts_v2", params={"$filter": "contains(title,'x')"}).status_code == 400
 
 
+def test_alert_list_pages_oldest_first_with_a_skiptoken(api: Api, emulator) -> None:
+    alerts = emulator.state.data.alerts
+    start = datetime.fromisoformat(alerts[ALERT]["createdDateTime"]) + timedelta(minutes=1)
+    for n in range(5):  # two share a createdDateTime across the first page boundary
+        created = (start + timedelta(seconds=min(n, 2))).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        alerts[f"page-{n}"] = {**alerts[ALERT], "id": f"page-{n}", "createdDateTime": created}
+    query = {"$filter": f"createdDateTime ge {start.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}",
+             "$orderby": "createdDateTime asc", "$top": "2"}
+    pages, body = [], api.graph("GET", "/security/alerts_v2", params=query).json()
+    while True:
+        pages.append([a["id"] for a in body["value"]])
+        if "@odata.nextLink" not in body:
+            break
+        assert "$skiptoken=" in body["@odata.nextLink"] and "$top=2" in body["@odata.nextLink"]
+        body = api.http.get(body["@odata.nextLink"], headers={"Authorization": f"Bearer {api.graph_token}"}).json()
+    assert pages == [["page-0", "page-1"], ["page-2", "page-3"], ["page-4"]]
+    newest_first = api.graph("GET", "/security/alerts_v2", params={"$top": "1"}).json()
+    assert [a["id"] for a in newest_first["value"]] == ["page-4"] and "@odata.nextLink" in newest_first
+    for bad in ({"$orderby": "title"}, {"$top": "0"}, {"$skiptoken": "nonsense"}):
+        assert api.graph("GET", "/security/alerts_v2", params=bad).status_code == 400
+
+
 def test_password_reset_and_session_revocation(api: Api) -> None:
     weak = api.graph("PATCH", f"/users/{HELPDESK}", json={"passwordProfile": {"password": "short"}})
     assert weak.status_code == 400 and weak.json()["error"]["code"] == "Request_BadRequest"

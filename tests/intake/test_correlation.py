@@ -58,6 +58,48 @@ async def test_closed_case_is_named_by_the_next_case_and_a_late_repeat_is_not_a_
             await cases.handle(client, first["case_id"]).result()
 
 
+class LaggingVisibility:
+    """A Temporal client whose visibility has not indexed any close yet (Elasticsearch lags the
+    history by a second or so): list queries find nothing."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.queries = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def list_workflows(self, query: str) -> Any:
+        self.queries += 1
+        for _ in ():
+            yield
+
+
+async def test_a_new_alert_is_one_round_trip_and_a_late_repeat_is_known_before_visibility_is(client, cert_dir):
+    found = scenario("fp-scanner-relay-normal-traffic")
+    tenant = found.tenant.id
+    async with stack_for(client, found, cert_dir) as stack:
+        lagging = LaggingVisibility(client)
+
+        async def connect() -> Any:
+            return lagging
+
+        async with intake_client(create_app(stack.settings, connect)) as intake:
+            post = lambda body: intake.post("/v1/alerts", params={"tenant": tenant}, json=body, headers=DEFENDER)  # noqa: E731
+            # A key no case ever had: the signal-with-start alone, no visibility query.
+            fresh = {**found.alert, "id": "da6380000000000000000fp77",
+                     "evidence": [{"@odata.type": "#microsoft.graph.security.ipEvidence", "ipAddress": "192.0.2.77"}]}
+            opened = (await post(fresh)).json()["accepted"][0]
+            assert opened["related_cases"] == [] and not opened["duplicate"] and lagging.queries == 0
+            await cases.handle(client, opened["case_id"]).result()
+            # Its case closed; visibility does not know yet, the refused start names the run.
+            late = (await post(fresh)).json()["accepted"][0]
+            assert late == {**opened, "duplicate": True}
+            again = (await post({**fresh, "id": "da6380000000000000000fp78"})).json()["accepted"][0]
+            assert again["related_cases"] == [f"{opened['case_id']}@{opened['run_id']}"]
+            await cases.handle(client, again["case_id"]).result()
+
+
 class LostReply:
     """A Temporal client whose first signal-with-start reaches the server but whose reply is lost
     (the RPC fails after the case started), as when the connection drops mid-call."""

@@ -55,7 +55,7 @@ async def test_an_alert_naming_another_tenant_than_the_parameter_is_refused(inta
 def test_poller_filter_is_server_side_by_source_and_time():
     after = datetime(2026, 11, 20, 9, 45, 0, 123456, tzinfo=timezone.utc)
     assert alerts_filter(after) == (
-        "serviceSource eq 'microsoftDefenderForOffice365' and createdDateTime gt 2026-11-20T09:45:00.123456Z"
+        "serviceSource eq 'microsoftDefenderForOffice365' and createdDateTime ge 2026-11-20T09:45:00.123456Z"
     )
 
 

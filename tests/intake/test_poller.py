@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import uuid
+
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
@@ -12,6 +14,7 @@ from temporalio.worker import Worker
 
 from activities import cases
 from activities.alert_parsing import from_graph_alert
+from activities.alerts import AlertActivities
 from activities.clients import ClientPool
 from config.settings import PollerSettings, Settings, TenantSettings
 from emulator.server import serving_emulator
@@ -19,8 +22,8 @@ from workers import schedules
 from workers.scenarios import RunOptions, poll_once, scenario_settings
 from workers.worker import new_worker
 from workflows.case import ConnectorCaseWorkflow
-from workflows.poller import LIST_ACTIVITY, AlertPollerWorkflow, advance, poller_schedule_id
-from workflows.types import PollCursor, PollerResult
+from workflows.poller import LIST_ACTIVITY, OPEN_ACTIVITY, AlertPollerWorkflow, advance, poller_schedule_id
+from workflows.types import AlertRef, OpenedCase, PollCursor, PollerInput, PollerResult
 from tests.intake.conftest import TOKENS, eventually, graph_alert, scenario, stack_for
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
@@ -59,10 +62,65 @@ async def test_one_pass_feeds_connector_alerts_through_the_intake_path(client, c
         }
         # Filtered on the server by service source and time; the cursor is the newest alert seen.
         listed = stack.emulator.state.calls_matching("graph:GET /security/alerts_v2")
-        assert "serviceSource eq 'microsoftDefenderForOffice365' and createdDateTime gt " in listed[0]["query"]
+        assert "serviceSource eq 'microsoftDefenderForOffice365' and createdDateTime ge " in listed[0]["query"]
+        assert "$orderby=createdDateTime asc" in listed[0]["query"]
         assert result.cursor.since >= late - timedelta(seconds=1)
         report = await cases.handle(client, webhook_case).result()
         assert report.alerts == [found.alert["id"]] and report.verdict == "false_positive"
+
+
+class RecordingOpen:
+    """Stands in for `alerts.open-case`: what the poller feeds, in order."""
+
+    def __init__(self) -> None:
+        self.fed: list[str] = []
+
+    @activity.defn(name=OPEN_ACTIVITY)
+    async def open_case(self, alert: AlertRef) -> OpenedCase:
+        self.fed.append(alert.alert_id)
+        return OpenedCase(case_id=f"recorded/{alert.alert_id}", alert_id=alert.alert_id, tenant_id=alert.tenant_id)
+
+
+async def test_a_pass_stopped_at_max_pages_leaves_the_rest_to_the_next_pass(client, cert_dir):
+    """30 alerts, 10 a page, 2 pages a pass: two passes feed all 30 oldest first, none twice,
+    also where alerts created in the same instant straddle a page and a pass boundary."""
+    found = scenario("fp-scanner-relay-normal-traffic")
+    tenant = found.tenant.id
+    async with serving_emulator(found, cert_dir) as emulator:
+        settings = scenario_settings(found, emulator.base_url, RunOptions(), TOKENS)
+        alerts = emulator.state.data.alerts
+        alerts.clear()
+        start = datetime.now(timezone.utc) - timedelta(minutes=3)  # all inside one overlap window
+        instants = [start + timedelta(seconds=n - (n in (10, 20))) for n in range(30)]  # 9|10 and 19|20 tie
+        ids = [f"storm-{n:02d}" for n in range(30)]
+        for alert_id, created in zip(ids, instants):
+            alerts[alert_id] = graph_alert(alert_id, "203.0.113.7", created, tenantId=tenant)
+        recorder, pool = RecordingOpen(), ClientPool(settings.tenants)
+        queue = settings.temporal.task_queue
+        listing = AlertActivities(settings, pool, client)
+        request = PollerInput(tenant_id=tenant, max_pages=2, page_size=10)
+
+        async def one_pass(request: PollerInput) -> PollerResult:
+            return await client.execute_workflow(
+                AlertPollerWorkflow.run, request, id=f"poller-test-{uuid.uuid4().hex[:8]}", task_queue=queue,
+            )
+
+        try:
+            async with Worker(client, task_queue=queue, workflows=[AlertPollerWorkflow],
+                              activities=[listing.list_new, recorder.open_case]):
+                first = await one_pass(request)
+                assert [c.alert_id for c in first.cases] == ids[:20] and first.cursor.more
+                second = await one_pass(request.model_copy(update={"cursor": first.cursor}))
+                assert [c.alert_id for c in second.cases] == ids[20:] and not second.cursor.more
+                # The third re-reads the overlap window (two pages, all fed already): nothing new.
+                third = await one_pass(request.model_copy(update={"cursor": second.cursor}))
+                assert third.cases == [] and third.cursor.since == second.cursor.since
+        finally:
+            await pool.aclose()
+        assert recorder.fed == ids  # each once, oldest first
+        pages = emulator.state.calls_matching("graph:GET /security/alerts_v2")
+        assert ["$skiptoken=" in call["query"] for call in pages] == [False, True] * 3  # two pages a pass
+        assert all("$top=10" in call["query"] for call in pages)
 
 
 async def _next_run(client: Client, schedule_id: str, before: int) -> PollerResult:
