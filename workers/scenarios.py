@@ -367,6 +367,18 @@ async def isolated_namespace(client: Client) -> AsyncIterator[Client]:
     yield Client(client.service_client, namespace=name, data_converter=client.data_converter)
 
 
+async def answer_until_closed(
+    client: Client, case: str, scenario: Scenario, analysts: Analysts, timeout: float
+) -> CaseReport:
+    """Answer the case's approvals as the scenario's analysts until it closes; its report."""
+    result = asyncio.ensure_future(cases.handle(client, case).result())
+    async with asyncio.timeout(timeout):
+        while not result.done():
+            await answer_approvals(client, case, scenario, analysts)
+            await asyncio.wait([result], timeout=ANSWER_EVERY)
+    return CaseReport.model_validate(result.result().model_dump())
+
+
 async def run_scenario(client: Client, scenario: Scenario, options: RunOptions) -> dict[str, Any]:
     async with isolated_namespace(client) as scenario_client:
         return await _run_in_namespace(scenario_client, scenario, options)
@@ -378,12 +390,7 @@ async def _run_in_namespace(client: Client, scenario: Scenario, options: RunOpti
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=stack.intake), base_url="http://intake") as intake:
             case_ids = await deliver_alert(intake, client, stack, token)
         case = case_ids[0]
-        result = asyncio.ensure_future(cases.handle(client, case).result())
-        async with asyncio.timeout(options.case_timeout):
-            while not result.done():
-                await answer_approvals(client, case, scenario, stack.analysts)
-                await asyncio.wait([result], timeout=ANSWER_EVERY)
-        report = CaseReport.model_validate(result.result().model_dump())
+        report = await answer_until_closed(client, case, scenario, stack.analysts, options.case_timeout)
         if options.history_dir is not None:
             history = await cases.handle(client, case).fetch_history()
             options.history_dir.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ from tests.conftest import PROJECT_SCENARIOS
 from tests.intake.conftest import intake_client, temporal_down
 from workers.intake import create_app
 from workers.scenarios import (
-    RunOptions, answer_approvals, deliver_alert, isolated_namespace, result_json, temporal_binary, tenant_stack,
+    RunOptions, answer_until_closed, deliver_alert, isolated_namespace, result_json, temporal_binary, tenant_stack,
 )
 from workers.temporal_connection import data_converter
 from workflows.case import ConnectorCaseWorkflow
@@ -74,12 +74,8 @@ async def encrypted_case(dev_server: WorkflowEnvironment, cert_dir) -> Encrypted
         async with tenant_stack(client, scenario, RunOptions(approval_timeout=120), {"defender": TOKEN}, cert_dir) as stack:
             async with intake_client(stack.intake) as http:
                 [case] = await deliver_alert(http, client, stack, TOKEN)
-            result = asyncio.ensure_future(cases.handle(client, case).result())
-            async with asyncio.timeout(120):
-                while not result.done():
-                    await answer_approvals(client, case, scenario, stack.analysts)
-                    await asyncio.wait([result], timeout=0.1)
-            assert judge(scenario.expected, result_json(scenario, result.result(), stack.emulator_state(), 1)) == []
+            report = await answer_until_closed(client, case, scenario, stack.analysts, timeout=120)
+            assert judge(scenario.expected, result_json(scenario, report, stack.emulator_state(), 1)) == []
         history = await cases.handle(client, case).fetch_history()
         return EncryptedCase(client.namespace, case, history.to_json())
 

@@ -36,7 +36,7 @@ from emulator.scenario import load_scenario
 from tests.conftest import PROJECT_SCENARIOS, free_port
 from tests.intake.conftest import intake_client, temporal_down
 from workers.intake import create_app
-from workers.scenarios import RunOptions, answer_approvals, deliver_alert, result_json, temporal_binary, tenant_stack
+from workers.scenarios import RunOptions, answer_until_closed, deliver_alert, result_json, temporal_binary, tenant_stack
 from workers.temporal_connection import data_converter
 from workflows import search_attributes as sa
 from workflows.types import ActionRecord, CaseReport
@@ -114,12 +114,7 @@ async def ui_case(cert_dir) -> AsyncIterator[UiCase]:
         async with tenant_stack(client, scenario, options, {"defender": TOKEN}, cert_dir) as stack:
             async with intake_client(stack.intake) as http:
                 [case] = await deliver_alert(http, client, stack, TOKEN)
-            result = asyncio.ensure_future(cases.handle(client, case).result())
-            async with asyncio.timeout(120):
-                while not result.done():
-                    await answer_approvals(client, case, scenario, stack.analysts)
-                    await asyncio.wait([result], timeout=0.1)
-            report = CaseReport.model_validate(result.result().model_dump())
+            report = await answer_until_closed(client, case, scenario, stack.analysts, timeout=120)
             assert judge(scenario.expected, result_json(scenario, report, stack.emulator_state(), 1)) == []
             run_id = (await cases.handle(client, case).describe()).run_id
             yield UiCase(ui, codec_url, case, run_id, report)
