@@ -63,6 +63,11 @@ workflow task (`_publish`), and one reminder loop (`_remind`) serves every pendi
 of a reminder timer per action. Cases started before it replay on the old branch: an upsert at every
 change (`_upsert_now`) and `_await_decision_with_own_timer`."""
 
+CONNECTOR_GUID_ATTRIBUTE = "connector-guid-attribute"
+"""Patch id. From it on, the QuellConnector search attribute holds the connector's Guid, not its
+name: search attributes are indexed in the clear (the codec cannot encrypt them), and the Guid is
+the immutable id quell acts on. Earlier cases keep the name."""
+
 
 def playbook_notes(collected: Evidence) -> dict[str, object]:
     """What the playbook says to note: message ids, connector dates and editors, source IPs."""
@@ -114,6 +119,7 @@ class ConnectorCaseWorkflow:
         self._case_accounts: list[str] = []
         self._withdrawn: list[str] = []
         self._publishing = False
+        self._connector_by_guid = False
         self._published: dict[str, object] = {
             pair.key.name: pair.value for pair in workflow.info().typed_search_attributes.search_attributes
         }
@@ -127,6 +133,7 @@ class ConnectorCaseWorkflow:
         self._signed = workflow.patched(SIGNED_APPROVALS)
         v2 = workflow.patched(PLAYBOOK_V2)
         self._publishing = workflow.patched(PUBLISH_ONCE_PER_TASK)
+        self._connector_by_guid = workflow.patched(CONNECTOR_GUID_ATTRIBUTE)
         publisher = asyncio.create_task(self._publish())
         self._upsert_now(sa.TENANT.value_set(case.tenant_id))
         metrics.case_started(case.tenant_id)
@@ -137,7 +144,7 @@ class ConnectorCaseWorkflow:
             self._verdict = await self._unresolved(case, resolution, v2)
         else:
             self._connector = resolution.connector
-            self._upsert_now(sa.CONNECTOR.value_set(resolution.connector.name))
+            self._upsert_now(sa.CONNECTOR.value_set(self._connector_key(resolution.connector)))
             self._set_stage("collecting")
             if v2:
                 collected = await evidence.collect(case, resolution, workflow.now())
@@ -471,6 +478,9 @@ class ConnectorCaseWorkflow:
         waiting = any(r.status == "awaiting_approval" for r in self._records.values())
         self._upsert_now(sa.PENDING_APPROVAL.value_set(waiting))
 
+    def _connector_key(self, connector: ConnectorConfig) -> str:
+        return connector.guid if self._connector_by_guid else connector.name
+
     def _upsert_now(self, update: SearchAttributeUpdate) -> None:
         """Cases started before PUBLISH_ONCE_PER_TASK upsert at every change; later ones leave it to `_publish`."""
         if not self._publishing:
@@ -486,7 +496,7 @@ class ConnectorCaseWorkflow:
             sa.PENDING_APPROVAL.value_set(bool(self._undecided())),
         ]
         if self._connector is not None:
-            values.append(sa.CONNECTOR.value_set(self._connector.name))
+            values.append(sa.CONNECTOR.value_set(self._connector_key(self._connector)))
         if self._verdict is not None:
             values.append(sa.VERDICT.value_set(self._verdict.kind))
         return {update.key.name: update for update in values}

@@ -1,9 +1,9 @@
 """Typed search attributes: what the Temporal UI and `quell cases` filter on.
 
 The server indexes them, so the payload codec cannot encrypt them: they hold ids and states
-only, no secrets and no personal data. The tenant id names an organisation. The connector name
-stays: it names a mail-flow object of the tenant's Exchange configuration, not a person, and it
-is what an analyst looks a case up by (tests/codec checks it is the only case value in the clear).
+only, no secrets and no personal data. The tenant id names an organisation; the connector is
+named by its Guid (patch `connector-guid-attribute`; cases started before it hold the name), so
+no case value is readable in an exported history (tests/codec checks it).
 """
 
 from temporalio.api.enums.v1 import IndexedValueType
