@@ -28,7 +28,6 @@ from workers import key_files, scenarios
 from workers.analysts import Analysts
 from workers.intake import create_app
 from workers.temporal_connection import data_converter
-from workflows import search_attributes as sa
 from workflows.report import report_markdown
 from workflows.types import CaseReport, PendingApproval
 

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 from pydantic import SecretStr

@@ -4,7 +4,6 @@ The same runner as `quell scenario check` (emulator over HTTPS, worker, intake, 
 through the `decide` update), on the session's dev server, each scenario in its own namespace.
 """
 
-from pathlib import Path
 from typing import get_args
 
 import yaml
