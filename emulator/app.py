@@ -32,8 +32,9 @@ from emulator.auth import (
     issuer,
 )
 from emulator.errors import FAULT_MESSAGES, GRAPH_CODES, ExoError, GraphError, exo_error, graph_error
-from emulator.faults import FaultInjector
+from emulator.faults import FaultInjector, api_matches
 from emulator.graph import ROLE_TEMPLATES, graph_router
+from emulator.holds import Holds
 from emulator.hunting import HuntingEngine
 from emulator.principals import AppRegistration, principals_router
 from emulator.scenario import Scenario
@@ -41,6 +42,7 @@ from emulator.state import TenantState
 
 EXO_PAGE_SIZE = 1000
 """Objects per InvokeCommand answer (Exchange's page)."""
+HUNTING_API = "graph:POST /security/runHuntingQuery"
 EXO_PATH = re.compile(r"^/adminapi/beta/([^/]+)/InvokeCommand$", re.IGNORECASE)
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -51,12 +53,14 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
     state = TenantState(scenario)
     tokens = TokenStore()
     faults = FaultInjector(scenario.faults)
+    holds = Holds()
     hunting = HuntingEngine(scenario.tables)
     email_events = scenario.tables.get("EmailEvents", [])
     tenant_names = {scenario.tenant.id.casefold(), *(d.casefold() for d in scenario.tenant.accepted_domains)}
 
     app = FastAPI(title=f"quell Microsoft 365 emulator ({scenario.id})", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.tenant = state
+    app.state.holds = holds
     directory = user_directory(scenario)
     registration = AppRegistration(client_id, withheld=frozenset(scenario.app.withhold))
     app.include_router(auth_router(tenant_names, Credentials(client_id, client_secret), tokens, directory, registration))
@@ -78,6 +82,8 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
         detail: dict[str, Any] = {"method": request.method, "path": path, "query": query}
         if service == "graph":
             api = f"graph:{request.method} /{path.split('/', 2)[2]}"
+            if api_matches(HUNTING_API, api):
+                detail["hunting_query"] = _hunting_query(body)
         else:
             cmdlet, parameters = _cmdlet(body)
             api = f"exo:{cmdlet}"
@@ -92,6 +98,7 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
                 response = _fault_answer(service, fault.status, fault.retry_after_s)
             else:
                 request.state.discard_writes = fault is not None  # effect: ignore
+                await holds.keep(api)
                 response = await call_next(request)
         state.record_call(api, response.status_code, detail)
         return response
@@ -128,6 +135,19 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
         if request.client is None or request.client.host not in LOOPBACK:
             return JSONResponse({"error": "introspection answers loopback clients only"}, status_code=403)
         return JSONResponse({**state.snapshot(), "calls": state.calls, "audit_log": state.data.audit_log})
+
+    @app.post("/_emulator/alerts")
+    async def add_alerts(request: Request) -> JSONResponse:
+        """More alerts in the tenant (alerts_v2 resources, defaults as for the scenario's alert): a
+        storm's alerts, which quell then reads and writes back to like the scenario's own."""
+        if request.client is None or request.client.host not in LOOPBACK:
+            return JSONResponse({"error": "introspection answers loopback clients only"}, status_code=403)
+        try:
+            alerts = json.loads(await request.body())
+            ids = [state.add_alert(alert) for alert in alerts]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return JSONResponse({"error": "expected a list of alerts, each with an id"}, status_code=400)
+        return JSONResponse({"added": len(ids)})
 
     @app.post("/_emulator/user-token")
     async def user_token(request: Request) -> JSONResponse:
@@ -187,6 +207,15 @@ def _cmdlet(body: bytes) -> tuple[str, Any]:
         return str(cmdlet_input.get("CmdletName") or "?"), cmdlet_input.get("Parameters", {})
     except (ValueError, AttributeError):
         return "?", None
+
+
+def _hunting_query(body: bytes) -> str | None:
+    """The KQL of a runHuntingQuery request, for the call log (which reads repeat which)."""
+    try:
+        query = json.loads(body).get("Query")
+    except (ValueError, AttributeError):
+        return None
+    return query if isinstance(query, str) else None
 
 
 def _skiptoken(text: str) -> int:

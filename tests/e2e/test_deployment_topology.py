@@ -21,17 +21,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client
 
 from emulator.expectations import judge
 from emulator.scenario import load_scenario
 from emulator.server import serving_emulator
 from tests.conftest import PROJECT_SCENARIOS, free_port
-from tests.e2e.test_worker_crash import QUELL
 from workers.analysts import Analysts, ApiKey
-from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, result_json, temporal_binary
-from workflows import search_attributes as sa
+from workers.processes import QUELL
+from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, result_json, start_dev_server
 from workflows.types import CaseReport
 
 T = TypeVar("T")
@@ -46,29 +43,6 @@ async def until(read: Callable[[], Awaitable[T]], done: Callable[[T], bool], tim
         while not done(value := await read()):
             await asyncio.sleep(0.1)
         return value
-
-
-async def start_temporal(db_file: Path, port: int) -> subprocess.Popen:
-    """`temporal server start-dev` on `db_file`, returned once the default namespace answers."""
-    command = [temporal_binary("temporal"), "server", "start-dev", "--db-filename", str(db_file), "--ip", "127.0.0.1",
-               "--port", str(port), "--headless", "--log-level", "error", *sa.dev_server_flags()]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    async def answers() -> bool:
-        assert server.poll() is None, server.stderr.read().decode() if server.stderr else "temporal exited"
-        try:
-            client = await Client.connect(f"127.0.0.1:{port}")
-            await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace="default"))
-            return True
-        except RuntimeError:
-            return False
-
-    try:
-        await until(answers, bool)
-    except BaseException:
-        stop(server)
-        raise
-    return server
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -130,7 +104,7 @@ async def test_worker_and_intake_processes_finish_a_case_across_a_temporal_resta
     db_file, temporal_port, intake_port = tmp_path / "temporal.db", free_port(), free_port()
     async with serving_emulator(scenario, cert_dir) as emulator:
         env = quell_environment(scenario, emulator.base_url, temporal_port, intake_port)
-        temporal = await start_temporal(db_file, temporal_port)
+        temporal = await start_dev_server(db_file=db_file, port=temporal_port)
         try:
             with quell_processes(env):
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{intake_port}", timeout=30) as intake:
@@ -140,8 +114,8 @@ async def test_worker_and_intake_processes_finish_a_case_across_a_temporal_resta
                     assert waiting["pending"] and waiting["status"] == "running"
 
                     # Temporal goes away while the case waits for people, and comes back on its file.
-                    stop(temporal)
-                    temporal = await start_temporal(db_file, temporal_port)
+                    await temporal.shutdown()
+                    temporal = await start_dev_server(db_file=db_file, port=temporal_port)
 
                     closed = await until(lambda: _approve_what_waits(intake, case),
                                          lambda s: s.get("status") != "running", timeout=120)
@@ -149,7 +123,7 @@ async def test_worker_and_intake_processes_finish_a_case_across_a_temporal_resta
                     report = CaseReport.model_validate((await intake.get(
                         f"/v1/cases/{case}/report", headers=bearer("soc1@contoso.com"))).json())
         finally:
-            stop(temporal)
+            await temporal.shutdown()
         assert judge(scenario.expected, result_json(scenario, report, emulator.state.snapshot(), 1)) == []
 
 

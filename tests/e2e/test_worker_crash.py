@@ -1,31 +1,34 @@
-"""A worker killed (SIGKILL) while an approved action is in flight: after a restart every action
-ran exactly once in effect and the case completed.
+"""A worker killed (SIGKILL) mid-case: after a restart every action ran exactly once in effect,
+the case reached the verdict it would have reached, and it completed.
 
-The worker runs as a real `quell worker` process; the kill lands while the connector revert is
-between a throttled attempt (503, Retry-After) and its retry, which Temporal still owns.
+The worker runs as a real `quell worker` process. One kill lands while the connector revert is
+between a throttled attempt (503, Retry-After) and its retry, which Temporal still owns; the other
+while an evidence read is on the wire (the emulator holds the call), which only the activity's
+start-to-close timeout gives back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
 
-from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.client import Client, WorkflowHandle
 
 from activities import cases
 from activities.alert_parsing import parse_alerts
-from emulator.scenario import load_scenario
-from emulator.server import serving_emulator
-from workers.scenarios import RunOptions, scenario_analysts, scenario_settings
+from emulator.expectations import judge
+from emulator.scenario import Scenario, load_scenario
+from emulator.server import EmulatorHandle, serving_emulator
+from workers.analysts import Analysts
+from workers.processes import start_quell
+from workers.scenarios import RunOptions, result_json, scenario_analysts, scenario_settings
+from workflows.evidence import EXO_TIMEOUT
 from tests.conftest import PROJECT_SCENARIOS
 
-QUELL = str(Path(sys.executable).parent / "quell")
 WRITES = (
     "exo:Set-InboundConnector",
     "exo:Remove-BlockedConnector",
@@ -36,22 +39,22 @@ WRITES = (
     "graph:PATCH /security/alerts_v2/{id}",
     "graph:POST /security/alerts_v2/{id}/comments",
 )
+APPROVERS = ("soc1@contoso.com", "soc2@contoso.com")
 
 
-def start_worker(settings, address: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "QUELL_CONFIG": "/nonexistent/quell.toml",
-        "QUELL_TEMPORAL__ADDRESS": address,
-        "QUELL_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue,
-        "QUELL_APPROVAL": settings.approval.model_dump_json(),
-        "QUELL_TENANTS": json.dumps([
-            {**t.model_dump(mode="json"), "client_secret": t.client_secret.get_secret_value()}
-            for t in settings.tenants
-        ]),
-        "QUELL_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen([QUELL, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def start_worker(settings, client: Client, log: Path) -> subprocess.Popen:
+    """`quell worker` for the scenario's tenant, on the test's Temporal server and namespace."""
+    settings = settings.model_copy(deep=True)
+    settings.temporal.address = client.service_client.config.target_host
+    settings.temporal.namespace = client.namespace
+    settings.log_level = "WARNING"
+    return start_quell("worker", settings, log)
+
+
+def crash_settings(scenario: Scenario, emulator: EmulatorHandle, analysts: Analysts):
+    settings = scenario_settings(scenario, emulator.base_url, RunOptions(approval_timeout=300), {}, analysts)
+    settings.temporal.task_queue = f"crash-{uuid.uuid4().hex[:8]}"
+    return settings
 
 
 async def until(predicate, timeout: float = 60):
@@ -61,27 +64,54 @@ async def until(predicate, timeout: float = 60):
         return result
 
 
-async def test_sigkill_during_an_approved_action_runs_each_action_once(client, dev_server, cert_dir):
+async def approve_all(client: Client, case: str, analysts: Analysts, timeout: float = 60) -> None:
+    """Once the case asks (within `timeout`), approve every pending action (two approvers where it takes two)."""
+    async def pending():
+        return await cases.pending(client, case)
+
+    for request in await until(pending, timeout):
+        for approver in APPROVERS[: request.still_needed]:
+            await cases.decide(client, case, cases.new_decision(
+                case, request.action_id, request.plan_hash, approver, True, "", analysts.keys[approver]))
+
+
+def writes_succeeded(emulator: EmulatorHandle) -> Counter:
+    """Each tenant write pattern against the number of its calls that succeeded."""
+    return Counter(
+        pattern for pattern in WRITES
+        for call in emulator.state.calls_matching(pattern) if 200 <= call["status"] < 300
+    )
+
+
+async def activity_attempts(handle: WorkflowHandle) -> dict[str, list[int]]:
+    """Activity type -> the attempt that completed it, for every activity that completed."""
+    scheduled: dict[int, str] = {}
+    started: dict[int, int] = {}
+    attempts: dict[str, list[int]] = {}
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            attributes = event.activity_task_started_event_attributes
+            started[attributes.scheduled_event_id] = attributes.attempt
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            scheduled_id = event.activity_task_completed_event_attributes.scheduled_event_id
+            attempts.setdefault(scheduled[scheduled_id], []).append(started[scheduled_id])
+    return attempts
+
+
+async def test_sigkill_during_an_approved_action_runs_each_action_once(client, cert_dir, tmp_path):
     text = (PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml").read_text()
     text += '\nfaults:\n  - {api: "exo:Set-InboundConnector", status: 503, times: 1, retry_after_s: 3}\n'
     scenario = load_scenario(text)
-    address = dev_server.client.service_client.config.target_host
     async with serving_emulator(scenario, cert_dir) as emulator:
         analysts = scenario_analysts(scenario)
-        settings = scenario_settings(scenario, emulator.base_url, RunOptions(approval_timeout=300), {}, analysts)
-        settings.temporal.task_queue = f"crash-{uuid.uuid4().hex[:8]}"
-        first = start_worker(settings, address)
+        settings = crash_settings(scenario, emulator, analysts)
+        first = start_worker(settings, client, tmp_path / "first.log")
         try:
             [alert] = parse_alerts(scenario.alert, scenario.tenant.id)
             handle = await cases.open_case(client, cases.case_input(settings, alert), settings.temporal.task_queue)
-
-            async def pending():
-                return await cases.pending(client, handle.id)
-
-            for request in await until(pending):
-                for approver in ["soc1@contoso.com", "soc2@contoso.com"][: request.still_needed]:
-                    await cases.decide(client, handle.id, cases.new_decision(
-                        handle.id, request.action_id, request.plan_hash, approver, True, "", analysts.keys[approver]))
+            await approve_all(client, handle.id, analysts)
 
             async def revert_throttled_and_retry_scheduled():
                 description = await handle.describe()
@@ -98,7 +128,7 @@ async def test_sigkill_during_an_approved_action_runs_each_action_once(client, d
             first.wait()
         assert first.returncode == -9
 
-        second = start_worker(settings, address)
+        second = start_worker(settings, client, tmp_path / "second.log")
         try:
             async with asyncio.timeout(90):
                 report = await handle.result()
@@ -113,11 +143,63 @@ async def test_sigkill_during_an_approved_action_runs_each_action_once(client, d
             "unblock_sender", "require_admin_mfa", "classify_alert", "comment_alert"}
         assert all(r.verified for r in executed)
 
-        succeeded = Counter(
-            pattern for pattern in WRITES
-            for call in emulator.state.calls_matching(pattern) if 200 <= call["status"] < 300
-        )
+        succeeded = writes_succeeded(emulator)
         assert succeeded == Counter({pattern: 1 for pattern in WRITES}), succeeded
         hybrid = next(c for c in emulator.state.snapshot()["tenant"]["inbound_connectors"]
                       if c["Name"] == "Contoso Hybrid")
         assert hybrid["SenderIPAddresses"] == ["203.0.113.5"]
+
+
+EVIDENCE_BEFORE_DOMAINS = {
+    "evidence.resolve-connector", "evidence.audit-log", "evidence.restricted-entities",
+    "evidence.compromised-senders", "evidence.admin-sign-ins", "evidence.directory-accounts",
+}
+"""The scenario's evidence reads that need no accepted domains (mail stats waits for them)."""
+
+
+async def test_sigkill_during_evidence_collection_reaches_the_same_verdict(client, cert_dir, tmp_path):
+    """Get-AcceptedDomain is held on the wire when the worker dies, after every other read it does
+    not wait on has answered: nothing else is in flight, and nothing can start before it answers.
+    The second worker gets the read back once its start-to-close timeout (60 s) has passed."""
+    scenario = load_scenario(PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml")
+    async with serving_emulator(scenario, cert_dir) as emulator:
+        analysts = scenario_analysts(scenario)
+        settings = crash_settings(scenario, emulator, analysts)
+        held = emulator.holds.add("exo:Get-AcceptedDomain")
+        first = start_worker(settings, client, tmp_path / "first.log")
+        try:
+            [alert] = parse_alerts(scenario.alert, scenario.tenant.id)
+            handle = await cases.open_case(client, cases.case_input(settings, alert), settings.temporal.task_queue)
+            await held.reached(timeout=60)
+
+            async def only_the_held_read_left():
+                pending = (await handle.describe()).raw_description.pending_activities
+                done = set(await activity_attempts(handle))
+                return done >= EVIDENCE_BEFORE_DOMAINS and [
+                    (a.activity_type.name, a.state) for a in pending
+                ] == [("evidence.accepted-domains", PendingActivityState.PENDING_ACTIVITY_STATE_STARTED)]
+
+            await until(only_the_held_read_left)
+        finally:
+            first.kill()  # SIGKILL while Get-AcceptedDomain waits for its answer
+            first.wait()
+            held.release()  # its answer goes to a closed connection
+        assert first.returncode == -9
+
+        second = start_worker(settings, client, tmp_path / "second.log")
+        try:
+            async with asyncio.timeout(EXO_TIMEOUT.total_seconds() + 90):
+                await approve_all(client, handle.id, analysts, timeout=EXO_TIMEOUT.total_seconds() + 60)
+                report = await handle.result()
+        finally:
+            second.terminate()
+            second.wait()
+
+        # The verdict, findings, plan, actions and tenant the scenario expects, as without the kill.
+        assert judge(scenario.expected, result_json(scenario, report, emulator.state.snapshot(), 1)) == []
+        assert report.case_status == "completed"
+        attempts = await activity_attempts(handle)
+        assert attempts["evidence.accepted-domains"] == [2]  # the killed attempt, then the second worker's
+        assert all(a == [1] for kind, a in attempts.items() if kind.startswith("evidence.") and kind != "evidence.accepted-domains")
+        assert [c["status"] for c in emulator.state.calls_matching("exo:Get-AcceptedDomain")] == [200, 200]
+        assert writes_succeeded(emulator) == Counter({pattern: 1 for pattern in WRITES})
