@@ -1,7 +1,8 @@
 """Clients for one tenant: msgraph-sdk for Graph, httpx for EXO InvokeCommand and raw Graph calls.
 
-One retry layer: the SDK's retry middleware is off and every 429/503/5xx becomes an
-`ApplicationError` that Temporal retries, honouring `Retry-After` through `next_retry_delay`.
+One retry layer: the SDK's retry middleware and azure-identity's token request retries are off,
+and every 429/503/5xx becomes an `ApplicationError` that Temporal retries, honouring `Retry-After`
+through `next_retry_delay`.
 Error messages carry Microsoft's code and message, never a token or a request body.
 """
 
@@ -163,6 +164,9 @@ def build_credential(tenant: TenantSettings) -> AsyncTokenCredential:
     common = {
         "authority": tenant.authority_host,
         "disable_instance_discovery": tenant.disable_instance_discovery,
+        # azure-core's pipeline would retry a failed token request 3 times (4.8 s of backoff when
+        # the tenant refuses connections) inside every activity attempt: Temporal is the one layer.
+        "retry_total": 0,
     }
     if tenant.certificate_path is not None:
         return CertificateCredential(
