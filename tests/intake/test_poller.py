@@ -123,6 +123,39 @@ async def test_a_pass_stopped_at_max_pages_leaves_the_rest_to_the_next_pass(clie
         assert all("$top=10" in call["query"] for call in pages)
 
 
+async def test_one_pass_of_three_pages_feeds_thirty_alerts_oldest_first_once_each(client, cert_dir):
+    """30 alerts, 10 a page, 3 pages a pass: one pass feeds all 30 through the real open-case
+    activity, oldest first, none twice, also where alerts created in the same instant straddle a
+    page boundary. They share the connector's IP, so they meet in one case (waiting for an
+    analyst, so it is still open), which lists them in that order."""
+    found = scenario("fp-scanner-relay-normal-traffic", mode="enforce")
+    tenant = found.tenant.id
+    async with stack_for(client, found, cert_dir, approval_timeout=300) as stack:
+        alerts = stack.emulator.state.data.alerts
+        alerts.clear()
+        start = datetime.now(timezone.utc) - timedelta(minutes=3)
+        instants = [start + timedelta(seconds=n - (n in (10, 20))) for n in range(30)]  # 9|10 and 19|20 tie
+        ids = [f"page-{n:02d}" for n in range(30)]
+        for alert_id, created in zip(ids, instants):
+            alerts[alert_id] = graph_alert(alert_id, "203.0.113.7", created, tenantId=tenant)
+
+        result = await client.execute_workflow(
+            AlertPollerWorkflow.run, PollerInput(tenant_id=tenant, max_pages=3, page_size=10),
+            id=f"poller-test-{uuid.uuid4().hex[:8]}", task_queue=stack.settings.temporal.task_queue,
+        )
+        case = cases.handle(client, result.cases[0].case_id)
+        try:
+            assert [c.alert_id for c in result.cases] == ids and not result.cursor.more
+            assert {c.case_id for c in result.cases} == {case.id}
+            assert not any(c.duplicate for c in result.cases)
+            assert (await cases.status(client, case.id)).alerts == ids
+        finally:
+            await case.terminate("test done")
+        pages = stack.emulator.state.calls_matching("graph:GET /security/alerts_v2")
+        assert ["$skiptoken=" in call["query"] for call in pages] == [False, True, True]
+        assert all("$top=10" in call["query"] for call in pages)
+
+
 async def _next_run(client: Client, schedule_id: str, before: int) -> PollerResult:
     """Wait for the schedule's next action to start and finish; its result."""
     handle = client.get_schedule_handle(schedule_id)
