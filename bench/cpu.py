@@ -11,27 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
-import httpx
 from temporalio.client import Client
 
 from activities import cases
 from activities.alert_parsing import from_graph_alert
 from activities.clients import ClientPool
+from bench.processes import emulator_process
 from emulator.scenario import load_scenario
-from workers.scenarios import STATE_DIR, RunOptions, scenario_settings, trust_emulator_ca
+from workers.scenarios import RunOptions, scenario_settings
 from workers.worker import new_worker
 from workflows.case import ConnectorCaseWorkflow
 
 SCENARIO = Path(__file__).parents[1] / "emulator" / "scenarios" / "tp-hijacked-hybrid-connector.yaml"
-CERT_DIR = STATE_DIR / "bench-certs"
-START_TIMEOUT = 60.0
 
 
 def cpu_seconds(stat: Path) -> float:
@@ -45,39 +40,13 @@ def emulator_cpu(pid: int) -> tuple[float, float]:
     return cpu_seconds(Path(f"/proc/{pid}/stat")), cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def until_up(base_url: str, emulator: subprocess.Popen[bytes]) -> None:
-    """A bounded wait for the emulator's health answer (or its exit)."""
-    async with asyncio.timeout(START_TIMEOUT), httpx.AsyncClient() as http:
-        while emulator.poll() is None:
-            try:
-                if (await http.get(f"{base_url}/_emulator/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
-    raise RuntimeError("the emulator exited before it answered")
-
-
 async def bench_cpu_per_case(client: Client, count: int = 8, concurrency: int = 4) -> None:
-    trust_emulator_ca(CERT_DIR)
-    port = free_port()
-    quell = Path(sys.executable).parent / "quell"
-    emulator = subprocess.Popen(
-        [str(quell), "emulator", "--scenario", str(SCENARIO), "--port", str(port), "--cert-dir", str(CERT_DIR)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        base_url = f"https://127.0.0.1:{port}"
-        await until_up(base_url, emulator)
+    async with emulator_process(SCENARIO) as emulator:
         scenario = load_scenario(SCENARIO).model_copy(update={"mode": "dry_run"})
-        settings = scenario_settings(scenario, base_url, RunOptions(), {"bench": uuid.uuid4().hex})
+        settings = scenario_settings(scenario, emulator.base_url, RunOptions(), {"bench": uuid.uuid4().hex})
         alert = from_graph_alert(scenario.alert, scenario.tenant.id, source="webhook")
         gate = asyncio.Semaphore(concurrency)
+        pid = emulator.process.pid
 
         async def one_case() -> None:
             async with gate:
@@ -90,17 +59,14 @@ async def bench_cpu_per_case(client: Client, count: int = 8, concurrency: int = 
         try:
             async with new_worker(client, settings, pool):
                 await one_case()  # warm-up: imports, connections, tokens, first translations
-                (emulator_before, loop_before), worker_before = emulator_cpu(emulator.pid), time.process_time()
+                (emulator_before, loop_before), worker_before = emulator_cpu(pid), time.process_time()
                 started = time.perf_counter()
                 await asyncio.gather(*(one_case() for _ in range(count)))
                 elapsed = time.perf_counter() - started
-                emulator_after, loop_after = emulator_cpu(emulator.pid)
+                emulator_after, loop_after = emulator_cpu(pid)
                 worker = (time.process_time() - worker_before) / count
         finally:
             await pool.aclose()
-    finally:
-        emulator.terminate()
-        emulator.wait()
     total, loop = (emulator_after - emulator_before) / count, (loop_after - loop_before) / count
     print(f"CPU per case ({count} dry-run cases of {SCENARIO.stem}, {concurrency} at a time, {elapsed:.1f} s):")
     print(f"  emulator {total * 1000:7.0f} ms   worker {worker * 1000:7.0f} ms   ratio emulator/worker = {total / worker:.2f}")

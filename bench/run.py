@@ -3,18 +3,26 @@
 1. Intake (`bench/intake.py`): joins against new cases, and alerts accepted per second through
    the intake against raw signal-with-starts at the same concurrency, on a real dev server.
 2. CPU per case (`bench/cpu.py`): the emulator's process against the worker's, for the same cases.
-3. Hunting parameters (`bench/hunting.py`): rendered literals against bound parameters.
+3. Storm (`bench/storm.py`): 200 alerts over 20 connectors of 2 tenants through the intake to a
+   worker process; time to verdict against the slowest evidence read, one case at a time, 50
+   concurrent and in the storm; calls per case, 429s and repeated reads from the emulators' logs.
+4. Worker footprint (`bench/footprint.py`): a worker process's memory and open files after 100
+   and after 1,000 cases.
+5. Hunting parameters (`bench/hunting.py`): rendered literals against bound parameters.
 
-Run: `make bench` (or `.venv/bin/python -m bench.run`).
+Run: `make bench` (or `.venv/bin/python -m bench.run`). docs/storms.md explains the figures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from bench.cpu import bench_cpu_per_case
+from bench.footprint import bench_worker_footprint
 from bench.hunting import bench_hunting_parameters
 from bench.intake import bench_intake
+from bench.storm import bench_storm
 from workers.logging import configure_logging
 from workers.scenarios import start_dev_server
 
@@ -23,12 +31,16 @@ async def on_dev_server() -> None:
     async with await start_dev_server() as env:
         await bench_intake(env.client)
         await bench_cpu_per_case(env.client)
+        await bench_storm(env.client)
+        await bench_worker_footprint(env.client)
 
 
 def main() -> None:
     configure_logging("WARNING")
+    started = time.perf_counter()
     asyncio.run(on_dev_server())
     bench_hunting_parameters()
+    print(f"make bench: {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

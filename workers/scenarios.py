@@ -137,6 +137,20 @@ def scenario_analysts(scenario: Scenario) -> Analysts:
     return Analysts.generate(scenario.approvals.approvers if scenario.approvals else [])
 
 
+def emulator_tenant(scenario: Scenario, base_url: str) -> TenantSettings:
+    """The scenario's tenant as the emulator at `base_url` serves it, with its organization."""
+    return TenantSettings(
+        tenant_id=scenario.tenant.id,
+        client_id=EMULATOR_CLIENT_ID,
+        client_secret=SecretStr(EMULATOR_CLIENT_SECRET),
+        authority_host=base_url,
+        disable_instance_discovery=True,
+        graph_base_url=base_url,
+        exo_base_url=base_url,
+        organization=Organization.model_validate(scenario.organization.model_dump(mode="json", by_alias=True)),
+    )
+
+
 def scenario_settings(
     scenario: Scenario,
     base_url: str,
@@ -149,20 +163,7 @@ def scenario_settings(
     api_key = ApiKey.generate()
     return Settings(
         temporal=TemporalSettings(task_queue=f"quell-scenario-{uuid.uuid4().hex[:8]}"),
-        tenants=[
-            TenantSettings(
-                tenant_id=scenario.tenant.id,
-                client_id=EMULATOR_CLIENT_ID,
-                client_secret=SecretStr(EMULATOR_CLIENT_SECRET),
-                authority_host=base_url,
-                disable_instance_discovery=True,
-                graph_base_url=base_url,
-                exo_base_url=base_url,
-                organization=Organization.model_validate(
-                    scenario.organization.model_dump(mode="json", by_alias=True)
-                ),
-            )
-        ],
+        tenants=[emulator_tenant(scenario, base_url)],
         approval=ApprovalSettings(
             approvers=(analysts or scenario_analysts(scenario)).approvers(),
             api_public_key=api_key.public_key,
