@@ -27,20 +27,26 @@ from workers.logging import configure_logging
 from workers.scenarios import start_dev_server
 
 
-async def on_dev_server() -> None:
+async def on_dev_server() -> list[tuple[str, float]]:
+    took = []
     async with await start_dev_server() as env:
-        await bench_intake(env.client)
-        await bench_cpu_per_case(env.client)
-        await bench_storm(env.client)
-        await bench_worker_footprint(env.client)
+        for name, bench in (("intake", bench_intake), ("CPU per case", bench_cpu_per_case),
+                            ("storm", bench_storm), ("worker footprint", bench_worker_footprint)):
+            started = time.perf_counter()
+            await bench(env.client)
+            took.append((name, time.perf_counter() - started))
+    return took
 
 
 def main() -> None:
     configure_logging("WARNING")
     started = time.perf_counter()
-    asyncio.run(on_dev_server())
+    took = asyncio.run(on_dev_server())
+    hunting = time.perf_counter()
     bench_hunting_parameters()
-    print(f"make bench: {time.perf_counter() - started:.0f} s")
+    took.append(("hunting parameters", time.perf_counter() - hunting))
+    print(f"make bench: {time.perf_counter() - started:.0f} s ("
+          + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in took) + ")")
 
 
 if __name__ == "__main__":
