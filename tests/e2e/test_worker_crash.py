@@ -75,11 +75,11 @@ async def approve_all(client: Client, case: str, analysts: Analysts, timeout: fl
                 case, request.action_id, request.plan_hash, approver, True, "", analysts.keys[approver]))
 
 
-def writes_succeeded(emulator: EmulatorHandle) -> Counter:
-    """Each tenant write pattern against the number of its calls that succeeded."""
+def writes(emulator: EmulatorHandle, succeeded_only: bool = False) -> Counter:
+    """Each tenant write pattern against the number of its calls (that succeeded)."""
     return Counter(
         pattern for pattern in WRITES
-        for call in emulator.state.calls_matching(pattern) if 200 <= call["status"] < 300
+        for call in emulator.state.calls_matching(pattern) if not succeeded_only or 200 <= call["status"] < 300
     )
 
 
@@ -143,7 +143,7 @@ async def test_sigkill_during_an_approved_action_runs_each_action_once(client, c
             "unblock_sender", "require_admin_mfa", "classify_alert", "comment_alert"}
         assert all(r.verified for r in executed)
 
-        succeeded = writes_succeeded(emulator)
+        succeeded = writes(emulator, succeeded_only=True)
         assert succeeded == Counter({pattern: 1 for pattern in WRITES}), succeeded
         hybrid = next(c for c in emulator.state.snapshot()["tenant"]["inbound_connectors"]
                       if c["Name"] == "Contoso Hybrid")
@@ -202,4 +202,4 @@ async def test_sigkill_during_evidence_collection_reaches_the_same_verdict(clien
         assert attempts["evidence.accepted-domains"] == [2]  # the killed attempt, then the second worker's
         assert all(a == [1] for kind, a in attempts.items() if kind.startswith("evidence.") and kind != "evidence.accepted-domains")
         assert [c["status"] for c in emulator.state.calls_matching("exo:Get-AcceptedDomain")] == [200, 200]
-        assert writes_succeeded(emulator) == Counter({pattern: 1 for pattern in WRITES})
+        assert writes(emulator) == Counter({pattern: 1 for pattern in WRITES})  # each called once
