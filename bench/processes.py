@@ -124,8 +124,9 @@ async def quell_processes(client: Client, settings: Settings, name: str, intake:
         settings.temporal.namespace = own.namespace
         settings.intake.port = free_port()
         settings.log_level = "WARNING"
-        worker = start_quell("worker", settings, LOG_DIR / f"{name}-worker.log")
-        served = start_quell("intake", settings, LOG_DIR / f"{name}-intake.log") if intake else None
+        logs = LOG_DIR / name.replace(" ", "-")
+        worker = start_quell("worker", settings, logs.with_name(f"{logs.name}-worker.log"))
+        served = start_quell("intake", settings, logs.with_name(f"{logs.name}-intake.log")) if intake else None
         try:
             await until_polling(own, settings.temporal.task_queue, worker)
             url = None
