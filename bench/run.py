@@ -23,6 +23,7 @@ from bench.footprint import bench_worker_footprint
 from bench.hunting import bench_hunting_parameters
 from bench.intake import bench_intake
 from bench.storm import bench_storm
+from workers.cli import exit_now
 from workers.logging import configure_logging
 from workers.scenarios import start_dev_server
 
@@ -51,3 +52,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_now(0)  # not finalizing: the Temporal SDK's threads may still call into it (workers/cli.py)
