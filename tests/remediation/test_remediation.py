@@ -91,10 +91,12 @@ class Tenant:
         return self.emulator.state.snapshot()
 
     def writes(self) -> list[dict[str, Any]]:
-        """Logged calls that could change the tenant: any cmdlet but Get-*, any Graph call but GET."""
+        """Logged calls that could change the tenant: any cmdlet but Get-*, any Graph call but GET
+        (a JSON batch's requests are logged one by one, so the batch itself is not counted)."""
         return [c for c in self.emulator.state.calls
                 if (c["api"].startswith("exo:") and not c["api"].startswith("exo:Get-"))
-                or (c["api"].startswith("graph:") and not c["api"].startswith("graph:GET"))]
+                or (c["api"].startswith("graph:") and not c["api"].startswith("graph:GET")
+                    and c["api"] != "graph:POST /$batch")]
 
     def connector(self) -> dict[str, Any]:
         return next(c for c in self.snapshot()["tenant"]["inbound_connectors"] if c["Guid"] == GUID)
