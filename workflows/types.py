@@ -259,6 +259,8 @@ class CaseInput(Frozen):
     """Closed cases for the same tenant and key within `intake.related_window`, as
     `workflow_id@run_id`, newest first (filled by intake; the report lists them)."""
     history: HistoryLimits = HistoryLimits()
+    carried: CarriedCase | None = None
+    """Set only by the case itself when it continues as new: the state its earlier run handed on."""
 
 
 # --------------------------------------------------------------------------- tenant reads
