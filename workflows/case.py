@@ -688,6 +688,8 @@ class ConnectorCaseWorkflow:
             deadline=self._deadline,
             plan_hash=self._plan.hash if self._plan else None,
         ))
+        if self._run_number > 1:
+            details = f"{case_view.continued(self._case, self._run_number)}\n\n{details}"
         attributes = self._search_attributes() if self._publishing else {}
         changed = {name: u for name, u in attributes.items() if self._published.get(name) != u.value}
         return details, changed

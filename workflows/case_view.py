@@ -87,6 +87,13 @@ def static_details(case: CaseInput) -> str:
     return "\n".join(f"- **{name}:** {value}" for name, value in rows)
 
 
+def continued(case: CaseInput, run: int) -> str:
+    """What a run that continued the case shows above its current details: Temporal gives a run
+    started by continue-as-new no static summary or details, so the case's own are repeated here."""
+    return (f"**Run {run} of this case** (earlier runs continued as new to keep each history small): "
+            f"{_md(static_summary(case))}\n\n{static_details(case)}")
+
+
 def action_summary(action: PlannedAction, approved_by: list[str]) -> str:
     """Names the action, its target (the alert for alert write-backs) and who approved it."""
     params = action.params

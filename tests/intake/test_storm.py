@@ -19,9 +19,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 
 from activities import cases
-from tests.intake.conftest import DEFENDER, eventually, graph_alert, intake_client, scenario, stack_for
+from tests.intake.conftest import DEFENDER, eventually, graph_alert, intake_client, runs, scenario, stack_for
+from tests.workflow.test_case_in_the_ui import current_details
 from workers.intake import create_app
-from workflows.types import CaseReport, HistoryLimits
+from workflows.case import ConnectorCaseWorkflow
+from workflows.types import AbsorbedAlert, CaseReport, HistoryLimits
 
 ALERTS = 5000
 REDELIVERED = ALERTS // 10
@@ -31,6 +33,10 @@ LIMITS = HistoryLimits(continue_after_events=1000)
 IP = "203.0.113.7"  # the scanner relay's: every alert of the storm has the case's key
 SOC1, SOC2 = "soc1@contoso.com", "soc2@contoso.com"
 IN_FLIGHT = 32
+FOREIGN = 25
+OTHER_TENANT = "99999999-0000-0000-0000-000000000000"
+EXPECTED_ATTRIBUTES = {"QuellStage": "awaiting_approval", "QuellPendingApproval": True, "QuellVerdict": "false_positive",
+                       "QuellTenant": "11111111-2222-3333-4444-555555555555"}
 TEMPORAL_EVENTS, TEMPORAL_BYTES = 51_200, 50 * 1024 * 1024
 
 
@@ -111,6 +117,22 @@ async def test_a_case_absorbs_a_5000_alert_storm_with_bounded_history_and_keeps_
 
         during = await cases.report(client, case)
         assert during.notes["runs"] > 1, "the case continued as new during the storm"
+        first_run = await cases.handle(client, case).describe()  # of the continued run: Temporal gives it none
+        details = await current_details(client, case)
+        assert f"**Run {during.notes['runs']} of this case**" in details and f"alert {found.alert['id']}" in details
+        assert {p.key.name: p.value for p in first_run.typed_search_attributes} | EXPECTED_ATTRIBUTES == {
+            p.key.name: p.value for p in first_run.typed_search_attributes}
+        # Listed once among the cases that wait (the runs it continued from wait no more), and
+        # `quell pending` (every waiting case's pending query) names each action once.
+        await eventually(lambda: runs(client, f"WorkflowId = '{case}' AND QuellPendingApproval = true"),
+                         lambda found: len(found) == 1)
+        everywhere = [p for p in await cases.all_pending(client) if p.case_id == case]
+        assert sorted(p.kind for p in everywhere) == ["classify_alert", "unblock_connector"]
+
+        # Anyone who can signal may name alerts of another tenant: refused, counted, the last 20 kept.
+        for i in range(FOREIGN):
+            await cases.handle(client, case).signal(ConnectorCaseWorkflow.alert_received,
+                                                    AbsorbedAlert(alert_id=f"foreign-{i}", tenant_id=OTHER_TENANT))
         pending = {p.kind: p for p in summary.pending}
         assert pending["classify_alert"].approvals == [SOC1], "the approval given before it still counts"
         assert {k: p.expires_at for k, p in pending.items()} == deadline, "the deadline did not restart"
@@ -122,7 +144,9 @@ async def test_a_case_absorbs_a_5000_alert_storm_with_bounded_history_and_keeps_
 
         assert report.case_status == "completed"
         assert sorted(report.alerts) == sorted([found.alert["id"], *storm])  # each alert once
-        assert report.notes["alert_signals"] == 1 + ALERTS + REDELIVERED
+        assert report.notes["alert_signals"] == 1 + ALERTS + REDELIVERED + FOREIGN
+        assert report.notes["ignored_signals_count"] == FOREIGN
+        assert report.notes["ignored_signals"] == [f"alert foreign-{i}: another tenant's" for i in range(FOREIGN - 20, FOREIGN)]
         actions = {r.action.kind: r for r in report.actions}
         assert actions["classify_alert"].approved_by == [SOC1, SOC2]
         assert actions["unblock_connector"].approved_by == [SOC1]
