@@ -140,7 +140,9 @@ class HistoryLimits(Frozen):
     history past 51,200 events or 50 MB; a case continues as new, carrying its state, at the first
     safe point after its run passes either limit here (or Temporal suggests it)."""
 
-    continue_after_events: int = Field(default=10_000, ge=100, le=40_000)
+    continue_after_events: int = Field(default=2_000, ge=100, le=40_000)
+    """Small runs replay fast after a worker loses one (docs/storms.md); Temporal takes at most
+    10,000 signals per run and suggests a new run at 4,096 events."""
     continue_after_bytes: int = Field(default=8 * 1024 * 1024, ge=4 * 1024 * 1024, le=40 * 1024 * 1024)
     """At least twice Temporal's 2 MB payload limit: the state a new run starts with never reaches it."""
     write_back_batch: int = Field(default=100, ge=1, le=1000)
