@@ -24,6 +24,7 @@ from workflows import search_attributes as sa
 from workflows import signatures
 from workflows.case import ConnectorCaseWorkflow
 from workflows.types import (
+    AbsorbedAlert,
     AlertRef,
     CaseInput,
     CaseReport,
@@ -74,6 +75,7 @@ def case_input(settings: Settings, alert: AlertRef, related_cases: list[str] | N
         mode=settings.mode,
         mfa_report_only=settings.mfa_report_only,
         related_cases=related_cases or [],
+        history=settings.history,
     )
 
 
@@ -85,6 +87,7 @@ async def recent_closed_runs(
     client: Client, workflow_id: str, since: datetime, task_queue: str
 ) -> list[tuple[str, str]]:
     """(workflow id, run id) of the case runs with this id that closed after `since`, newest first.
+    A run that continued as new did not close the case (its last run did), so it is not one.
 
     A case id is `connector-case/{tenant}/{key}`, so this never crosses tenants. Only cases of
     this deployment's task queue count: deployments (and test or scenario runs, each on its own
@@ -92,7 +95,7 @@ async def recent_closed_runs(
     """
     query = (
         f"WorkflowId = {_quoted(workflow_id)} AND TaskQueue = {_quoted(task_queue)} "
-        f"AND ExecutionStatus != 'Running' "
+        f"AND ExecutionStatus != 'Running' AND ExecutionStatus != 'ContinuedAsNew' "
         f"AND CloseTime > {_quoted(since.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ'))}"
     )
     runs = [wf async for wf in client.list_workflows(query)]
@@ -159,8 +162,9 @@ async def accept_alert(client: Client, settings: Settings, alert: AlertRef, task
 async def open_case(
     client: Client, case: CaseInput, task_queue: str, if_closed: Literal["refuse", "start"] = "start"
 ) -> WorkflowHandle:
-    """Start the case or, if it is running, hand it the alert (signal-with-start). With no run
-    running, `if_closed="refuse"` raises `WorkflowAlreadyStartedError` (naming the latest run)
+    """Start the case or, if it is running, hand it the alert (signal-with-start). The signal
+    names the alert only (`AbsorbedAlert`): a new case gets the whole alert in its input. With no
+    run running, `if_closed="refuse"` raises `WorkflowAlreadyStartedError` (naming the latest run)
     when a closed run has the id, instead of starting a new run."""
     workflow_id = case_id(case.alert)
     return await client.start_workflow(
@@ -170,7 +174,7 @@ async def open_case(
         task_queue=task_queue,
         id_reuse_policy=REUSE[if_closed],
         start_signal="alert_received",
-        start_signal_args=[case.alert],
+        start_signal_args=[AbsorbedAlert(alert_id=case.alert.alert_id, tenant_id=case.tenant_id)],
         search_attributes=TypedSearchAttributes([
             SearchAttributePair(sa.TENANT, case.tenant_id),
             SearchAttributePair(sa.STAGE, "resolving"),
@@ -198,8 +202,9 @@ async def pending(client: Client, case: str) -> list[PendingApproval]:
 
 
 async def open_cases(client: Client, waiting_only: bool = False) -> list[str]:
-    query = "WorkflowType = 'connector-case'"
-    query += " AND QuellPendingApproval = true" if waiting_only else " AND ExecutionStatus = 'Running'"
+    """Running cases (each once: a case's earlier runs, which continued as new, are closed)."""
+    query = "WorkflowType = 'connector-case' AND ExecutionStatus = 'Running'"
+    query += " AND QuellPendingApproval = true" if waiting_only else ""
     return [wf.id async for wf in client.list_workflows(query)]
 
 

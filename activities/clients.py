@@ -60,6 +60,11 @@ def _error_message(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         return response.reason_phrase
+    return _error_text(body)
+
+
+def _error_text(body: Any) -> str:
+    """Microsoft's error code, message and first detail, from an error body."""
     error = body.get("error", body) if isinstance(body, dict) else {}
     if not isinstance(error, dict):
         return str(error)[:300]
@@ -121,8 +126,28 @@ class ExoClient:
         await self._http.aclose()
 
 
+BATCH_LIMIT = 20
+"""Requests in one Graph JSON batch (Microsoft's limit)."""
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """One request's answer inside a Graph JSON batch."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+    def failure(self) -> ApplicationError | None:
+        """The error this answer is, as a request of its own would raise it (None: it succeeded)."""
+        if self.status < 400:
+            return None
+        return api_failure("Graph", self.status, _error_text(self.body), self.headers)
+
+
 class GraphHttp:
-    """Raw Graph JSON calls for what the SDK models badly (alert comments, hunting results)."""
+    """Raw Graph JSON calls for what the SDK models badly (alert comments, hunting results) and
+    JSON batches (alert write-backs for many alerts)."""
 
     def __init__(self, base_url: str, credential: AsyncTokenCredential) -> None:
         self._base = f"{base_url.rstrip('/')}/v1.0"
@@ -155,6 +180,27 @@ class GraphHttp:
         if response.status_code >= 400:
             raise api_failure("Graph", response.status_code, _error_message(response), response.headers)
         return response.json() if response.content else None
+
+    async def batch(self, requests: dict[str, dict[str, Any]]) -> dict[str, BatchAnswer]:
+        """Up to BATCH_LIMIT requests (`method`, `url` relative to the version, optional `body`) by
+        id, in one `POST /$batch`; each request's answer by its id. A request's failure is its
+        answer's (`BatchAnswer.failure`), not an exception; a refused batch raises as `request` does."""
+        if not 0 < len(requests) <= BATCH_LIMIT:
+            raise ValueError(f"a Graph batch holds 1 to {BATCH_LIMIT} requests, not {len(requests)}")
+        body = {"requests": [
+            {"id": key, **item, **({"headers": {"Content-Type": "application/json"}} if "body" in item else {})}
+            for key, item in requests.items()
+        ]}
+        answered = await self.request("POST", "/$batch", json=body)
+        answers = {
+            str(a.get("id")): BatchAnswer(int(a.get("status", 0)), {str(k): str(v) for k, v in (a.get("headers") or {}).items()},
+                                          a.get("body"))
+            for a in (answered or {}).get("responses") or []
+        }
+        if missing := sorted(set(requests) - set(answers)):
+            raise ApplicationError(f"Graph answered no response to batch request(s) {', '.join(missing)[:200]}",
+                                   type="GraphBatchIncomplete")
+        return answers
 
     async def aclose(self) -> None:
         await self._http.aclose()

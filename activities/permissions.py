@@ -95,9 +95,10 @@ SOURCES: dict[str, Need] = {
 """Evidence every case reads (and the poller), whatever actions are enabled."""
 
 ACTIONS: dict[ActionKind, Need] = {
-    "classify_alert": Need("set the alert's status and classification", "Graph `GET/PATCH /security/alerts_v2/{id}`",
+    "classify_alert": Need("set the alert's status and classification",
+                           "Graph `GET/PATCH /security/alerts_v2/{id}` (in JSON batches, `POST /$batch`)",
                            (ALERTS_READ,), (ALERTS_WRITE,)),
-    "comment_alert": Need("comment on the alert", "Graph `POST /security/alerts_v2/{id}/comments`",
+    "comment_alert": Need("comment on the alert", "Graph `POST /security/alerts_v2/{id}/comments` (in JSON batches)",
                           (ALERTS_READ,), (ALERTS_WRITE,)),
     "disable_connector": Need("disable the connector", "EXO `Set-InboundConnector`, `Set-OutboundConnector`",
                               EXCHANGE),

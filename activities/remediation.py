@@ -36,10 +36,6 @@ from msgraph.generated.models.conditional_access_policy import ConditionalAccess
 from msgraph.generated.models.conditional_access_policy_state import ConditionalAccessPolicyState
 from msgraph.generated.models.conditional_access_users import ConditionalAccessUsers
 from msgraph.generated.models.password_profile import PasswordProfile
-from msgraph.generated.models.security.alert import Alert
-from msgraph.generated.models.security.alert_classification import AlertClassification
-from msgraph.generated.models.security.alert_determination import AlertDetermination
-from msgraph.generated.models.security.alert_status import AlertStatus
 from msgraph.generated.models.user import User
 from msgraph.generated.role_management.directory.role_assignments.role_assignments_request_builder import (
     RoleAssignmentsRequestBuilder,
@@ -50,12 +46,24 @@ from temporalio.exceptions import ApplicationError
 
 from activities.approval_gate import ApprovalLoader, authorise
 from activities.alert_parsing import POLICY_TITLE
-from activities.clients import ClientPool, ExoClient, ExoError, ExoNotFound, TenantClients, graph_failure
+from activities.clients import (
+    BATCH_LIMIT,
+    ClientPool,
+    ExoClient,
+    ExoError,
+    ExoNotFound,
+    GraphHttp,
+    TenantClients,
+    graph_failure,
+)
 from workflows.audit import is_empty
 from workflows.types import (
     ActionInput,
     ActionKind,
     ActionOutcome,
+    AlertOutcome,
+    AlertWriteBackResult,
+    AlertWriteBacks,
     ClassifyParams,
     CommentParams,
     ConnectorParams,
@@ -102,8 +110,8 @@ class RemediationActivities:
         self._pool = pool
         self._approval = approval
 
-    def all(self) -> list[Callable[[ActionInput], Awaitable[ActionOutcome]]]:
-        return [method.__get__(self) for method in BY_KIND.values()]
+    def all(self) -> list[Callable[..., Awaitable[Any]]]:
+        return [*(method.__get__(self) for method in BY_KIND.values()), self.alert_write_backs]
 
     # ------------------------------------------------------------------ Exchange: connectors
 
@@ -342,52 +350,56 @@ class RemediationActivities:
             raise run.not_verified(f"{p.user} still holds {', '.join(still.values())}")
         return run.done(f"removed {names} from {p.user}")
 
-    # ------------------------------------------------------------------ Graph: the alert
+    # ------------------------------------------------------------------ Graph: the alerts
 
     @activity.defn(name="action.classify-alert")
     async def classify_alert(self, inp: ActionInput) -> ActionOutcome:
-        run, p = _Run(inp), _params(inp, ClassifyParams)
-        clients = self._authorised_clients(inp)
-        if refusal := await _not_ours(clients.graph_http, p.alert_id, inp.tenant_id):
-            return run.refused(refusal)
-        alerts = clients.graph.security.alerts_v2.by_alert_id(p.alert_id)
-        wanted = _wanted_alert(p)
-        if _alert_is(await _read(alerts.get()), wanted):
-            return run.already(f"alert {p.alert_id} is already {_describe(wanted)}")
-        if run.dry:
-            return run.would(f"set alert {p.alert_id} to {_describe(wanted)}")
-        await _graph(alerts.patch(Alert(
-            status=AlertStatus(p.status),
-            classification=AlertClassification(p.classification) if p.classification else None,
-            determination=AlertDetermination(p.determination) if p.determination else None,
-            assigned_to=ASSIGNEE,
-        )))
-        if not _alert_is(await _read(alerts.get()), wanted):
-            raise run.not_verified(f"alert {p.alert_id} is not {_describe(wanted)} after the update")
-        return run.done(f"alert {p.alert_id} set to {_describe(wanted)}, assigned to {ASSIGNEE}")
+        """The action's own alert (cases started before batched write-backs run one per alert)."""
+        return await self._one_alert(inp, _params(inp, ClassifyParams).alert_id)
 
     @activity.defn(name="action.comment-alert")
     async def comment_alert(self, inp: ActionInput) -> ActionOutcome:
-        """Raw Graph call: the SDK's alert comment model is broken (msgraph-sdk-python#1168).
+        """The action's own alert. Raw Graph calls (the SDK's alert comment model is broken,
+        msgraph-sdk-python#1168); the comment's last line names the case and action, and an alert
+        that has such a comment already is `already_done`."""
+        return await self._one_alert(inp, _params(inp, CommentParams).alert_id)
 
-        Idempotency marker: a last line naming the case and action, found among the alert's comments.
-        """
-        run, p = _Run(inp), _params(inp, CommentParams)
+    @activity.defn(name="action.alert-write-backs")
+    async def alert_write_backs(self, inp: AlertWriteBacks) -> AlertWriteBackResult:
+        """One classify or comment action for a batch of the case's alerts, each alert judged on
+        its own: Graph JSON batches of 20, read, write, read again. An alert that failed in a way
+        worth retrying is left for the next attempt (Temporal's retry, after the longest
+        Retry-After); the others' outcomes travel in the heartbeat, so that attempt does only what
+        is left. On the last attempt, or for an error that will not pass, the alert is `failed`."""
+        info = activity.info()
+        http = self._authorised_clients(inp.action).graph_http
+        run, change = _Run(inp.action), _alert_change(inp.action)
+        outcomes = {o.alert_id: o for o in _earlier_outcomes(info)}
+        retry: list[ApplicationError] = []
+        todo = [a for a in dict.fromkeys(inp.alert_ids) if a not in outcomes]
+        for first in range(0, len(todo), BATCH_LIMIT):
+            answers = await _write_alerts(http, run, inp.action.tenant_id, change, todo[first:first + BATCH_LIMIT])
+            for alert_id, answer in answers.items():
+                if isinstance(answer, ActionOutcome):
+                    outcomes[alert_id] = AlertOutcome(alert_id=alert_id, **answer.model_dump())
+                elif answer.non_retryable or _last_attempt(info):
+                    outcomes[alert_id] = AlertOutcome(alert_id=alert_id, status="failed", verified=False,
+                                                      detail=f"alert {alert_id}: {answer.message}"[:500])
+                else:
+                    retry.append(answer)
+            activity.heartbeat(AlertWriteBackResult(outcomes=list(outcomes.values())))
+        if retry:
+            delays = [e.next_retry_delay for e in retry if e.next_retry_delay is not None]
+            raise ApplicationError(f"{len(retry)} of {len(inp.alert_ids)} alerts to try again: {retry[0].message}"[:500],
+                                   type=retry[0].type, next_retry_delay=max(delays, default=None))
+        return AlertWriteBackResult(outcomes=[outcomes[a] for a in inp.alert_ids])
+
+    async def _one_alert(self, inp: ActionInput, alert_id: str) -> ActionOutcome:
         http = self._authorised_clients(inp).graph_http
-        if refusal := await _not_ours(http, p.alert_id, inp.tenant_id):
-            return run.refused(refusal)
-        path = f"/security/alerts_v2/{quote(p.alert_id, safe='')}"
-        marker = f"[quell case {inp.case_id} action {inp.action.id}]"
-        if await _has_comment(http, path, marker):
-            return run.already(f"alert {p.alert_id} already carries this case's comment")
-        if run.dry:
-            return run.would(f"add a comment to alert {p.alert_id} ({len(p.comment)} characters)")
-        await http.request("POST", f"{path}/comments", json={
-            "@odata.type": "microsoft.graph.security.alertComment", "comment": f"{p.comment}\n\n{marker}",
-        })
-        if not await _has_comment(http, path, marker):
-            raise run.not_verified(f"the comment does not show on alert {p.alert_id}")
-        return run.done(f"comment added to alert {p.alert_id}")
+        answer = (await _write_alerts(http, _Run(inp), inp.tenant_id, _alert_change(inp), [alert_id]))[alert_id]
+        if isinstance(answer, ApplicationError):
+            raise answer
+        return answer
 
     # ------------------------------------------------------------------ helpers
 
@@ -631,16 +643,79 @@ async def _admin_mfa_policies(policies: Any) -> list[ConditionalAccessPolicy]:
     return matching
 
 
-async def _not_ours(http: Any, alert_id: str, tenant_id: str) -> str | None:
+@dataclass(frozen=True)
+class _Classify:
+    """classify_alert: the alert's status (and classification, determination) as planned."""
+
+    wanted: dict[str, str]
+
+    def holds(self, alert: Any) -> bool:
+        return all((alert or {}).get(k) == v for k, v in self.wanted.items())
+
+    def write(self, alert_id: str) -> dict[str, Any]:
+        return {"method": "PATCH", "url": _alert_path(alert_id), "body": {**self.wanted, "assignedTo": ASSIGNEE}}
+
+    def already(self, alert_id: str) -> str:
+        return f"alert {alert_id} is already {_describe(self.wanted)}"
+
+    def would(self, alert_id: str) -> str:
+        return f"set alert {alert_id} to {_describe(self.wanted)}"
+
+    def done(self, alert_id: str) -> str:
+        return f"alert {alert_id} set to {_describe(self.wanted)}, assigned to {ASSIGNEE}"
+
+    def missing(self, alert_id: str) -> str:
+        return f"alert {alert_id} is not {_describe(self.wanted)} after the update"
+
+
+@dataclass(frozen=True)
+class _Comment:
+    """comment_alert: the comment, its last line a marker naming the case and action."""
+
+    text: str
+    marker: str
+
+    def holds(self, alert: Any) -> bool:
+        return any(self.marker in (c.get("comment") or "") for c in (alert or {}).get("comments") or [])
+
+    def write(self, alert_id: str) -> dict[str, Any]:
+        return {"method": "POST", "url": f"{_alert_path(alert_id)}/comments", "body": {
+            "@odata.type": "microsoft.graph.security.alertComment", "comment": f"{self.text}\n\n{self.marker}",
+        }}
+
+    def already(self, alert_id: str) -> str:
+        return f"alert {alert_id} already carries this case's comment"
+
+    def would(self, alert_id: str) -> str:
+        return f"add a comment to alert {alert_id} ({len(self.text)} characters)"
+
+    def done(self, alert_id: str) -> str:
+        return f"comment added to alert {alert_id}"
+
+    def missing(self, alert_id: str) -> str:
+        return f"the comment does not show on alert {alert_id}"
+
+
+def _alert_change(inp: ActionInput) -> _Classify | _Comment:
+    p = inp.action.params
+    if isinstance(p, ClassifyParams):
+        wanted = {"status": p.status}
+        if p.classification:
+            wanted["classification"] = p.classification
+        if p.determination:
+            wanted["determination"] = p.determination
+        return _Classify(wanted)
+    return _Comment(_params(inp, CommentParams).comment, f"[quell case {inp.case_id} action {inp.action.id}]")
+
+
+def _alert_path(alert_id: str) -> str:
+    return f"/security/alerts_v2/{quote(alert_id, safe='')}"
+
+
+def _not_ours(alert: Any, alert_id: str, tenant_id: str) -> str | None:
     """Why quell must not write to this alert, or None. It writes only to alerts that Graph
     returns in the case's tenant and that are connector alerts (the policy's title): an alert id
     from a generic payload, or one an attacker signalled into the case, is never written to."""
-    try:
-        alert = await http.request("GET", f"/security/alerts_v2/{quote(alert_id, safe='')}")
-    except ApplicationError as failure:
-        if failure.type == "GraphHttp404":
-            return f"alert {alert_id} not written: Graph does not know it in tenant {tenant_id}"
-        raise
     if str((alert or {}).get("tenantId") or tenant_id) != tenant_id:
         return f"alert {alert_id} not written: it belongs to another tenant"
     title = str((alert or {}).get("title", ""))
@@ -649,27 +724,60 @@ async def _not_ours(http: Any, alert_id: str, tenant_id: str) -> str | None:
     return None
 
 
-def _wanted_alert(p: ClassifyParams) -> dict[str, str]:
-    wanted = {"status": p.status}
-    if p.classification:
-        wanted["classification"] = p.classification
-    if p.determination:
-        wanted["determination"] = p.determination
-    return wanted
+async def _write_alerts(
+    http: GraphHttp, run: _Run, tenant_id: str, change: _Classify | _Comment, alert_ids: list[str]
+) -> dict[str, ActionOutcome | ApplicationError]:
+    """Up to BATCH_LIMIT alerts in three Graph batches: read each (skip one Graph does not know in
+    this tenant or that is no connector alert; `already_done` as wanted; a dry run stops here),
+    write the rest, read them again and verify. Each alert's outcome, or the error it met."""
+    found: dict[str, ActionOutcome | ApplicationError] = {}
+    pending: list[str] = []
+    read = await http.batch({str(i): {"method": "GET", "url": _alert_path(a)} for i, a in enumerate(alert_ids)})
+    for i, alert_id in enumerate(alert_ids):
+        answer = read[str(i)]
+        failure = answer.failure()
+        if failure is not None and failure.type == "GraphHttp404":
+            found[alert_id] = run.refused(f"alert {alert_id} not written: Graph does not know it in tenant {tenant_id}")
+        elif failure is not None:
+            found[alert_id] = failure
+        elif refusal := _not_ours(answer.body, alert_id, tenant_id):
+            found[alert_id] = run.refused(refusal)
+        elif change.holds(answer.body):
+            found[alert_id] = run.already(change.already(alert_id))
+        elif run.dry:
+            found[alert_id] = run.would(change.would(alert_id))
+        else:
+            pending.append(alert_id)
+    if pending:
+        written = await http.batch({str(i): change.write(a) for i, a in enumerate(pending)})
+        for i, alert_id in enumerate(pending):
+            if (failure := written[str(i)].failure()) is not None:
+                found[alert_id] = failure
+        written_ids = [a for a in pending if a not in found]
+        if written_ids:
+            again = await http.batch({str(i): {"method": "GET", "url": _alert_path(a)} for i, a in enumerate(written_ids)})
+            for i, alert_id in enumerate(written_ids):
+                answer = again[str(i)]
+                failure = answer.failure()
+                if failure is not None:
+                    found[alert_id] = failure
+                elif change.holds(answer.body):
+                    found[alert_id] = run.done(change.done(alert_id))
+                else:
+                    found[alert_id] = run.not_verified(change.missing(alert_id))
+    return {a: found[a] for a in alert_ids}
 
 
-def _alert_is(alert: Alert, wanted: dict[str, str]) -> bool:
-    actual = {
-        "status": alert.status.value if alert.status else None,
-        "classification": alert.classification.value if alert.classification else None,
-        "determination": alert.determination.value if alert.determination else None,
-    }
-    return all(actual[k] == v for k, v in wanted.items())
+def _earlier_outcomes(info: activity.Info) -> list[AlertOutcome]:
+    """The outcomes an earlier attempt of this batch settled (its last heartbeat)."""
+    if not info.heartbeat_details:
+        return []
+    return AlertWriteBackResult.model_validate(info.heartbeat_details[0]).outcomes
 
 
-async def _has_comment(http: Any, path: str, marker: str) -> bool:
-    alert = await http.request("GET", path)
-    return any(marker in (c.get("comment") or "") for c in (alert or {}).get("comments") or [])
+def _last_attempt(info: activity.Info) -> bool:
+    policy = info.retry_policy
+    return policy is not None and policy.maximum_attempts > 0 and info.attempt >= policy.maximum_attempts
 
 
 def _normal(value: Any) -> Any:

@@ -28,7 +28,16 @@ from pydantic_settings import (
 )
 
 from workflows import signatures
-from workflows.types import ApprovalPolicy, ApproverKey, Mode, Organization, PolicyKind, Thresholds, Trust
+from workflows.types import (
+    ApprovalPolicy,
+    ApproverKey,
+    HistoryLimits,
+    Mode,
+    Organization,
+    PolicyKind,
+    Thresholds,
+    Trust,
+)
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 EXO_SCOPE = "https://outlook.office365.com/.default"
@@ -506,6 +515,8 @@ class Settings(BaseSettings):
     tenants: list[TenantSettings] = []
     approval: ApprovalSettings = ApprovalSettings()
     thresholds: Thresholds = Thresholds()
+    history: HistoryLimits = HistoryLimits()
+    """How big one run of a case may grow before it continues as new (docs/storms.md)."""
     mode: Mode = "enforce"
     mfa_report_only: bool = True
     """require_admin_mfa creates its conditional access policy report-only unless this is false."""

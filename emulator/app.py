@@ -34,6 +34,7 @@ from emulator.auth import (
 from emulator.errors import FAULT_MESSAGES, GRAPH_CODES, ExoError, GraphError, exo_error, graph_error
 from emulator.faults import FaultInjector, api_matches
 from emulator.graph import ROLE_TEMPLATES, graph_router
+from emulator.graph_batch import batch_routes
 from emulator.holds import Holds
 from emulator.hunting import HuntingEngine
 from emulator.principals import AppRegistration, principals_router
@@ -67,6 +68,7 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
     graph = graph_router(state, hunting, client_id)
     app.include_router(graph, prefix="/v1.0")
     app.include_router(graph, prefix="/beta")
+    batch_routes(app)
     principals = principals_router(registration, ROLE_TEMPLATES)
     app.include_router(principals, prefix="/v1.0")
     app.include_router(principals, prefix="/beta")

@@ -292,8 +292,9 @@ async def deliver_alert(intake: httpx.AsyncClient, client: Client, stack: Stack,
 
 
 async def cases_started(client: Client, task_queue: str) -> int:
-    """Case runs started on this task queue (a run per case: a repeat that joined one is not counted)."""
-    query = f"TaskQueue = '{task_queue}' AND WorkflowType = 'connector-case'"
+    """Cases started on this task queue: a repeat that joined one is not counted, nor a run that
+    continued one (it closes as ContinuedAsNew; the case's last run is counted)."""
+    query = f"TaskQueue = '{task_queue}' AND WorkflowType = 'connector-case' AND ExecutionStatus != 'ContinuedAsNew'"
     return len([wf.run_id async for wf in client.list_workflows(query)])
 
 

@@ -9,28 +9,36 @@ approval come from the worker's settings through the `approvals.trust` activity,
 before planning and again before each action that needed approval; decisions are verified
 against the last trust fetched, and each action activity verifies them again on its own.
 Cases started before this (no `signed-approvals` marker) replay with the old rules.
+
+Storms (docs/storms.md, "Bounded history"): a running case absorbs alerts by id, writes back to
+them a batch per activity, and continues as new, carrying its state, when its run's history grows
+past its limits (`BOUNDED_HISTORY`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeUpdate
+from temporalio.common import SearchAttributePair, SearchAttributeUpdate, TypedSearchAttributes
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities import remediation
     from activities.approval_gate import TrustActivities
     from activities.notify import NotifyActivities
-    from workflows import approvals, case_view, evidence, grading, metrics, planning, retries
+    from workflows import approvals, case_view, evidence, grading, metrics, planning, retries, write_backs
     from workflows import search_attributes as sa
     from workflows.types import (
+        AbsorbedAlert,
         ActionInput,
         ActionOutcome,
         ActionRecord,
-        AlertRef,
+        AlertWriteBacks,
+        CarriedCase,
         CaseInput,
         CaseReport,
         CaseStage,
@@ -40,8 +48,10 @@ with workflow.unsafe.imports_passed_through():
         ConnectorConfig,
         ConnectorResolution,
         Decision,
+        DecisionEntry,
         DecisionReceipt,
         Evidence,
+        IgnoredSignals,
         Notification,
         NotifiedAction,
         PendingApproval,
@@ -49,9 +59,14 @@ with workflow.unsafe.imports_passed_through():
         PlannedAction,
         Trust,
         Verdict,
+        WriteBackTally,
     )
 
 ACTION_TIMEOUT = timedelta(minutes=2)
+WRITE_BACK_TIMEOUT = timedelta(minutes=10)
+"""A batch of alert write-backs: Graph JSON batches of 20 alerts, three requests each."""
+WRITE_BACK_HEARTBEAT = timedelta(minutes=2)
+"""Longer than one Graph batch's three requests at their 30 s timeout."""
 SIGNED_APPROVALS = "signed-approvals"
 PLAYBOOK_V2 = "playbook-v2"
 """The whole playbook (docs/scenarios.md, version 2): one audit query for every connector and the
@@ -67,6 +82,12 @@ CONNECTOR_GUID_ATTRIBUTE = "connector-guid-attribute"
 """Patch id. From it on, the QuellConnector search attribute holds the connector's Guid, not its
 name: search attributes are indexed in the clear (the codec cannot encrypt them), and the Guid is
 the immutable id quell acts on. Earlier cases keep the name."""
+
+BOUNDED_HISTORY = "bounded-history"
+"""Patch id. From it on, alert write-backs run a batch of the case's alerts per activity
+(`action.alert-write-backs`, `HistoryLimits.write_back_batch`), and a run whose history passed its
+limits continues as new at the next safe point (`_continue_as_new`), carrying the case's state.
+Cases started before it run one write-back activity per alert and never continue as new."""
 
 
 def playbook_notes(collected: Evidence) -> dict[str, object]:
@@ -104,13 +125,16 @@ class ConnectorCaseWorkflow:
         self._case = case
         self._stage: CaseStage = "resolving"
         self._alerts: list[str] = [case.alert.alert_id]
+        """Every alert the case absorbed, once, in the order it absorbed them."""
+        self._absorbed: set[str] = set(self._alerts)
+        self._alert_signals = 0
         self._connector: ConnectorConfig | None = None
         self._verdict: Verdict | None = None
         self._plan: Plan | None = None
         self._records: dict[str, ActionRecord] = {}
         self._deadline: datetime | None = None
         self._notes: dict[str, object] = {}
-        self._ignored_signals: list[str] = []
+        self._ignored = IgnoredSignals()
         self._started = workflow.now()
         self._finished: datetime | None = None
         self._signed = False
@@ -123,8 +147,16 @@ class ConnectorCaseWorkflow:
         self._published: dict[str, object] = {
             pair.key.name: pair.value for pair in workflow.info().typed_search_attributes.search_attributes
         }
-        self._trail: list[case_view.DecisionEntry] = []
+        self._trail: list[DecisionEntry] = []
         self._reminding: asyncio.Task[None] | None = None
+        self._reminders = 0
+        self._reminder_due: datetime | None = None
+        self._notifying = 0
+        self._bounded = False
+        self._run_number = 1
+        self._write_backs: dict[str, WriteBackTally] = {}
+        if case.carried is not None:
+            self._restore(case.carried)
 
     # ------------------------------------------------------------------ run
 
@@ -134,7 +166,13 @@ class ConnectorCaseWorkflow:
         v2 = workflow.patched(PLAYBOOK_V2)
         self._publishing = workflow.patched(PUBLISH_ONCE_PER_TASK)
         self._connector_by_guid = workflow.patched(CONNECTOR_GUID_ATTRIBUTE)
+        self._bounded = workflow.patched(BOUNDED_HISTORY)
         publisher = asyncio.create_task(self._publish())
+        if case.carried is not None:  # an earlier run decided all up to here and handed it on
+            if self._undecided():
+                self._reminding = asyncio.create_task(self._remind())
+            await self._remediate()
+            return await self._close(publisher)
         self._upsert_now(sa.TENANT.value_set(case.tenant_id))
         metrics.case_started(case.tenant_id)
         self._set_stage("resolving")
@@ -167,7 +205,9 @@ class ConnectorCaseWorkflow:
         self._records = {a.id: ActionRecord(action=a) for a in self._plan.actions}
         await self._request_approvals()
         await self._remediate()
+        return await self._close(publisher)
 
+    async def _close(self, publisher: asyncio.Task[None]) -> CaseReport:
         self._set_stage("closed")
         self._finished = workflow.now()
         if self._reminding is not None:
@@ -205,18 +245,24 @@ class ConnectorCaseWorkflow:
         self._refresh_pending()
         await self._notify("approval_requested", gated)
         if self._publishing:
-            self._reminding = asyncio.create_task(self._remind())
+            self._start_reminding()
 
     def _undecided(self) -> list[ActionRecord]:
         return [r for r in self._records.values() if r.status == "awaiting_approval" and not approvals.is_approved(r)]
 
+    def _start_reminding(self) -> None:
+        """A reminder loop from scratch: the first reminder `remind_every` from now."""
+        self._reminders, self._reminder_due = 0, None
+        self._reminding = asyncio.create_task(self._remind())
+
     async def _remind(self) -> None:
         """While any action waits for a decision: remind, escalate, and expire them all at the deadline.
 
-        One timer at a time for the whole case, cancelled once when the last decision arrives."""
+        One timer at a time for the whole case, cancelled once when the last decision arrives. The
+        count and the next reminder's time are the case's, so a run that continues the case goes on
+        with them."""
         policy = self._case.policy
         assert self._deadline is not None
-        reminders = 0
         while self._undecided():
             remaining = self._deadline - workflow.now()
             if remaining <= timedelta(0):
@@ -226,17 +272,20 @@ class ConnectorCaseWorkflow:
                     record.decided_at = workflow.now()
                 await self._notify("expired", expired)
                 return
-            try:
-                await workflow.wait_condition(
-                    lambda: not self._undecided(),
-                    timeout=min(remaining, policy.remind_every),
-                )
-            except asyncio.TimeoutError:
-                if workflow.now() >= self._deadline:
+            if self._reminder_due is None:
+                self._reminder_due = workflow.now() + policy.remind_every
+            due_in = self._reminder_due - workflow.now()
+            if due_in > timedelta(0):
+                try:
+                    await workflow.wait_condition(lambda: not self._undecided(), timeout=min(remaining, due_in))
                     continue
-                reminders += 1
-                kind = "escalation" if reminders >= policy.escalate_after_reminders else "reminder"
-                await self._notify(kind, self._undecided())
+                except asyncio.TimeoutError:
+                    if workflow.now() >= self._deadline:
+                        continue
+            self._reminders += 1
+            self._reminder_due = None
+            kind = "escalation" if self._reminders >= policy.escalate_after_reminders else "reminder"
+            await self._notify(kind, self._undecided())
 
     async def _await_decision(self, record: ActionRecord) -> None:
         """Wait for this action's decision; `_remind` reminds, escalates and expires."""
@@ -245,9 +294,7 @@ class ConnectorCaseWorkflow:
             return
         if record.status == "awaiting_approval" and not approvals.is_approved(record):
             self._set_stage("awaiting_approval")
-            await workflow.wait_condition(
-                lambda: record.status != "awaiting_approval" or approvals.is_approved(record)
-            )
+            await self._wait(lambda: record.status != "awaiting_approval" or approvals.is_approved(record))
         self._set_stage("remediating")
 
     async def _await_decision_with_own_timer(self, record: ActionRecord) -> None:
@@ -302,7 +349,7 @@ class ConnectorCaseWorkflow:
             workflow.logger.warning("approvals withdrawn", extra={"withdrawn": withdrawn})
             if self._publishing and (self._reminding is None or self._reminding.done()):
                 # The reminder loop ended with the last decision; the action waits again until the deadline.
-                self._reminding = asyncio.create_task(self._remind())
+                self._start_reminding()
 
     def _validate(self, decision: Decision) -> None:
         if not self._signed:
@@ -321,7 +368,7 @@ class ConnectorCaseWorkflow:
         if decision.signed:
             self._nonces.add(decision.nonce)
         approvals.apply(record, decision, workflow.now())
-        self._trail.append(case_view.DecisionEntry(at=workflow.now(), decision=decision))
+        self._trail.append(DecisionEntry(at=workflow.now(), decision=decision))
         workflow.logger.info(
             "decision recorded",
             extra={"action": decision.action_id, "approver": decision.approver, "approve": decision.approve},
@@ -339,15 +386,21 @@ class ConnectorCaseWorkflow:
         try:
             self._validate(decision)
         except ValueError as invalid:
-            self._ignored_signals.append(f"{decision.action_id} by {decision.approver}: {invalid}")
+            self._ignored.add(f"{decision.action_id} by {decision.approver}: {invalid}")
             workflow.logger.warning("decision signal ignored", extra={"reason": str(invalid)})
             return
         self.decide(decision)
 
     @workflow.signal(name="alert_received")
-    def alert_received(self, alert: AlertRef) -> None:
-        """A repeated or related alert joins this case."""
-        if alert.alert_id not in self._alerts:
+    def alert_received(self, alert: AbsorbedAlert) -> None:
+        """A repeated or related alert joins this case, by id and once (histories written before
+        `AbsorbedAlert` carry whole AlertRefs here, which decode to the same)."""
+        self._alert_signals += 1
+        if alert.tenant_id != self._case.tenant_id:
+            self._ignored.add(f"alert {alert.alert_id[:100]}: another tenant's")
+            return
+        if alert.alert_id not in self._absorbed:
+            self._absorbed.add(alert.alert_id)
             self._alerts.append(alert.alert_id)
 
     # ------------------------------------------------------------------ remediation
@@ -357,6 +410,9 @@ class ConnectorCaseWorkflow:
         self._set_stage("remediating")
         for action in self._plan.actions:
             record = self._records[action.id]
+            if record.status in ("done", "already_done", "failed", "dry_run"):
+                continue  # executed before this run continued the case
+            await self._continue_if_due()
             if record.status == "awaiting_approval":
                 if blocked_by := approvals.unmet_requirements(record, self._records):
                     # Do not make the analyst wait on something that cannot run anyway.
@@ -373,11 +429,16 @@ class ConnectorCaseWorkflow:
                 approvals.skip(record, f"requires {', '.join(blocked_by)}", workflow.now())
                 continue
             await self._execute(record)
+        await self._catch_up()
         self._refresh_pending()
 
     async def _execute(self, record: ActionRecord) -> None:
         """Run the action's activity; alert write-backs run once for every alert the case absorbed."""
-        record.started_at = workflow.now()
+        record.started_at = record.started_at or workflow.now()
+        if self._bounded and write_backs.is_write_back(record.action):
+            await self._write_back(record)
+            record.finished_at = workflow.now()
+            return
         outcomes: list[ActionOutcome] = []
         try:
             for action in self._per_alert(record.action):
@@ -392,7 +453,41 @@ class ConnectorCaseWorkflow:
             record.detail = "; ".join(o.detail for o in outcomes)
         record.finished_at = workflow.now()
 
+    async def _write_back(self, record: ActionRecord) -> None:
+        """The write-back for every alert the case has absorbed so far, in that order, a batch per
+        activity (alerts absorbed later get it at the close, `_catch_up`). The case may continue as
+        new between batches: its tally says where the next run goes on."""
+        tally = self._write_backs.setdefault(record.action.id, WriteBackTally())
+        absorbed = len(self._alerts)
+        while tally.through < absorbed:
+            await self._continue_if_due()
+            batch = self._alerts[tally.through:min(absorbed, tally.through + self._case.history.write_back_batch)]
+            try:
+                done = await workflow.execute_activity_method(
+                    remediation.RemediationActivities.alert_write_backs,
+                    AlertWriteBacks(action=self._action_input(record.action, record), alert_ids=batch),
+                    start_to_close_timeout=WRITE_BACK_TIMEOUT,
+                    heartbeat_timeout=WRITE_BACK_HEARTBEAT,
+                    retry_policy=retries.TENANT,
+                    summary=case_view.write_back_summary(record.action, batch, record.approved_by),
+                )
+                outcomes = done.outcomes
+            except ActivityError as failure:
+                outcomes = write_backs.failed(batch, str(failure.cause or failure)[:300])
+            write_backs.add(tally, outcomes)
+        write_backs.settle(record, tally)
+
+    async def _catch_up(self) -> None:
+        """Alerts absorbed after a write-back action ran get it too, as the case closes (in full
+        batches, not one activity per alert that trickled in)."""
+        for action_id, tally in self._write_backs.items():
+            if tally.through < len(self._alerts):
+                record = self._records[action_id]
+                await self._write_back(record)
+                record.finished_at = workflow.now()
+
     def _per_alert(self, action: PlannedAction) -> list[PlannedAction]:
+        """Before BOUNDED_HISTORY: the write-back once per alert, an activity each."""
         params = action.params
         if not isinstance(params, ClassifyParams | CommentParams):
             return [action]
@@ -402,20 +497,98 @@ class ConnectorCaseWorkflow:
         ]
 
     async def _run_action(self, action: PlannedAction, record: ActionRecord) -> ActionOutcome:
-        signed = {"plan": self._plan, "decisions": record.decisions, "case_accounts": self._case_accounts}
         return await workflow.execute_activity_method(
             remediation.BY_KIND[action.kind],
-            ActionInput(
-                tenant_id=self._case.tenant_id,
-                case_id=workflow.info().workflow_id,
-                action=action,
-                mode=self._case.mode,
-                **(signed if self._signed else {}),
-            ),
+            self._action_input(action, record),
             start_to_close_timeout=ACTION_TIMEOUT,
             retry_policy=retries.TENANT,
             summary=case_view.action_summary(action, record.approved_by),
         )
+
+    def _action_input(self, action: PlannedAction, record: ActionRecord) -> ActionInput:
+        signed = {"plan": self._plan, "decisions": record.decisions, "case_accounts": self._case_accounts}
+        return ActionInput(
+            tenant_id=self._case.tenant_id,
+            case_id=workflow.info().workflow_id,
+            action=action,
+            mode=self._case.mode,
+            **(signed if self._signed else {}),
+        )
+
+    # ------------------------------------------------------------------ bounded history
+
+    def _history_full(self) -> bool:
+        """This run's history passed the case's limits, or Temporal suggests a new run."""
+        if not self._bounded:
+            return False
+        info, limits = workflow.info(), self._case.history
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= limits.continue_after_events
+            or info.get_current_history_size() >= limits.continue_after_bytes
+        )
+
+    async def _wait(self, done: Callable[[], bool]) -> None:
+        """Wait until `done`; a run whose history fills up meanwhile hands the case on."""
+        await workflow.wait_condition(lambda: done() or self._history_full())
+        if not done():
+            await self._continue_as_new()
+
+    async def _continue_if_due(self) -> None:
+        if self._history_full():
+            await self._continue_as_new()
+
+    async def _continue_as_new(self) -> NoReturn:
+        """Hand the case to a fresh run of the same workflow id, at a safe point: `run` is between
+        actions or waiting for a decision, no activity of it is running, no notification is on its
+        way and every handler has finished. Timers are not carried: the next run waits for the same
+        deadline and next reminder. Updates the server admitted but this run had not seen go to the
+        next run; signals are never lost. The closing run stops showing a pending approval, so a
+        list of waiting cases names the case once."""
+        await workflow.wait_condition(lambda: self._notifying == 0 and workflow.all_handlers_finished())
+        if self._published.get(sa.PENDING_APPROVAL.name):
+            workflow.upsert_search_attributes([sa.PENDING_APPROVAL.value_set(False)])
+        workflow.logger.info("continuing as new", extra={"run": self._run_number + 1, "alerts": len(self._alerts)})
+        workflow.continue_as_new(
+            self._case.model_copy(update={"carried": self._carry()}),
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(u.key, u.value) for u in self._search_attributes().values()]
+            ),
+        )
+
+    def _carry(self) -> CarriedCase:
+        assert self._plan is not None and self._verdict is not None, "a case continues only once it has a plan"
+        return CarriedCase(
+            run=self._run_number + 1, started=self._started, stage=self._stage, alerts=self._alerts,
+            alert_signals=self._alert_signals, ignored=self._ignored, connector=self._connector,
+            verdict=self._verdict, plan=self._plan, records=list(self._records.values()), notes=self._notes,
+            deadline=self._deadline, trust=self._trust, nonces=sorted(self._nonces),
+            case_accounts=self._case_accounts, withdrawn=self._withdrawn, trail=self._trail,
+            reminders=self._reminders, reminder_due=self._reminder_due, write_backs=self._write_backs,
+        )
+
+    def _restore(self, carried: CarriedCase) -> None:
+        self._run_number = carried.run
+        self._started = carried.started
+        self._stage = carried.stage
+        self._alerts = list(carried.alerts)
+        self._absorbed = set(self._alerts)
+        self._alert_signals = carried.alert_signals
+        self._ignored = carried.ignored.model_copy(deep=True)
+        self._connector = carried.connector
+        self._verdict = carried.verdict
+        self._plan = carried.plan
+        self._records = {r.action.id: r for r in carried.records}
+        self._notes = dict(carried.notes)
+        self._deadline = carried.deadline
+        self._trust = carried.trust
+        self._nonces = set(carried.nonces)
+        self._case_accounts = list(carried.case_accounts)
+        self._withdrawn = list(carried.withdrawn)
+        self._trail = list(carried.trail)
+        self._reminders = carried.reminders
+        self._reminder_due = carried.reminder_due
+        self._write_backs = {k: v.model_copy(deep=True) for k, v in carried.write_backs.items()}
 
     # ------------------------------------------------------------------ queries and helpers
 
@@ -459,8 +632,9 @@ class ConnectorCaseWorkflow:
             reasons=verdict.reasons if verdict else [],
             plan_hash=self._plan.hash if self._plan else None,
             actions=list(self._records.values()),
-            notes={**self._notes, "ignored_signals": self._ignored_signals, "withdrawn_approvals": self._withdrawn,
-                   "related_cases": self._case.related_cases},
+            notes={**self._notes, "ignored_signals": self._ignored.last, "ignored_signals_count": self._ignored.count,
+                   "alert_signals": self._alert_signals, "runs": self._run_number,
+                   "withdrawn_approvals": self._withdrawn, "related_cases": self._case.related_cases},
             started_at=self._started,
             finished_at=self._finished,
         )
@@ -506,7 +680,7 @@ class ConnectorCaseWorkflow:
             stage=self._stage,
             verdict=self._verdict.kind if self._verdict else None,
             connector=self._connector.name if self._connector else None,
-            alerts=list(self._alerts),
+            alerts=self._alerts,
             records=list(self._records.values()),
             undecided=self._undecided(),
             trail=list(self._trail),
@@ -514,6 +688,8 @@ class ConnectorCaseWorkflow:
             deadline=self._deadline,
             plan_hash=self._plan.hash if self._plan else None,
         ))
+        if self._run_number > 1:
+            details = f"{case_view.continued(self._case, self._run_number)}\n\n{details}"
         attributes = self._search_attributes() if self._publishing else {}
         changed = {name: u for name, u in attributes.items() if self._published.get(name) != u.value}
         return details, changed
@@ -554,6 +730,7 @@ class ConnectorCaseWorkflow:
             "escalation": f"ESCALATION: quell case {case_id} has waited too long for {lines}",
             "expired": f"quell case {case_id}: approval expired for {lines}",
         }[kind]
+        self._notifying += 1  # a run does not continue as new while a notification is on its way
         try:
             await workflow.execute_activity_method(
                 NotifyActivities.send,
@@ -574,3 +751,5 @@ class ConnectorCaseWorkflow:
         except ActivityError:
             # A lost reminder must not stop the case; the pending list stays queryable.
             workflow.logger.warning("notification failed", extra={"kind": kind})
+        finally:
+            self._notifying -= 1

@@ -24,23 +24,15 @@ from workflows.types import (
     CaseStage,
     ClassifyParams,
     CommentParams,
-    Decision,
+    DecisionEntry,
     PlannedAction,
     VerdictKind,
 )
 
 DEFENDER_ALERT = "https://security.microsoft.com/alerts/{}"
 SUMMARY_LIMIT = 200  # characters; the UI shows one line
-
-
-@dataclass(frozen=True)
-class DecisionEntry:
-    """One decision as the case accepted it, for the trail in the current details."""
-
-    at: datetime
-    decision: Decision
-    key_id: str | None = None
-    """The id of the approver's signing key, for approvals that are signed."""
+ALERTS_SHOWN = 10
+"""Alerts the current details link; a case that absorbed more shows its first and its latest."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +87,27 @@ def static_details(case: CaseInput) -> str:
     return "\n".join(f"- **{name}:** {value}" for name, value in rows)
 
 
+def continued(case: CaseInput, run: int) -> str:
+    """What a run that continued the case shows above its current details: Temporal gives a run
+    started by continue-as-new no static summary or details, so the case's own are repeated here."""
+    return (f"**Run {run} of this case** (earlier runs continued as new to keep each history small): "
+            f"{_md(static_summary(case))}\n\n{static_details(case)}")
+
+
 def action_summary(action: PlannedAction, approved_by: list[str]) -> str:
     """Names the action, its target (the alert for alert write-backs) and who approved it."""
     params = action.params
     target = f"alert {params.alert_id}" if isinstance(params, ClassifyParams | CommentParams) else action.target
+    return _summary(action, target, approved_by)
+
+
+def write_back_summary(action: PlannedAction, alert_ids: list[str], approved_by: list[str]) -> str:
+    """An alert write-back for a batch of alerts: how many, the first and the last."""
+    target = f"alert {alert_ids[0]}" if len(alert_ids) == 1 else f"{len(alert_ids)} alerts, {alert_ids[0]} to {alert_ids[-1]}"
+    return _summary(action, target, approved_by)
+
+
+def _summary(action: PlannedAction, target: str, approved_by: list[str]) -> str:
     approved = f", approved by {' and '.join(approved_by)}" if approved_by else ""
     return f"{action.id} {_words(action.kind)}: {target or '-'}{approved}"[:SUMMARY_LIMIT]
 
@@ -145,6 +154,15 @@ def _trail(view: CaseView) -> list[str]:
     return lines
 
 
+def _alerts(alerts: list[str]) -> str:
+    """Every alert's link, or for a storm (bounded, whatever the case absorbed) the count, the first
+    and the latest."""
+    if len(alerts) <= ALERTS_SHOWN:
+        return "**Alerts:** " + ", ".join(alert_link(a) for a in alerts)
+    latest = ", ".join(alert_link(a) for a in alerts[-(ALERTS_SHOWN - 1):])
+    return f"**Alerts:** {len(alerts)}: {alert_link(alerts[0])}, …, {latest}"
+
+
 def current_details(view: CaseView) -> str:
     """Markdown for the UI's "Current Details": stage, what waits for whom, the decision trail."""
     facts = [f"**Stage:** {_words(view.stage)}"]
@@ -156,7 +174,7 @@ def current_details(view: CaseView) -> str:
         facts.append(f"**Plan:** `{view.plan_hash}`")
     sections = [
         " · ".join(facts),
-        "**Alerts:** " + ", ".join(alert_link(a) for a in view.alerts),
+        _alerts(view.alerts),
         "### Waiting for a decision\n" + "\n".join(_waiting(view)),
     ]
     if running := _running(view):

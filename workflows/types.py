@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -134,6 +135,20 @@ class Thresholds(Frozen):
     unusual_location_max_share: float = 0.2
 
 
+class HistoryLimits(Frozen):
+    """How big one run of a case may grow (docs/storms.md, "Bounded history"). Temporal refuses a
+    history past 51,200 events or 50 MB; a case continues as new, carrying its state, at the first
+    safe point after its run passes either limit here (or Temporal suggests it)."""
+
+    continue_after_events: int = Field(default=2_000, ge=100, le=40_000)
+    """Small runs replay fast after a worker loses one (docs/storms.md); Temporal takes at most
+    10,000 signals per run and suggests a new run at 4,096 events."""
+    continue_after_bytes: int = Field(default=8 * 1024 * 1024, ge=4 * 1024 * 1024, le=40 * 1024 * 1024)
+    """At least twice Temporal's 2 MB payload limit: the state a new run starts with never reaches it."""
+    write_back_batch: int = Field(default=100, ge=1, le=1000)
+    """Alerts one write-back activity (`action.alert-write-backs`) takes."""
+
+
 class ApprovalPolicy(Frozen):
     """Who may approve what, and how long a request waits.
 
@@ -220,6 +235,17 @@ class AlertRef(Frozen):
     source: str = "webhook"
 
 
+class AbsorbedAlert(BaseModel):
+    """The `alert_received` signal: an alert joins a running case by id. Its fields are a subset of
+    AlertRef's, so a worker of the release before decodes it too (as an AlertRef with defaults), and
+    it ignores the rest, so the whole AlertRefs that histories of that release carry decode as well."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    alert_id: str
+    tenant_id: str
+
+
 class CaseInput(Frozen):
     """Everything the case needs that is not read from the tenant. No credentials."""
 
@@ -234,6 +260,9 @@ class CaseInput(Frozen):
     related_cases: list[str] = []
     """Closed cases for the same tenant and key within `intake.related_window`, as
     `workflow_id@run_id`, newest first (filled by intake; the report lists them)."""
+    history: HistoryLimits = HistoryLimits()
+    carried: CarriedCase | None = None
+    """Set only by the case itself when it continues as new: the state its earlier run handed on."""
 
 
 # --------------------------------------------------------------------------- tenant reads
@@ -883,6 +912,31 @@ class ActionInput(Frozen):
     """Accounts the case's findings name: none of them may approve (separation of duties)."""
 
 
+class AlertWriteBacks(Frozen):
+    """Input of `action.alert-write-backs`: one alert write-back action (classify or comment, as
+    planned for the case's own alert, with its approvals) for a batch of the case's alerts."""
+
+    action: ActionInput
+    alert_ids: list[str]
+
+
+AlertOutcomeStatus = Literal["done", "already_done", "dry_run", "skipped", "failed"]
+
+
+class AlertOutcome(Result):
+    """What a write-back did to one alert; `failed`: it could not, after the activity's retries."""
+
+    alert_id: str
+    status: AlertOutcomeStatus
+    verified: bool
+    detail: str
+
+
+class AlertWriteBackResult(Result):
+    outcomes: list[AlertOutcome]
+    """One per alert of the batch, in the batch's order."""
+
+
 class NotifiedAction(Frozen):
     """One action of a notification, as an approver sees it on the card."""
 
@@ -958,6 +1012,75 @@ class CaseReport(BaseModel):
     """What the playbook says to keep: message ids sample and counts, source IPs, change history."""
     started_at: datetime
     finished_at: datetime | None = None
+
+
+# --------------------------------------------------------------------------- a case's next run
+
+
+@dataclass(frozen=True)
+class DecisionEntry:
+    """One decision as the case accepted it, for the trail in the current details."""
+
+    at: datetime
+    decision: Decision
+    key_id: str | None = None
+    """The id of the approver's signing key, for approvals that are signed."""
+
+
+class IgnoredSignals(BaseModel):
+    """Signals the case refused: how many, and the reasons of the last `KEEP` (bounded state)."""
+
+    KEEP: ClassVar[int] = 20
+
+    count: int = 0
+    last: list[str] = []
+
+    def add(self, reason: str) -> None:
+        self.count += 1
+        self.last = [*self.last, reason][-self.KEEP:]
+
+
+class WriteBackTally(BaseModel):
+    """Where one alert write-back action stands over the case's alerts (workflows/write_backs.py)."""
+
+    through: int = 0
+    """How many of the case's alerts, in the order it absorbed them, the action has handled."""
+    counts: dict[AlertOutcomeStatus, int] = {}
+    unverified: int = 0
+    own: AlertOutcome | None = None
+    """The outcome for the case's own alert (its first)."""
+    notable: list[str] = []
+    """What happened to the first alerts that were not written or found as wanted (bounded)."""
+
+
+class CarriedCase(BaseModel):
+    """What a case hands to its next run when it continues as new (docs/storms.md, "Bounded
+    history"): everything it decided and was told, so nothing is asked or done twice. The trust is
+    the last one read from the worker's settings; every action activity checks the worker's own."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    run: int
+    """The number of the run this starts (the first continuation is 2)."""
+    started: datetime
+    stage: CaseStage
+    alerts: list[str]
+    alert_signals: int
+    ignored: IgnoredSignals
+    connector: ConnectorConfig | None
+    verdict: Verdict
+    plan: Plan
+    records: list[ActionRecord]
+    notes: dict[str, Any]
+    deadline: datetime | None
+    trust: Trust | None
+    nonces: list[str]
+    case_accounts: list[str]
+    withdrawn: list[str]
+    trail: list[DecisionEntry]
+    reminders: int
+    reminder_due: datetime | None
+    write_backs: dict[str, WriteBackTally]
 
 
 # --------------------------------------------------------------------------- alert poller

@@ -82,3 +82,15 @@ def test_ignored_writes_answer_success_and_change_nothing(faulty: Api) -> None:
 )
 def test_api_patterns(pattern: str, api: str, hit: bool) -> None:
     assert api_matches(pattern, api) is hit
+
+
+@with_faults({"api": "graph:GET /security/alerts_v2/{id}", "status": 429, "times": 1, "retry_after_s": 7})
+def test_a_request_throttled_inside_a_json_batch_answers_its_own_429(faulty: Api) -> None:
+    requests = [{"id": str(n), "method": "GET", "url": "/security/alerts_v2/da637f1e2c3b4a5d6e7f80910"} for n in (1, 2)]
+    answer = faulty.http.post("/v1.0/$batch", json={"requests": requests},
+                              headers={"Authorization": f"Bearer {faulty.graph_token}"})
+    assert answer.status_code == 200
+    first, second = answer.json()["responses"]
+    assert first["status"] == 429 and first["headers"]["retry-after"] == "7"
+    assert first["body"]["error"]["code"] == "TooManyRequests"
+    assert second["status"] == 200

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from emu_client import Api
 
 ALERT = "da637f1e2c3b4a5d6e7f80910"
@@ -129,3 +131,60 @@ def test_unknown_routes_answer_in_graph_shape(api: Api) -> None:
     response = api.graph("GET", "/security/incidents")
     assert response.status_code == 404
     assert set(response.json()["error"]) == {"code", "message", "innerError"}
+
+
+def batch(api: Api, *requests: dict, token: str | None = None):
+    headers = {"Authorization": f"Bearer {token or api.graph_token}"}
+    return api.http.post("/v1.0/$batch", json={"requests": list(requests)}, headers=headers)
+
+
+def alert_request(key: str, alert_id: str = ALERT, **more) -> dict:
+    return {"id": key, "method": "GET", "url": f"/security/alerts_v2/{alert_id}", **more}
+
+
+def test_a_json_batch_answers_each_request_as_if_it_came_on_its_own(api: Api) -> None:
+    answer = batch(
+        api,
+        alert_request("1"),
+        {"id": "2", "method": "PATCH", "url": f"/security/alerts_v2/{ALERT}",
+         "headers": {"Content-Type": "application/json"}, "body": {"status": "resolved"}},
+        alert_request("3", "nope"),
+        {"id": "4", "method": "GET", "url": f"/users/{HELPDESK}", "dependsOn": ["3"]},
+        {"id": "5", "method": "GET", "url": f"/users/{HELPDESK}?$select=id,accountEnabled", "dependsOn": ["1"]},
+    )
+    assert answer.status_code == 200
+    by_id = {r["id"]: r for r in answer.json()["responses"]}
+    assert by_id["1"]["status"] == 200 and by_id["1"]["body"]["id"] == ALERT
+    assert by_id["2"]["status"] == 200 and api.state()["alerts"][ALERT]["status"] == "resolved"
+    assert by_id["3"]["status"] == 404 and by_id["3"]["body"]["error"]["code"]
+    assert by_id["4"]["status"] == 424 and by_id["4"]["body"]["error"]["code"] == "FailedDependency"
+    assert by_id["5"]["status"] == 200 and set(by_id["5"]["body"]) == {"@odata.context", "id", "accountEnabled"}
+    logged = [(c["api"], c["status"]) for c in api.handle.state.calls]
+    assert logged == [  # each request that ran is logged as a call of its own, then the batch
+        (f"graph:GET /security/alerts_v2/{ALERT}", 200), (f"graph:PATCH /security/alerts_v2/{ALERT}", 200),
+        ("graph:GET /security/alerts_v2/nope", 404), (f"graph:GET /users/{HELPDESK}", 200), ("graph:POST /$batch", 200),
+    ]
+
+
+@pytest.mark.parametrize("requests", [
+    [],
+    [alert_request(str(n)) for n in range(21)],  # at most 20
+    [{"id": "1", "method": "GET"}],
+    [alert_request("a"), alert_request("A")],  # ids are unique case-insensitively
+    [{"id": "1", "method": "PATCH", "url": f"/security/alerts_v2/{ALERT}", "body": {"status": "resolved"}}],
+    [{"id": "1", "method": "GET", "url": f"https://graph.microsoft.com/v1.0/security/alerts_v2/{ALERT}"}],
+    [{"id": "1", "method": "POST", "url": "/$batch", "headers": {"Content-Type": "application/json"}, "body": {}}],
+    [alert_request("1", dependsOn=["2"]), alert_request("2")],  # dependencies come earlier in the batch
+])
+def test_a_malformed_json_batch_is_refused_whole(api: Api, requests: list) -> None:
+    before = api.state()["alerts"]
+    answer = batch(api, *requests)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "BadRequest"
+    assert [c["api"] for c in api.handle.state.calls] == ["graph:POST /$batch"]  # nothing in it ran
+    assert api.state()["alerts"] == before
+
+
+def test_a_json_batch_with_an_exchange_token_is_refused(api: Api) -> None:
+    answer = batch(api, alert_request("1"), token=api.exo_token)
+    assert answer.status_code == 401
+    assert [c["api"] for c in api.handle.state.calls] == ["graph:POST /$batch"]

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from emulator.scenario import load_scenario
 from emulator.server import serving_emulator
 from workers.analysts import Analysts
 from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
-from workflows.types import ActionInput, Decision, Plan, PlannedAction
+from workflows import retries
+from workflows.types import ActionInput, AlertWriteBacks, Decision, Plan, PlannedAction
 from tests.conftest import PROJECT_SCENARIOS
 
 SCENARIO = PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml"
@@ -91,10 +92,12 @@ class Tenant:
         return self.emulator.state.snapshot()
 
     def writes(self) -> list[dict[str, Any]]:
-        """Logged calls that could change the tenant: any cmdlet but Get-*, any Graph call but GET."""
+        """Logged calls that could change the tenant: any cmdlet but Get-*, any Graph call but GET
+        (a JSON batch's requests are logged one by one, so the batch itself is not counted)."""
         return [c for c in self.emulator.state.calls
                 if (c["api"].startswith("exo:") and not c["api"].startswith("exo:Get-"))
-                or (c["api"].startswith("graph:") and not c["api"].startswith("graph:GET"))]
+                or (c["api"].startswith("graph:") and not c["api"].startswith("graph:GET")
+                    and c["api"] != "graph:POST /$batch")]
 
     def connector(self) -> dict[str, Any]:
         return next(c for c in self.snapshot()["tenant"]["inbound_connectors"] if c["Guid"] == GUID)
@@ -168,9 +171,9 @@ def action_input(kind: str, mode: str = "enforce", approvers: tuple[str, ...] | 
                        decisions=[approval(plan, who) for who in approvers])
 
 
-def env(scheduled: datetime | None = None) -> ActivityEnvironment:
+def env(scheduled: datetime | None = None, **info: Any) -> ActivityEnvironment:
     environment = ActivityEnvironment()
-    environment.info = dataclasses.replace(environment.info, scheduled_time=scheduled or datetime.now(UTC))
+    environment.info = dataclasses.replace(environment.info, scheduled_time=scheduled or datetime.now(UTC), **info)
     return environment
 
 
@@ -284,6 +287,63 @@ async def test_comment_is_posted_once_with_the_case_marker(tenant):
     assert len(comments) == 1
     assert comments[0]["comment"].startswith("quell verdict: true_positive")
     assert f"[quell case {CASE} action a2]" in comments[0]["comment"]
+
+
+# --------------------------------------------------------------------------- many alerts at once
+
+
+def more_alerts(t: Tenant, count: int) -> list[str]:
+    """`count` more connector alerts in the tenant (copies of the example's): storm-0, storm-1, …"""
+    alerts = t.emulator.state.data.alerts
+    ids = [f"storm-{n}" for n in range(count)]
+    for alert_id in ids:
+        alerts[alert_id] = {**copy.deepcopy(alerts[ALERT]), "id": alert_id}
+    return ids
+
+
+async def test_a_batch_writes_back_to_every_alert_judging_each_on_its_own(tenant):
+    ids = more_alerts(tenant, 45)
+    tenant.emulator.state.data.alerts["storm-7"]["title"] = "Email messages containing malicious URL removed"
+    batch = AlertWriteBacks(action=action_input("classify_alert"), alert_ids=[ALERT, *ids, "unknown-1"])
+    result = await env().run(tenant.acts.alert_write_backs, batch)
+
+    assert [o.alert_id for o in result.outcomes] == batch.alert_ids
+    outcomes = {o.alert_id: o for o in result.outcomes}
+    assert outcomes["storm-7"].status == "skipped" and "is not a connector alert" in outcomes["storm-7"].detail
+    assert outcomes["unknown-1"].status == "skipped" and "Graph does not know it" in outcomes["unknown-1"].detail
+    written = [a for a in batch.alert_ids if a not in ("storm-7", "unknown-1")]
+    assert {outcomes[a].status for a in written} == {"done"} and all(outcomes[a].verified for a in written)
+    alerts = tenant.snapshot()["alerts"]
+    assert {alerts[a]["classification"] for a in written} == {"truePositive"}
+    assert alerts["storm-7"]["classification"] == "unknown"
+    calls = [c["api"] for c in tenant.emulator.state.calls]
+    # 47 alerts in Graph batches of 20: three to read, three to write 45, three to read those again.
+    assert calls.count("graph:POST /$batch") == 9
+    assert len([c for c in calls if c.startswith("graph:PATCH")]) == 45
+
+
+async def test_an_alert_that_keeps_failing_does_not_hold_up_the_others(tenant_with):
+    async with tenant_with(faults=[{"api": "graph:PATCH /security/alerts_v2/storm-3", "status": 503}]) as t:
+        ids = more_alerts(t, 10)
+        batch = AlertWriteBacks(action=action_input("classify_alert"), alert_ids=ids)
+        first = env(attempt=1, retry_policy=retries.TENANT)
+        heartbeats: list[Any] = []
+        first.on_heartbeat = heartbeats.append
+        with pytest.raises(ApplicationError) as failure:
+            await first.run(t.acts.alert_write_backs, batch)
+        assert not failure.value.non_retryable and failure.value.next_retry_delay == timedelta(seconds=1)
+        assert failure.value.message.startswith("1 of 10 alerts to try again: Graph answered 503")
+        assert {a: t.snapshot()["alerts"][a]["classification"] for a in ("storm-2", "storm-3")} == {
+            "storm-2": "truePositive", "storm-3": "unknown"}
+
+        t.emulator.state.calls.clear()
+        last = env(attempt=retries.TENANT.maximum_attempts, retry_policy=retries.TENANT, heartbeat_details=heartbeats[-1:])
+        result = await last.run(t.acts.alert_write_backs, batch)
+        outcomes = {o.alert_id: o for o in result.outcomes}
+        assert outcomes["storm-3"].status == "failed" and "Graph answered 503" in outcomes["storm-3"].detail
+        assert all(outcomes[a].status == "done" for a in ids if a != "storm-3")
+        touched = {c["api"] for c in t.emulator.state.calls} - {"graph:POST /$batch"}
+        assert touched == {"graph:GET /security/alerts_v2/storm-3", "graph:PATCH /security/alerts_v2/storm-3"}
 
 
 # --------------------------------------------------------------------------- what the suspect admin left
