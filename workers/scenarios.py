@@ -341,7 +341,7 @@ async def tenant_stack(
     async with serving_emulator(scenario, cert_dir) as emulator:
         analysts = scenario_analysts(scenario)
         settings = scenario_settings(scenario, emulator.base_url, options, api_tokens, analysts)
-        pool = ClientPool(settings.tenants)
+        pool = ClientPool(settings.tenants, settings.quotas)
 
         async def connect() -> Client:
             return client
