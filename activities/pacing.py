@@ -95,9 +95,9 @@ class Pacer:
             family=family, quota=self._quota(family), holder=f"{info.workflow_run_id}/{info.activity_id}/{family}",
             max_wait=patience(info, request),
         ))
-        wait = grant.turn - datetime.now(UTC)
+        wait = max(min(grant.turn - datetime.now(UTC), grant.wait), timedelta(0))
         if grant.reserved:
-            raise QuotaWait(family, max(wait, timedelta(0)))
+            raise QuotaWait(family, wait)
         if wait > timedelta(0):
             await asyncio.sleep(wait.total_seconds())
 

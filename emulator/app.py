@@ -38,7 +38,7 @@ from emulator.faults import FaultInjector
 from emulator.graph import ROLE_TEMPLATES, graph_router
 from emulator.hunting import HuntingEngine
 from emulator.principals import AppRegistration, principals_router
-from emulator.quotas import Throttling, family_of
+from emulator.quotas import Throttling, family_of, fingerprint
 from emulator.scenario import Quotas, Scenario
 from emulator.state import TenantState
 
@@ -90,8 +90,10 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
         family = family_of(api)
         bearer = tokens.bearer(request.headers.get("authorization", "").removeprefix("Bearer ").strip())
         app_id = bearer.app if bearer else ""
+        same_request = fingerprint(request.method, path, request.url.query, body)
         detail["family"] = family
-        detail["early_retry"] = state.throttling.arrived(family, app_id, arrived)
+        detail["early_retry"], detail["while_throttled"] = state.throttling.arrived(
+            family, app_id, same_request, arrived)
         wanted = GRAPH if service == "graph" else EXCHANGE
         if bearer is None or bearer.audience != wanted:
             response = _unauthorized(service, bearer.audience if bearer else None)
@@ -104,7 +106,7 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
             else:
                 request.state.discard_writes = fault is not None  # effect: ignore
                 response = await call_next(request)
-        state.throttling.answered(family, app_id, time.monotonic(), response.status_code,
+        state.throttling.answered(family, app_id, same_request, time.monotonic(), response.status_code,
                                   response.headers.get("Retry-After"))
         state.record_call(api, response.status_code, detail)
         return response

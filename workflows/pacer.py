@@ -42,6 +42,10 @@ def _spacing(quota: FamilyQuota) -> tuple[timedelta, timedelta]:
     return interval, interval * (quota.burst - 1)
 
 
+def _grant(turn: datetime, now: datetime, reserved: bool = False) -> PaceGrant:
+    return PaceGrant(turn=turn, wait=max(turn - now, timedelta(0)), reserved=reserved)
+
+
 @workflow.defn(name="quota-pacer")
 class QuotaPacerWorkflow:
     @workflow.init
@@ -73,16 +77,16 @@ class QuotaPacerWorkflow:
         if held:
             turn = held[0]
             if turn - now > request.max_wait:
-                return PaceGrant(turn=turn, reserved=True)
+                return _grant(turn, now, reserved=True)
             held.pop(0)
             if not held:
                 del self._reserved[request.holder]
-            return PaceGrant(turn=turn)
+            return _grant(turn, now)
         turn = self._take(request.family, request.quota, now)
         if turn - now <= request.max_wait:
-            return PaceGrant(turn=turn)
+            return _grant(turn, now)
         self._reserved.setdefault(request.holder, []).append(turn)
-        return PaceGrant(turn=turn, reserved=True)
+        return _grant(turn, now, reserved=True)
 
     @workflow.update
     def throttled(self, report: ThrottleReport) -> None:

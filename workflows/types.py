@@ -1053,11 +1053,14 @@ class PaceRequest(Frozen):
 
 
 class PaceGrant(Frozen):
-    """`turn`: when the call may go (the caller sleeps until then by its own clock, so that the time
-    the answer took to reach it does not bunch calls up). `reserved`: later than the attempt can
-    wait; the turn is kept for the holder, whose next attempt (at the turn) takes it."""
+    """`turn`: when the call may go, by the pacer's clock (Temporal's); `wait`: how long that was
+    from the pacer's now. The caller sleeps until the turn by its own clock, so that the time the
+    answer took to reach it does not bunch calls up, but never longer than `wait` (a clock that is
+    not wall-clock time, as on the time-skipping test server, cannot hold a call up). `reserved`:
+    later than the attempt can wait; the turn is kept for the holder, whose next attempt takes it."""
 
     turn: datetime
+    wait: timedelta
     reserved: bool = False
 
 

@@ -45,6 +45,7 @@ def start_worker(settings, address: str) -> subprocess.Popen:
         "QUELL_TEMPORAL__ADDRESS": address,
         "QUELL_TEMPORAL__TASK_QUEUE": settings.temporal.task_queue,
         "QUELL_APPROVAL": settings.approval.model_dump_json(),
+        "QUELL_QUOTAS": settings.quotas.model_dump_json(),
         "QUELL_TENANTS": json.dumps([
             {**t.model_dump(mode="json"), "client_secret": t.client_secret.get_secret_value()}
             for t in settings.tenants
