@@ -4,8 +4,8 @@ from that tenant's quota pacer (workflows/pacer.py), which all workers of the ta
 `Pacer.event_hooks()` go on the tenant's httpx clients (activities/clients.py), so the raw Graph
 calls, InvokeCommand and the Graph SDK all pass them. Before a request: take a turn for its family
 and sleep until it. The turns of every call that waits in this process go to the pacer in one
-`acquire` update at a time (a workflow may have only 10 updates in flight), which starts the pacer
-workflow on first use. A turn further away than the attempt can wait (its start-to-close timeout,
+`acquire` update at a time (a workflow may have only 10 updates in flight); an update that finds
+no pacer running starts it. A turn further away than the attempt can wait (its start-to-close timeout,
 less the request's own timeout) raises `QuotaWait`, which `RetryAtTurn` turns into a retryable
 error whose `next_retry_delay` is the turn. After a 429 or 503 with Retry-After: report it, so that
 no worker calls that family again before the tenant said it may. Outside an activity (the doctor, a
@@ -20,9 +20,10 @@ from typing import Any
 
 import httpx
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from workflows.pacer import QuotaPacerWorkflow, pacer_id
@@ -137,12 +138,16 @@ class Pacer:
         return self._quotas[family]
 
     async def _update(self, client: Client, queue: str, update: Any, argument: Any) -> Any:
-        """Run a pacer update, starting the tenant's pacer on the task queue if needed."""
-        start = WithStartWorkflowOperation(
-            QuotaPacerWorkflow.run, PacerState(), id=pacer_id(queue, self._tenant_id), task_queue=queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
-        return await client.execute_update_with_start_workflow(update, argument, start_workflow_operation=start)
+        """Run a pacer update, first starting the tenant's pacer on the task queue if none runs."""
+        pacer = client.get_workflow_handle(pacer_id(queue, self._tenant_id))
+        try:
+            return await pacer.execute_update(update, argument)
+        except RPCError as missing:
+            if missing.status != RPCStatusCode.NOT_FOUND:
+                raise
+        await client.start_workflow(QuotaPacerWorkflow.run, PacerState(), id=pacer.id, task_queue=queue,
+                                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+        return await pacer.execute_update(update, argument)
 
 
 def patience(info: activity.Info, request: httpx.Request) -> timedelta:
