@@ -27,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from workflows.pacer import QuotaPacerWorkflow, pacer_id
-from workflows.types import ApiFamily, FamilyQuota, PaceRequest, PacerState, ThrottleReport
+from workflows.types import ApiFamily, FamilyQuota, PaceGrant, PaceRequest, PacerState, ThrottleReport
 
 HUNTING_PATH = "/security/runHuntingQuery"
 MIN_PATIENCE = timedelta(seconds=2)

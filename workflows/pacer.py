@@ -60,10 +60,8 @@ class QuotaPacerWorkflow:
             lambda: self._answered >= CONTINUE_AFTER or workflow.info().is_continue_as_new_suggested())
         await workflow.wait_condition(workflow.all_handlers_finished)
         fresh = workflow.now() - STALE
-        workflow.continue_as_new(PacerState(
-            next_turn=self._next_turn,
-            reserved={holder: kept for holder, turns in self._reserved.items() if (kept := [t for t in turns if t > fresh])},
-        ))
+        kept = {holder: [t for t in turns if t > fresh] for holder, turns in self._reserved.items()}
+        workflow.continue_as_new(PacerState(next_turn=self._next_turn, reserved={h: t for h, t in kept.items() if t}))
 
     @workflow.update
     def acquire(self, requests: list[PaceRequest]) -> list[PaceGrant]:

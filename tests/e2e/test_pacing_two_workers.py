@@ -59,6 +59,7 @@ async def test_two_worker_processes_keep_one_pace(client: Client, dev_server, ce
           f"early retries {hunting['early_retries']}, calls while throttled {hunting['while_throttled']}")
     # One pace for both: at most 20 hunting calls in any 5 s against a quota of 30 (two paces would be 40).
     assert hunting["throttled"] <= 2 and hunting["early_retries"] == 0
+    queue = settings.temporal.task_queue
     pacers = [w async for w in client.list_workflows(
-        f"TaskQueue = '{settings.temporal.task_queue}' AND WorkflowType = 'quota-pacer' AND ExecutionStatus = 'Running'")]
+        f"TaskQueue = '{queue}' AND WorkflowType = 'quota-pacer' AND ExecutionStatus = 'Running'")]
     assert len(pacers) == 1

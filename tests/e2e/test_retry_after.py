@@ -38,8 +38,10 @@ async def test_a_throttled_call_comes_back_after_retry_after_on_every_client(cli
         Fault(api=api, status=429, times=1, retry_after_s=RETRY_AFTER) for api in THROTTLED]})
     token = secrets.token_urlsafe(16)
     async with isolated_namespace(client) as namespace:
-        async with tenant_stack(namespace, scenario, RunOptions(approval_timeout=60, paced=paced), {"runner": token}, cert_dir) as stack:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=stack.intake), base_url="http://intake") as intake:
+        options = RunOptions(approval_timeout=60, paced=paced)
+        async with tenant_stack(namespace, scenario, options, {"runner": token}, cert_dir) as stack:
+            intake_app = httpx.ASGITransport(app=stack.intake)
+            async with httpx.AsyncClient(transport=intake_app, base_url="http://intake") as intake:
                 [case] = await deliver_alert(intake, namespace, stack, token)
             report = await answer_until_closed(namespace, case, scenario, stack.analysts, timeout=120)
             result = result_json(scenario, report, stack.emulator_state(), cases_started=1)
