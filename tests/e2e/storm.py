@@ -1,5 +1,5 @@
 """Storms of one tenant for the pacing tests: many dry-run cases of one alert at once against the
-emulator, under a quota scaled from a minute to a second so that a storm takes seconds."""
+emulator, under a quota scaled from a minute to 5 seconds so that a storm takes seconds."""
 
 from __future__ import annotations
 
