@@ -4,12 +4,12 @@ One retry layer: the SDK's retry middleware and azure-identity's token request r
 and every 429/503/5xx becomes an `ApplicationError` that Temporal retries, honouring `Retry-After`
 through `next_retry_delay`.
 Error messages carry Microsoft's code and message, never a token or a request body.
+All three httpx clients carry the tenant's pacing hooks (activities/pacing.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -24,19 +24,11 @@ from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph_core import GraphClientFactory
 from temporalio.exceptions import ApplicationError
 
-from config.settings import EXO_SCOPE, GRAPH_SCOPE, TenantSettings
+from activities.pacing import Pacer, retry_delay
+from config.settings import EXO_SCOPE, GRAPH_SCOPE, QuotaSettings, TenantSettings
 
 RETRYABLE = {429, 500, 502, 503, 504}
 TIMEOUT = httpx.Timeout(30.0)
-
-
-def retry_delay(headers: Any) -> timedelta | None:
-    """`Retry-After` in seconds (Graph and EXO send seconds, not dates)."""
-    value = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
-    try:
-        return timedelta(seconds=max(0.0, float(value))) if value is not None else None
-    except ValueError:
-        return None
 
 
 def api_failure(service: str, status: int, message: str, headers: Any = None) -> ApplicationError:
@@ -87,10 +79,10 @@ NOT_FOUND_MARKERS = ("managementobjectnotfoundexception", "couldn't be found")
 class ExoClient:
     """Exchange Online admin REST (`InvokeCommand`): parameters are always a JSON object."""
 
-    def __init__(self, base_url: str, tenant_id: str, credential: AsyncTokenCredential) -> None:
+    def __init__(self, base_url: str, tenant_id: str, credential: AsyncTokenCredential, pacer: Pacer) -> None:
         self._url = f"{base_url.rstrip('/')}/adminapi/beta/{tenant_id}/InvokeCommand"
         self._credential = credential
-        self._http = httpx.AsyncClient(timeout=TIMEOUT)
+        self._http = httpx.AsyncClient(timeout=TIMEOUT, event_hooks=pacer.event_hooks())
 
     async def invoke(self, cmdlet: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every object the cmdlet returns: a large result comes in pages, each `@odata.nextLink`
@@ -149,10 +141,10 @@ class GraphHttp:
     """Raw Graph JSON calls for what the SDK models badly (alert comments, hunting results) and
     JSON batches (alert write-backs for many alerts)."""
 
-    def __init__(self, base_url: str, credential: AsyncTokenCredential) -> None:
+    def __init__(self, base_url: str, credential: AsyncTokenCredential, pacer: Pacer) -> None:
         self._base = f"{base_url.rstrip('/')}/v1.0"
         self._credential = credential
-        self._http = httpx.AsyncClient(timeout=TIMEOUT)
+        self._http = httpx.AsyncClient(timeout=TIMEOUT, event_hooks=pacer.event_hooks())
 
     async def request(
         self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None,
@@ -242,10 +234,10 @@ class TenantClients:
         await self.credential.close()
 
 
-def build_clients(tenant: TenantSettings) -> TenantClients:
+def build_clients(tenant: TenantSettings, pacer: Pacer) -> TenantClients:
     credential = build_credential(tenant)
     http = GraphClientFactory.create_with_default_middleware(
-        client=httpx.AsyncClient(timeout=TIMEOUT),
+        client=httpx.AsyncClient(timeout=TIMEOUT, event_hooks=pacer.event_hooks()),
         options={RetryHandlerOption.get_key(): RetryHandlerOption(should_retry=False)},
     )
     auth = AzureIdentityAuthenticationProvider(
@@ -257,17 +249,19 @@ def build_clients(tenant: TenantSettings) -> TenantClients:
         tenant=tenant,
         credential=credential,
         graph=GraphServiceClient(request_adapter=adapter),
-        graph_http=GraphHttp(tenant.graph_base_url, credential),
-        exo=ExoClient(tenant.exo_base_url, tenant.tenant_id, credential),
+        graph_http=GraphHttp(tenant.graph_base_url, credential, pacer),
+        exo=ExoClient(tenant.exo_base_url, tenant.tenant_id, credential, pacer),
         sdk_http=http,
     )
 
 
 class ClientPool:
-    """Clients per tenant, built on first use and shared by every activity of a worker."""
+    """Clients per tenant, built on first use and shared by every activity of a worker; their
+    calls are paced by `quotas` when given and enabled (the worker's `[quotas]`)."""
 
-    def __init__(self, tenants: list[TenantSettings]) -> None:
+    def __init__(self, tenants: list[TenantSettings], quotas: QuotaSettings | None = None) -> None:
         self._tenants = {t.tenant_id: t for t in tenants}
+        self._quotas = quotas.families() if quotas is not None and quotas.enabled else None
         self._clients: dict[str, TenantClients] = {}
 
     def for_tenant(self, tenant_id: str) -> TenantClients:
@@ -278,7 +272,7 @@ class ClientPool:
                     type="UnknownTenant",
                     non_retryable=True,
                 )
-            self._clients[tenant_id] = build_clients(self._tenants[tenant_id])
+            self._clients[tenant_id] = build_clients(self._tenants[tenant_id], Pacer(tenant_id, self._quotas))
         return self._clients[tenant_id]
 
     async def aclose(self) -> None:

@@ -8,7 +8,9 @@
    concurrent and in the storm; calls per case, 429s and repeated reads from the emulators' logs.
 4. Worker footprint (`bench/footprint.py`): a worker process's memory and open files after 100
    and after 1,000 cases.
-5. Hunting parameters (`bench/hunting.py`): rendered literals against bound parameters.
+5. Pacing (`bench/pacing.py`): the worker's CPU per case with every call taking a turn from the
+   quota pacer, against the same cases unpaced.
+6. Hunting parameters (`bench/hunting.py`): rendered literals against bound parameters.
 
 Run: `make bench` (or `.venv/bin/python -m bench.run`). docs/storms.md explains the figures.
 """
@@ -22,6 +24,7 @@ from bench.cpu import bench_cpu_per_case
 from bench.footprint import bench_worker_footprint
 from bench.hunting import bench_hunting_parameters
 from bench.intake import bench_intake
+from bench.pacing import bench_pacing_cost
 from bench.storm import bench_storm
 from workers.cli import exit_now
 from workers.logging import configure_logging
@@ -32,7 +35,8 @@ async def on_dev_server() -> list[tuple[str, float]]:
     took = []
     async with await start_dev_server() as env:
         for name, bench in (("intake", bench_intake), ("CPU per case", bench_cpu_per_case),
-                            ("storm", bench_storm), ("worker footprint", bench_worker_footprint)):
+                            ("storm", bench_storm), ("worker footprint", bench_worker_footprint),
+                            ("pacing", bench_pacing_cost)):
             started = time.perf_counter()
             await bench(env.client)
             took.append((name, time.perf_counter() - started))

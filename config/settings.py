@@ -29,8 +29,10 @@ from pydantic_settings import (
 
 from workflows import signatures
 from workflows.types import (
+    ApiFamily,
     ApprovalPolicy,
     ApproverKey,
+    FamilyQuota,
     HistoryLimits,
     Mode,
     Organization,
@@ -357,6 +359,26 @@ class WorkerSettings(Section):
     """How long a stopping worker lets running activities finish."""
 
 
+class QuotaSettings(Section):
+    """How fast the workers call each tenant, per API family (`[quotas]`, docs/storms.md "Pacing"):
+    a token bucket per tenant and family that every worker of the task queue shares through the
+    tenant's quota pacer workflow. A bucket lets through at most burst − 1 + per_minute × W calls in
+    any W minutes; the defaults keep one call under Microsoft's documented limits (advanced hunting
+    45 a minute, Graph security 150 a minute, Get-MessageTraceV2 100 in 5 minutes)."""
+
+    enabled: bool = True
+    """False: every call goes out as soon as it is made, and 429s alone slow the workers down."""
+    hunting: FamilyQuota = FamilyQuota(per_minute=40, burst=5)
+    """POST /security/runHuntingQuery: 4 + 40 = 44 a minute at most."""
+    graph: FamilyQuota = FamilyQuota(per_minute=140, burst=10)
+    """Every other Graph call: 9 + 140 = 149 a minute at most."""
+    exchange: FamilyQuota = FamilyQuota(per_minute=14, burst=30)
+    """InvokeCommand: 29 + 14 × 5 = 99 in 5 minutes at most; a case's own calls fit the burst."""
+
+    def families(self) -> dict[ApiFamily, FamilyQuota]:
+        return {"hunting": self.hunting, "graph": self.graph, "exchange": self.exchange}
+
+
 class ApprovalSettings(Section):
     """Who may approve what, with which keys, and how long a request waits (`[approval]`).
 
@@ -523,6 +545,7 @@ class Settings(BaseSettings):
     intake: IntakeSettings = IntakeSettings()
     poller: PollerSettings = PollerSettings()
     worker: WorkerSettings = WorkerSettings()
+    quotas: QuotaSettings = QuotaSettings()
     notify: NotifySettings = NotifySettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()

@@ -1,14 +1,16 @@
 """The emulator's ASGI app: identity platform, Graph (/v1.0, /beta), Exchange admin REST, introspection.
 
 Every Graph and Exchange call passes one gate (`microsoft_apis`): the bearer token must be for
-that API's audience, a scenario fault may answer instead of the handler (or let a write succeed
-without effect), and the call is logged with its final status.
+that API's audience, the tenant's quota for the call's family may refuse it (429, Retry-After), a
+scenario fault may answer instead of the handler (or let a write succeed without effect), and the
+call is logged with its final status, its family and whether it was an early retry.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -38,7 +40,8 @@ from emulator.graph_batch import batch_routes
 from emulator.holds import Holds
 from emulator.hunting import HuntingEngine
 from emulator.principals import AppRegistration, principals_router
-from emulator.scenario import Scenario
+from emulator.quotas import Throttling, family_of, fingerprint
+from emulator.scenario import Quotas, Scenario
 from emulator.state import TenantState
 
 EXO_PAGE_SIZE = 1000
@@ -49,9 +52,10 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_secret: str = "emulator-secret",
-               exo_page_size: int = EXO_PAGE_SIZE) -> FastAPI:
-    """`exo_page_size`: objects an InvokeCommand answer holds before it pages (`@odata.nextLink`)."""
-    state = TenantState(scenario)
+               exo_page_size: int = EXO_PAGE_SIZE, quotas: Quotas | None = None) -> FastAPI:
+    """`exo_page_size`: objects an InvokeCommand answer holds before it pages (`@odata.nextLink`);
+    `quotas`: this run's quotas instead of the scenario's."""
+    state = TenantState(scenario, Throttling(quotas if quotas is not None else scenario.quotas))
     tokens = TokenStore()
     faults = FaultInjector(scenario.faults)
     holds = Holds()
@@ -90,10 +94,19 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
             cmdlet, parameters = _cmdlet(body)
             api = f"exo:{cmdlet}"
             detail["parameters"] = parameters
-        audience = tokens.audience(request.headers.get("authorization", "").removeprefix("Bearer ").strip())
+        arrived = time.monotonic()
+        family = family_of(api)
+        bearer = tokens.bearer(request.headers.get("authorization", "").removeprefix("Bearer ").strip())
+        app_id = bearer.app if bearer else ""
+        same_request = fingerprint(request.method, path, request.url.query, body)
+        detail["family"] = family
+        detail["early_retry"], detail["while_throttled"] = state.throttling.arrived(
+            family, app_id, same_request, arrived)
         wanted = GRAPH if service == "graph" else EXCHANGE
-        if audience != wanted:
-            response = _unauthorized(service, audience)
+        if bearer is None or bearer.audience != wanted:
+            response = _unauthorized(service, bearer.audience if bearer else None)
+        elif (retry_after := state.throttling.admit(family, app_id, arrived)) is not None:
+            response = _fault_answer(service, 429, retry_after)
         else:
             fault = faults.check(api, body.decode("utf-8", "replace"), query)
             if fault is not None and fault.status is not None:
@@ -102,6 +115,8 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
                 request.state.discard_writes = fault is not None  # effect: ignore
                 await holds.keep(api)
                 response = await call_next(request)
+        state.throttling.answered(family, app_id, same_request, time.monotonic(), response.status_code,
+                                  response.headers.get("Retry-After"))
         state.record_call(api, response.status_code, detail)
         return response
 
@@ -136,7 +151,8 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
     async def emulator_state(request: Request) -> JSONResponse:
         if request.client is None or request.client.host not in LOOPBACK:
             return JSONResponse({"error": "introspection answers loopback clients only"}, status_code=403)
-        return JSONResponse({**state.snapshot(), "calls": state.calls, "audit_log": state.data.audit_log})
+        return JSONResponse({**state.snapshot(), "calls": state.calls, "audit_log": state.data.audit_log,
+                             "throttling": state.throttling.summary()})
 
     @app.post("/_emulator/alerts")
     async def add_alerts(request: Request) -> JSONResponse:

@@ -54,17 +54,25 @@ class Credentials:
     client_secret: str
 
 
+@dataclass(frozen=True)
+class Bearer:
+    """What an issued access token is good for, and which app it was issued to."""
+
+    audience: str
+    app: str
+
+
 class TokenStore:
-    """Issued access tokens and the audience each is good for."""
+    """Issued access tokens: the audience each is good for and the app that holds it."""
 
     def __init__(self) -> None:
-        self._tokens: dict[str, tuple[str, float]] = {}
+        self._tokens: dict[str, tuple[Bearer, float]] = {}
 
-    def issue(self, audience: str, token: str) -> str:
-        self._tokens[token] = (audience, time.monotonic() + TOKEN_LIFETIME)
+    def issue(self, bearer: Bearer, token: str) -> str:
+        self._tokens[token] = (bearer, time.monotonic() + TOKEN_LIFETIME)
         return token
 
-    def audience(self, token: str) -> str | None:
+    def bearer(self, token: str) -> Bearer | None:
         found = self._tokens.get(token)
         if found is None or found[1] < time.monotonic():
             return None
@@ -240,7 +248,7 @@ def auth_router(tenant_names: set[str], credentials: Credentials, tokens: TokenS
             "token_type": "Bearer",
             "expires_in": TOKEN_LIFETIME,
             "ext_expires_in": TOKEN_LIFETIME,
-            "access_token": tokens.issue(audience, directory.app_token(app, audience)),
+            "access_token": tokens.issue(Bearer(audience, app.client_id), directory.app_token(app, audience)),
         })
 
     return router

@@ -25,7 +25,7 @@ from workflows.types import VerdictKind
 
 TOP_LEVEL_KEYS = (
     "id", "description", "now", "organization", "tenant", "audit_log", "tables", "alert",
-    "intake", "approvals", "faults", "mode", "expected", "app",
+    "intake", "approvals", "faults", "quotas", "mode", "expected", "app",
 )
 TENANT_SECTIONS = (
     "inbound_connectors", "outbound_connectors", "blocked_connectors", "blocked_senders",
@@ -296,6 +296,40 @@ class Fault(Strict):
         return self
 
 
+class Quota(Strict):
+    """At most `calls` calls in any running window of `window_s` seconds, per tenant and app."""
+
+    calls: int = Field(ge=1)
+    window_s: float = Field(gt=0)
+
+
+class Quotas(Strict):
+    """quell extension (docs/scenarios.md `quotas`): a quota per API family; a family left out is unlimited.
+    `hunting` is POST /security/runHuntingQuery, `graph` every other Graph call, `exchange` InvokeCommand."""
+
+    hunting: Quota | None = None
+    graph: Quota | None = None
+    exchange: Quota | None = None
+
+
+MICROSOFT_QUOTAS = Quotas(
+    hunting=Quota(calls=45, window_s=60),  # Defender XDR advanced hunting API: 45 calls a minute per tenant
+    graph=Quota(calls=150, window_s=60),  # Graph security detections and incidents: 150 a minute per app per tenant
+    exchange=Quota(calls=100, window_s=300),  # Get-MessageTraceV2: 100 in a 5-minute running window
+)
+"""Microsoft's documented limits (docs/storms.md, "Microsoft's quotas"): the `microsoft` preset."""
+QUOTA_PRESETS = {"microsoft": MICROSOFT_QUOTAS, "off": Quotas()}
+
+
+def quotas_named(value: Any) -> Any:
+    """A preset name (`microsoft`, `off`) as its quotas; anything else as given."""
+    if isinstance(value, str):
+        if value not in QUOTA_PRESETS:
+            raise ValueError(f"{value!r} is no quota preset ({', '.join(QUOTA_PRESETS)}) or mapping of family to quota")
+        return QUOTA_PRESETS[value]
+    return value
+
+
 class ExcludedAction(Strict):
     """An `actions_exclude` item for one target: no executed action of that kind on that target."""
 
@@ -345,9 +379,13 @@ class Scenario(Strict):
     intake: Intake | None = None
     approvals: Approvals | None = None
     faults: list[Fault] = []
+    quotas: Quotas = Quotas()
+    """Off unless the scenario names them (docs/scenarios.md `quotas`)."""
     mode: Literal["enforce", "dry_run"] = "enforce"
     expected: Expected = Expected()
     app: App = App()
+
+    _quota_preset = field_validator("quotas", mode="before")(quotas_named)
 
     @field_validator("tables")
     @classmethod

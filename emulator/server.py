@@ -15,7 +15,7 @@ import uvicorn
 
 from emulator.app import EXO_PAGE_SIZE, create_app
 from emulator.holds import Holds
-from emulator.scenario import Scenario, load_scenario
+from emulator.scenario import Quotas, Scenario, load_scenario
 from emulator.state import TenantState
 from emulator.tls import ensure_certificates
 
@@ -33,12 +33,12 @@ class EmulatorHandle:
     """Calls the test keeps in flight (`holds.add("exo:Get-AcceptedDomain")`); released when serving stops."""
 
 
-def _config(scenario: Scenario, cert_dir: Path, host: str, port: int,
-            credentials: tuple[str, str] | None = None, exo_page_size: int = EXO_PAGE_SIZE) -> tuple[uvicorn.Config, Path]:
+def _config(scenario: Scenario, cert_dir: Path, host: str, port: int, credentials: tuple[str, str] | None = None,
+            exo_page_size: int = EXO_PAGE_SIZE, quotas: Quotas | None = None) -> tuple[uvicorn.Config, Path]:
     certs = ensure_certificates(cert_dir)
     config = uvicorn.Config(
-        create_app(scenario, *credentials, exo_page_size=exo_page_size) if credentials
-        else create_app(scenario, exo_page_size=exo_page_size),
+        create_app(scenario, *credentials, exo_page_size=exo_page_size, quotas=quotas) if credentials
+        else create_app(scenario, exo_page_size=exo_page_size, quotas=quotas),
         host=host,
         port=port,
         ssl_certfile=str(certs.server_cert),
@@ -50,10 +50,10 @@ def _config(scenario: Scenario, cert_dir: Path, host: str, port: int,
 
 
 def serve(scenario_path: Path | str, host: str = "127.0.0.1", port: int = 8443,
-          cert_dir: Path = Path(".quell/certs")) -> None:
-    """Load the scenario and serve it until interrupted."""
+          cert_dir: Path = Path(".quell/certs"), quotas: Quotas | None = None) -> None:
+    """Load the scenario and serve it until interrupted (`quotas`: instead of the scenario's)."""
     scenario = load_scenario(Path(scenario_path))
-    config, ca_cert = _config(scenario, cert_dir, host, port)
+    config, ca_cert = _config(scenario, cert_dir, host, port, quotas=quotas)
     print(f"quell emulator: scenario {scenario.id}, tenant {scenario.tenant.id}")
     print(f"  https://{host}:{port}  (trust {ca_cert}: SSL_CERT_FILE / REQUESTS_CA_BUNDLE)")
     uvicorn.Server(config).run()
@@ -90,11 +90,12 @@ class _Server(uvicorn.Server):
 
 
 @contextmanager
-def running_emulator(scenario: Scenario, cert_dir: Path, port: int = 0,
-                     credentials: tuple[str, str] | None = None, exo_page_size: int = EXO_PAGE_SIZE) -> Iterator[EmulatorHandle]:
+def running_emulator(scenario: Scenario, cert_dir: Path, port: int = 0, credentials: tuple[str, str] | None = None,
+                     exo_page_size: int = EXO_PAGE_SIZE, quotas: Quotas | None = None) -> Iterator[EmulatorHandle]:
     """Serve `scenario` on 127.0.0.1 (a free port unless given) in a background thread;
-    `credentials` (client id, secret) replace the emulator's default app registration."""
-    config, ca_cert = _config(scenario, cert_dir, "127.0.0.1", port, credentials, exo_page_size)
+    `credentials` (client id, secret) replace the emulator's default app registration, `quotas`
+    the scenario's."""
+    config, ca_cert = _config(scenario, cert_dir, "127.0.0.1", port, credentials, exo_page_size, quotas)
     app = config.app
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without it
     # every response waits ~40 ms for a delayed ACK.
@@ -118,12 +119,12 @@ def running_emulator(scenario: Scenario, cert_dir: Path, port: int = 0,
 
 @asynccontextmanager
 async def serving_emulator(scenario: Scenario, cert_dir: Path, port: int = 0,
-                           credentials: tuple[str, str] | None = None,
-                           exo_page_size: int = EXO_PAGE_SIZE) -> AsyncIterator[EmulatorHandle]:
+                           credentials: tuple[str, str] | None = None, exo_page_size: int = EXO_PAGE_SIZE,
+                           quotas: Quotas | None = None) -> AsyncIterator[EmulatorHandle]:
     """`running_emulator` for async callers: start and stop run off the event loop, so the
     clients on this loop can answer the server's TLS close while it stops (a blocking join
     here would hold them, and every other task on the loop, until the close times out)."""
-    manager = running_emulator(scenario, cert_dir, port, credentials, exo_page_size)
+    manager = running_emulator(scenario, cert_dir, port, credentials, exo_page_size, quotas)
     handle = await asyncio.to_thread(manager.__enter__)
     try:
         yield handle

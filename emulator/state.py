@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from emulator.faults import api_matches
+from emulator.quotas import Throttling
 from emulator.scenario import TENANT_SECTIONS, Scenario
 from emulator.timestamps import format_datetime
 
@@ -126,11 +127,13 @@ def audit_value(value: Any) -> str:
 
 
 class TenantState:
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, throttling: Throttling) -> None:
         tenant = scenario.tenant
         now = format_datetime(utcnow())
         self.tenant_id = tenant.id
         self.calls: list[dict[str, Any]] = []
+        self.throttling = throttling
+        """The tenant's quotas, and the 429s and early retries per family (emulator/quotas.py)."""
         self.data = TenantData(
             users=[u.model_dump() for u in tenant.users],
             inbound_connectors=[_connector(c, "inbound", tenant.id, now) for c in tenant.inbound_connectors],

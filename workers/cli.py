@@ -241,13 +241,19 @@ def emulator(
     port: int = 8443,
     host: str = "127.0.0.1",
     cert_dir: Path = Path(".quell/certs"),
+    quotas: Annotated[str | None, typer.Option(
+        help="quota preset instead of the scenario's quotas: microsoft (Microsoft's documented limits) or off")] = None,
 ) -> None:
     """Serve the Microsoft 365 tenant emulator over HTTPS with a scenario loaded."""
     with _needs_emulator_extra("emulator"):
+        from emulator.scenario import QUOTA_PRESETS
         from emulator.server import serve
 
+    if quotas is not None and quotas not in QUOTA_PRESETS:
+        typer.echo(f"--quotas takes {' or '.join(QUOTA_PRESETS)}", err=True)
+        raise typer.Exit(2)
     configure_logging()
-    serve(scenario, host=host, port=port, cert_dir=cert_dir)
+    serve(scenario, host=host, port=port, cert_dir=cert_dir, quotas=QUOTA_PRESETS[quotas] if quotas else None)
 
 
 def _passphrase(confirm: bool) -> str:

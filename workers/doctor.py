@@ -30,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.clients import GraphHttp, build_credential
+from activities.pacing import Pacer
 from activities.permissions import (
     DIRECTORY_ROLE_TEMPLATES,
     DOCTOR,
@@ -164,7 +165,7 @@ async def tenant_checks(tenant: TenantSettings, needed: dict[Grant, list[str]]) 
             checks.append(check)
         if claims["Microsoft Graph"] is None:
             return checks  # without a Graph token nothing else can be read
-        graph = GraphHttp(tenant.graph_base_url, credential)
+        graph = GraphHttp(tenant.graph_base_url, credential, Pacer(tenant.tenant_id, None))  # no activity: unpaced
         try:
             grants = await _app_grants(graph, tenant.client_id)
         finally:

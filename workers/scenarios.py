@@ -38,7 +38,16 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import cases
 from activities.clients import ClientPool
-from config.settings import AnalystGrant, ApprovalSettings, IntakeSettings, Settings, SourceGrant, TemporalSettings, TenantSettings
+from config.settings import (
+    AnalystGrant,
+    ApprovalSettings,
+    IntakeSettings,
+    QuotaSettings,
+    Settings,
+    SourceGrant,
+    TemporalSettings,
+    TenantSettings,
+)
 from emulator.expectations import judge
 from emulator.scenario import Scenario, load_scenario
 from emulator.server import serving_emulator
@@ -66,6 +75,8 @@ class RunOptions:
     """Where to keep each case's event history (JSON), e.g. for replay tests."""
     cert_dir: Path = CERT_DIR
     """The emulator's certificates: the CA `trust_emulator_ca` made clients trust."""
+    paced: bool = True
+    """Whether the worker paces its calls to the tenant (`[quotas]` at its defaults)."""
 
 
 def temporal_binary(name: str) -> str:
@@ -170,6 +181,7 @@ def scenario_settings(
             expire_after=timedelta(seconds=options.approval_timeout),
         ),
         mode=scenario.mode,
+        quotas=QuotaSettings(enabled=options.paced),
         # Every caller of a scenario's intake is a source and an approving analyst of its tenant.
         intake=IntakeSettings(
             api_tokens={name: SecretStr(t) for name, t in api_tokens.items()},
@@ -352,7 +364,7 @@ async def tenant_stack(
     async with serving_emulator(scenario, cert_dir) as emulator:
         analysts = scenario_analysts(scenario)
         settings = scenario_settings(scenario, emulator.base_url, options, api_tokens, analysts)
-        pool = ClientPool(settings.tenants)
+        pool = ClientPool(settings.tenants, settings.quotas)
 
         async def connect() -> Client:
             return client

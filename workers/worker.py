@@ -1,4 +1,5 @@
-"""The Temporal worker: one process runs the case and poller workflows and every activity for all tenants."""
+"""The Temporal worker: one process runs the case, poller and quota pacer workflows and every activity
+for all tenants."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from activities.approval_gate import ApprovalLoader, TrustActivities
 from activities.clients import ClientPool
 from activities.evidence import EvidenceActivities
 from activities.notify import NotifyActivities
+from activities.pacing import RetryAtTurn
 from activities.remediation import RemediationActivities
 from config.settings import Settings, WorkerSettings, current_approval
 from workers.metrics import PendingApprovalGauges, prometheus_runtime
 from workers.temporal_connection import connect
 from workflows.case import ConnectorCaseWorkflow
+from workflows.pacer import QuotaPacerWorkflow
 from workflows.poller import AlertPollerWorkflow
 
 log = structlog.get_logger("quell.worker")
@@ -66,8 +69,10 @@ def new_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.task_queue,
-        workflows=[ConnectorCaseWorkflow, AlertPollerWorkflow],
+        # The pacer runs wherever paced activities do: their calls wait on its updates.
+        workflows=[ConnectorCaseWorkflow, AlertPollerWorkflow, QuotaPacerWorkflow],
         activities=build_activities(settings, pool, client, approval or (lambda: settings.approval)),
+        interceptors=[RetryAtTurn()],
         max_cached_workflows=tuning.max_cached_workflows,
         workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(tuning.workflow_task_pollers),
         activity_task_poller_behavior=PollerBehaviorSimpleMaximum(tuning.activity_task_pollers),
@@ -81,7 +86,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         log.warning("payload encryption is off: no [codec] keys configured, case data reaches Temporal in the clear")
     runtime = prometheus_runtime(settings.metrics)
     client = await connect(settings, runtime=runtime)
-    pool = ClientPool(settings.tenants)
+    pool = ClientPool(settings.tenants, settings.quotas)
     try:
         # The approval settings are re-read from the config on every use: edits count without a restart.
         async with new_worker(client, settings, pool, approval=current_approval):

@@ -1147,3 +1147,58 @@ class PollerResult(Frozen):
     cursor: PollCursor
     cases: list[OpenedCase] = []
     skipped: list[SkippedAlert] = []
+
+
+# --------------------------------------------------------------------------- quota pacing
+
+
+ApiFamily = Literal["hunting", "graph", "exchange"]
+"""`hunting`: POST /security/runHuntingQuery; `graph`: every other Graph call; `exchange`: InvokeCommand."""
+
+
+class FamilyQuota(Frozen):
+    """How fast quell calls one API family of one tenant: a token bucket that refills `per_minute`
+    tokens a minute and holds at most `burst`. In any window of W minutes it lets through at most
+    `burst` − 1 + `per_minute` × W calls."""
+
+    per_minute: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+class PaceRequest(Frozen):
+    """Input of the quota pacer's `acquire` update: a turn for one call of `family`. `holder` names
+    the activity (`{run id}/{activity id}/{family}`); `max_wait` is how long its attempt can wait."""
+
+    family: ApiFamily
+    quota: FamilyQuota
+    holder: str
+    max_wait: timedelta
+
+
+class PaceGrant(Frozen):
+    """`turn`: when the call may go, by the pacer's clock (Temporal's); `wait`: how long that was
+    from the pacer's now. The caller sleeps until the turn by its own clock, so that the time the
+    answer took to reach it does not bunch calls up, but never longer than `wait` (a clock that is
+    not wall-clock time, as on the time-skipping test server, cannot hold a call up). `reserved`:
+    later than the attempt can wait; the turn is kept for the holder, whose next attempt takes it."""
+
+    turn: datetime
+    wait: timedelta
+    reserved: bool = False
+
+
+class ThrottleReport(Frozen):
+    """Input of the quota pacer's `throttled` update: the tenant answered a call of `family` 429 or
+    503 with Retry-After; no turn of that family starts before it has passed."""
+
+    family: ApiFamily
+    quota: FamilyQuota
+    retry_after: timedelta
+
+
+class PacerState(Frozen):
+    """The quota pacer's state, carried across continue-as-new: per family the bucket's next turn
+    when full (its theoretical arrival time), and the turns reserved for holders that come back."""
+
+    next_turn: dict[ApiFamily, datetime] = {}
+    reserved: dict[str, list[datetime]] = {}

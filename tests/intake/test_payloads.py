@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from activities.alert_parsing import from_graph_alert, parse_alerts
 from activities.alerts import alerts_filter
 from activities.clients import GraphHttp
+from activities.pacing import Pacer
 from config.settings import IntakeSettings, SourceGrant
 from workers.scenarios import sentinel_incident
 from tests.intake.conftest import DEFENDER, TENANT, intake_without_temporal, scenario
@@ -64,7 +65,7 @@ async def test_a_next_link_to_another_host_never_gets_the_token():
         async def get_token(self, *scopes):
             raise AssertionError("a token was requested")
 
-    graph = GraphHttp("https://graph.microsoft.com", NoToken())
+    graph = GraphHttp("https://graph.microsoft.com", NoToken(), Pacer("t", None))
     try:
         with pytest.raises(ApplicationError, match="outside"):
             await graph.request("GET", "https://graph.microsoft.com.evil.example/v1.0/security/alerts_v2")

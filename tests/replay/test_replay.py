@@ -1,4 +1,5 @@
-"""Every stored case history replays on today's workflow code: an ungated change fails here.
+"""Every stored history (cases, and the quota pacer's) replays on today's workflow code: an ungated
+change fails here.
 
 Histories are only ever added, never regenerated (docs/architecture.md, "Changing workflow code
 safely"): SHA256SUMS pins each stored file, so editing one fails `test_histories_are_only_added`.
@@ -14,6 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.case import ConnectorCaseWorkflow
+from workflows.pacer import QuotaPacerWorkflow
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
@@ -25,7 +27,7 @@ async def test_history_replays(path: Path):
     text = path.read_text()
     started = json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"]
     history = WorkflowHistory.from_json(started.get("workflowId", f"connector-case/{path.stem}"), text)
-    replayer = Replayer(workflows=[ConnectorCaseWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[ConnectorCaseWorkflow, QuotaPacerWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
 
 

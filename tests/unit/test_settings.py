@@ -8,7 +8,18 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from config.settings import CodecSettings, IntakeSettings, Settings, SettingsError, TemporalSettings, TenantSettings, load_settings
+from config.settings import (
+    CodecSettings,
+    IntakeSettings,
+    QuotaSettings,
+    Settings,
+    SettingsError,
+    TemporalSettings,
+    TenantSettings,
+    load_settings,
+)
+from emulator.scenario import MICROSOFT_QUOTAS
+from workflows.types import FamilyQuota
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "quell.example.toml"
 
@@ -187,3 +198,23 @@ def test_the_approvals_api_key_pair_must_match(monkeypatch, tmp_path):
         Settings(approval={"approvers": ["soc1@contoso.com"]})
     assert Settings(approval={"approvers": ["soc1@contoso.com"], "allow_unsigned": True}).approval.accounts() == [
         "soc1@contoso.com"]
+
+
+def test_the_example_paces_as_the_defaults_and_the_environment_changes_a_pace(monkeypatch):
+    monkeypatch.setenv("QUELL_CONFIG", str(EXAMPLE))
+    assert Settings().quotas == QuotaSettings()
+    monkeypatch.setenv("QUELL_QUOTAS__HUNTING__PER_MINUTE", "20")
+    monkeypatch.setenv("QUELL_QUOTAS__ENABLED", "false")
+    settings = Settings()
+    assert settings.quotas.hunting == FamilyQuota(per_minute=20, burst=5) and not settings.quotas.enabled
+    monkeypatch.setenv("QUELL_QUOTAS__HUNTING__PER_MINUTE", "-7")
+    with pytest.raises(SettingsError, match=r"quotas\.hunting\.per_minute: Input should be greater than 0") as refused:
+        load_settings()
+    assert "-7" not in str(refused.value)
+
+
+def test_the_default_pace_stays_under_microsofts_documented_limits():
+    """A bucket lets at most burst − 1 + per_minute × W calls through in any W minutes."""
+    for family, pace in QuotaSettings().families().items():
+        limit = getattr(MICROSOFT_QUOTAS, family)
+        assert pace.burst - 1 + pace.per_minute * limit.window_s / 60 < limit.calls, family

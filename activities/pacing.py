@@ -1,0 +1,170 @@
+"""Pacing: inside an activity, every Graph, hunting and Exchange call of a tenant first takes a turn
+from that tenant's quota pacer (workflows/pacer.py), which all workers of the task queue share.
+
+`Pacer.event_hooks()` go on the tenant's httpx clients (activities/clients.py), so the raw Graph
+calls, InvokeCommand and the Graph SDK all pass them. Before a request: take a turn for its family
+and sleep until it. The turns of every call that waits in this process go to the pacer in one
+`acquire` update at a time (a workflow may have only 10 updates in flight); an update that finds
+no pacer running starts it. A turn further away than the attempt can wait (its start-to-close timeout,
+less the request's own timeout) raises `QuotaWait`, which `RetryAtTurn` turns into a retryable
+error whose `next_retry_delay` is the turn. After a 429 or 503 with Retry-After: report it, so that
+no worker calls that family again before the tenant said it may. Outside an activity (the doctor, a
+test calling a client directly) nothing is paced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
+
+from workflows.pacer import QuotaPacerWorkflow, pacer_id
+from workflows.types import ApiFamily, FamilyQuota, PaceGrant, PaceRequest, PacerState, ThrottleReport
+
+HUNTING_PATH = "/security/runHuntingQuery"
+MIN_PATIENCE = timedelta(seconds=2)
+"""An attempt waits at least this long for its turn rather than give up an attempt for it."""
+
+
+class QuotaWait(Exception):
+    """The call's turn is later than this attempt can wait; the pacer keeps the turn for its next one."""
+
+    def __init__(self, family: ApiFamily, wait: timedelta) -> None:
+        super().__init__(f"{family} calls of this tenant are paced: this one's turn is in {wait.total_seconds():.0f} s")
+        self.wait = wait
+
+
+class RetryAtTurn(Interceptor):
+    """Worker interceptor: an activity that raised `QuotaWait` is retried when its turn comes."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _RetryAtTurn(next)
+
+
+class _RetryAtTurn(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        try:
+            return await self.next.execute_activity(input)
+        except QuotaWait as wait:
+            raise ApplicationError(str(wait), type="QuotaWait", next_retry_delay=wait.wait) from None
+
+
+def retry_delay(headers: Any) -> timedelta | None:
+    """`Retry-After` in seconds (Graph and EXO send seconds, not dates)."""
+    value = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
+    try:
+        return timedelta(seconds=max(0.0, float(value))) if value is not None else None
+    except ValueError:
+        return None
+
+
+def family_of(request: httpx.Request) -> ApiFamily:
+    path = request.url.path
+    if path.endswith("/InvokeCommand"):
+        return "exchange"
+    return "hunting" if request.method == "POST" and path.endswith(HUNTING_PATH) else "graph"
+
+
+class Pacer:
+    """The pacing of one tenant's calls: `quotas` per family, or None to call unpaced."""
+
+    def __init__(self, tenant_id: str, quotas: dict[ApiFamily, FamilyQuota] | None) -> None:
+        self._tenant_id = tenant_id
+        self._quotas = quotas
+        self._waiting: list[tuple[PaceRequest, asyncio.Future[PaceGrant]]] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    def event_hooks(self) -> dict[str, list[Any]]:
+        if self._quotas is None:
+            return {}
+        return {"request": [self._take_turn], "response": [self._report_throttling]}
+
+    async def _take_turn(self, request: httpx.Request) -> None:
+        if not activity.in_activity():
+            return
+        family = family_of(request)
+        info = activity.info()
+        grant = await self._acquire(PaceRequest(
+            family=family, quota=self._quota(family), holder=f"{info.workflow_run_id}/{info.activity_id}/{family}",
+            max_wait=patience(info, request),
+        ))
+        wait = max(min(grant.turn - datetime.now(UTC), grant.wait), timedelta(0))
+        if grant.reserved:
+            raise QuotaWait(family, wait)
+        if wait > timedelta(0):
+            await asyncio.sleep(wait.total_seconds())
+
+    async def _acquire(self, request: PaceRequest) -> PaceGrant:
+        """This request's turn, asked for with every other request that waits in this process."""
+        turn: asyncio.Future[PaceGrant] = asyncio.get_running_loop().create_future()
+        self._waiting.append((request, turn))
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send(activity.client(), activity.info().task_queue))
+        return await turn
+
+    async def _send(self, client: Client, queue: str) -> None:
+        """One `acquire` update at a time, until no request waits."""
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                grants = await self._update(client, queue, QuotaPacerWorkflow.acquire, [r for r, _ in batch])
+            except Exception as failure:
+                for _, turn in batch:
+                    if not turn.done():
+                        turn.set_exception(failure)
+                continue
+            for (_, turn), grant in zip(batch, grants, strict=True):
+                if not turn.done():  # its activity may have been cancelled meanwhile
+                    turn.set_result(grant)
+
+    async def _report_throttling(self, response: httpx.Response) -> None:
+        retry_after = retry_delay(response.headers) if response.status_code in (429, 503) else None
+        if retry_after is None or not activity.in_activity():
+            return
+        family = family_of(response.request)
+        await self._update(activity.client(), activity.info().task_queue, QuotaPacerWorkflow.throttled,
+                           ThrottleReport(family=family, quota=self._quota(family), retry_after=retry_after))
+
+    def _quota(self, family: ApiFamily) -> FamilyQuota:
+        assert self._quotas is not None  # the hooks exist only with quotas
+        return self._quotas[family]
+
+    async def _update(self, client: Client, queue: str, update: Any, argument: Any) -> Any:
+        """Run a pacer update, first starting the tenant's pacer on the task queue if none runs."""
+        pacer = client.get_workflow_handle(pacer_id(queue, self._tenant_id))
+        try:
+            return await pacer.execute_update(update, argument)
+        except RPCError as missing:
+            if missing.status != RPCStatusCode.NOT_FOUND:
+                raise
+        await client.start_workflow(QuotaPacerWorkflow.run, PacerState(), id=pacer.id, task_queue=queue,
+                                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+        return await pacer.execute_update(update, argument)
+
+
+def patience(info: activity.Info, request: httpx.Request) -> timedelta:
+    """How long this attempt can wait for a turn and still make the call before it times out: the
+    time left of its start-to-close (and schedule-to-close) timeout less the request's own timeout,
+    and at most half its heartbeat timeout (a sleeping activity does not heartbeat); at least
+    `MIN_PATIENCE`."""
+    now = datetime.now(UTC)
+    deadlines = []
+    if info.start_to_close_timeout:
+        deadlines.append(info.started_time + info.start_to_close_timeout)
+    if info.schedule_to_close_timeout:
+        deadlines.append(info.scheduled_time + info.schedule_to_close_timeout)
+    if not deadlines:
+        return MIN_PATIENCE
+    seconds = [s for s in (request.extensions.get("timeout") or {}).values() if s]
+    left = min(deadlines) - now - timedelta(seconds=max(seconds, default=0))
+    if info.heartbeat_timeout:
+        left = min(left, info.heartbeat_timeout / 2)
+    return max(left, MIN_PATIENCE)
