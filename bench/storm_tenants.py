@@ -48,15 +48,12 @@ def alert(index: int, number: int, alert_id: str, created: datetime) -> dict[str
 
 
 def with_microsoft_quotas(document: dict[str, Any]) -> dict[str, Any]:
-    """THE place where the storm turns the emulator's Microsoft quotas on (Graph and Exchange
-    throttling, answered with 429 and Retry-After). The emulator has no quota setting yet, only
-    Graph's audit query allocation, which it always enforces: the tenant is returned unchanged and
-    the storm runs unthrottled (`QUOTAS` says so in its output). When the emulator gets a quota
-    setting, set Microsoft's quotas here and change `QUOTAS`."""
-    return document
+    """The tenant with the emulator's `microsoft` quota preset (docs/storms.md, "Microsoft's
+    quotas"): past a family's documented limit the emulator answers 429 with Retry-After."""
+    return {**document, "quotas": "microsoft"}
 
 
-QUOTAS = "off: the emulator has no quota setting yet (bench/storm_tenants.py, with_microsoft_quotas)"
+QUOTAS = "on (the emulator's `microsoft` preset; quell paces with its `[quotas]` defaults)"
 
 
 def storm_tenant(index: int, connectors: int) -> dict[str, Any]:
