@@ -348,6 +348,13 @@ class WorkerSettings(Section):
     """How long a stopping worker lets running activities finish."""
 
 
+class TenantCacheSettings(Section):
+    """Tenant-wide facts (the accepted domains) shared by the cases one worker runs (docs/storms.md)."""
+
+    ttl: timedelta = Field(default=timedelta(seconds=60), ge=timedelta(0))
+    """How long one read of a tenant's fact serves its cases; 0 shares only a read in flight."""
+
+
 class ApprovalSettings(Section):
     """Who may approve what, with which keys, and how long a request waits (`[approval]`).
 
@@ -512,6 +519,7 @@ class Settings(BaseSettings):
     intake: IntakeSettings = IntakeSettings()
     poller: PollerSettings = PollerSettings()
     worker: WorkerSettings = WorkerSettings()
+    tenant_cache: TenantCacheSettings = TenantCacheSettings()
     notify: NotifySettings = NotifySettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()

@@ -7,6 +7,7 @@ without effect), and the call is logged with its final status.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -78,6 +79,8 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
         detail: dict[str, Any] = {"method": request.method, "path": path, "query": query}
         if service == "graph":
             api = f"graph:{request.method} /{path.split('/', 2)[2]}"
+            if body:  # which request it was (a hunting query, an audit search) without its text
+                detail["body_sha256"] = hashlib.sha256(body).hexdigest()[:16]
         else:
             cmdlet, parameters = _cmdlet(body)
             api = f"exo:{cmdlet}"
@@ -93,6 +96,7 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
             else:
                 request.state.discard_writes = fault is not None  # effect: ignore
                 response = await call_next(request)
+                detail.update(getattr(request.state, "call_detail", {}))
         state.record_call(api, response.status_code, detail)
         return response
 
@@ -109,15 +113,18 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
             tenant_data = state.writable(getattr(request.state, "discard_writes", False))
             client_ip = request.client.host if request.client else ""
             first = _skiptoken(request.query_params.get("$skiptoken", "0"))
-            value, warnings = exo.invoke(state, tenant_data, body, client_id, client_ip, email_events)
+            value, warnings = exo.invoke(state, tenant_data, body, client_id, client_ip, email_events, first > 0)
         except ExoError as error:
             return exo_error(error)
         base = f"{str(request.base_url).rstrip('/')}/adminapi/beta/{tenant}"
+        page = value[first:first + exo_page_size]
+        if page and "ResultIndex" in page[0]:  # audit search pages: which records this answer held
+            request.state.call_detail = {"result_index": [page[0]["ResultIndex"], page[-1]["ResultIndex"]]}
         answer = {
             "@odata.context": f"{base}/$metadata#Collection(Exchange.GenericHashTable)",
             "adminapi.warnings@odata.type": "#Collection(String)",
             "@adminapi.warnings": warnings,
-            "value": value[first:first + exo_page_size],
+            "value": page,
         }
         if first + exo_page_size < len(value):  # the next page: the same body again, from here
             answer["@odata.nextLink"] = f"{base}/InvokeCommand?$skiptoken={first + exo_page_size}"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from emulator.state import TenantData
+from emulator.state import AuditSession, TenantData
 
 ARGUMENT = "System.Management.Automation.ParameterBindingArgumentTransformationException"
 
@@ -24,6 +24,9 @@ class Call:
     warnings: list[str]
     email_events: list[dict[str, Any]]
     organization: str
+    audit_sessions: dict[str, AuditSession]
+    continued: bool
+    """The request reads a later InvokeCommand page (`$skiptoken`) of an answer already given."""
 
 
 @dataclass(frozen=True)

@@ -125,12 +125,24 @@ def audit_value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+@dataclass
+class AuditSession:
+    """A Search-UnifiedAuditLog session (`SessionId`): what its search matched, and its pages so far."""
+
+    records: list[dict[str, Any]]
+    """The records the session serves, in the order it serves them (ResultIndex 1, 2, ...)."""
+    served: int = 0
+    answer: list[dict[str, Any]] = field(default_factory=list)
+    """The last call's records: the InvokeCommand pages of that call (`$skiptoken`) read them again."""
+
+
 class TenantState:
     def __init__(self, scenario: Scenario) -> None:
         tenant = scenario.tenant
         now = format_datetime(utcnow())
         self.tenant_id = tenant.id
         self.calls: list[dict[str, Any]] = []
+        self.audit_sessions: dict[str, AuditSession] = {}
         self.data = TenantData(
             users=[u.model_dump() for u in tenant.users],
             inbound_connectors=[_connector(c, "inbound", tenant.id, now) for c in tenant.inbound_connectors],

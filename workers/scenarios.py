@@ -39,7 +39,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities import cases
 from activities.clients import ClientPool
 from config.settings import AnalystGrant, ApprovalSettings, IntakeSettings, Settings, SourceGrant, TemporalSettings, TenantSettings
-from emulator.expectations import judge
+from emulator.expectations import judge, tenant_calls
 from emulator.scenario import Scenario, load_scenario
 from emulator.server import serving_emulator
 from emulator.tls import ensure_certificates
@@ -289,6 +289,7 @@ async def cases_started(client: Client, task_queue: str) -> int:
 
 def result_json(scenario: Scenario, report: CaseReport, state: dict[str, Any], cases_started: int) -> dict[str, Any]:
     alert = state["alerts"].get(report.alerts[0], {}) if report.alerts else {}
+    first_action = min((r.started_at for r in report.actions if r.started_at), default=None)
     return {
         "scenario": scenario.id,
         "case_id": report.case_id,
@@ -314,6 +315,7 @@ def result_json(scenario: Scenario, report: CaseReport, state: dict[str, Any], c
         "alert": {"classification": alert.get("classification"), "status": alert.get("status")},
         "cases_started": cases_started,
         "tenant": state["tenant"],
+        "tenant_calls": tenant_calls(state["calls"], first_action),
     }
 
 
