@@ -53,7 +53,7 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
     tokens = TokenStore()
     faults = FaultInjector(scenario.faults)
     hunting = HuntingEngine(scenario.tables)
-    email_events = scenario.tables.get("EmailEvents", [])
+    message_trace = exo.trace_rows(scenario.tables.get("EmailEvents", []))
     tenant_names = {scenario.tenant.id.casefold(), *(d.casefold() for d in scenario.tenant.accepted_domains)}
 
     app = FastAPI(title=f"quell Microsoft 365 emulator ({scenario.id})", docs_url=None, redoc_url=None, openapi_url=None)
@@ -113,7 +113,7 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
             tenant_data = state.writable(getattr(request.state, "discard_writes", False))
             client_ip = request.client.host if request.client else ""
             first = _skiptoken(request.query_params.get("$skiptoken", "0"))
-            value, warnings = exo.invoke(state, tenant_data, body, client_id, client_ip, email_events, first > 0)
+            value, warnings = exo.invoke(state, tenant_data, body, client_id, client_ip, message_trace, first > 0)
         except ExoError as error:
             return exo_error(error)
         base = f"{str(request.base_url).rstrip('/')}/adminapi/beta/{tenant}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from emulator.state import AuditSession, TenantData
@@ -11,6 +12,8 @@ from emulator.state import AuditSession, TenantData
 ARGUMENT = "System.Management.Automation.ParameterBindingArgumentTransformationException"
 
 Params = dict[str, Any]
+TraceRow = tuple[datetime, dict[str, Any]]
+"""A message trace row (without the call's Organization and window) and when it was received."""
 
 
 @dataclass
@@ -22,7 +25,8 @@ class Call:
     client_ip: str
     params: Params
     warnings: list[str]
-    email_events: list[dict[str, Any]]
+    message_trace: list[TraceRow]
+    """Message trace's rows, newest first (made once from the scenario's EmailEvents)."""
     organization: str
     audit_sessions: dict[str, AuditSession]
     continued: bool

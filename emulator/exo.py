@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from emulator import exo_mail
-from emulator.cmdlet import ARGUMENT, Call, Cmdlet, Params
+from emulator.cmdlet import ARGUMENT, Call, Cmdlet, Params, TraceRow
 from emulator.errors import ExoError, not_found_exo
 from emulator.state import DEFAULTS, AuditSession, ConnectorKind, TenantData, TenantState, utcnow
 from emulator.timestamps import format_datetime
@@ -40,7 +40,7 @@ SESSION_LIMITS = {"returnlargeset": 50_000, "returnnextpreviewpage": 5_000}
 
 
 def invoke(state: TenantState, tenant: TenantData, body: Any, actor: str, client_ip: str,
-           email_events: list[dict[str, Any]], continued: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+           message_trace: list[TraceRow], continued: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
     """Run the cmdlet a request body names; returns (value, warnings) or raises ExoError.
     `continued`: the request asks for a later page of an answer (only sessions keep answers)."""
     cmdlet_input = body.get("CmdletInput") if isinstance(body, dict) else None
@@ -59,7 +59,7 @@ def invoke(state: TenantState, tenant: TenantData, body: Any, actor: str, client
         raw = {}
     if not isinstance(raw, dict):
         raise ExoError(BINDING, "Parameters must be a JSON object of parameter name to value.")
-    call = Call(tenant, actor, client_ip, bind(cmdlet, raw), [], email_events, _organization(tenant, state),
+    call = Call(tenant, actor, client_ip, bind(cmdlet, raw), [], message_trace, _organization(tenant, state),
                 state.audit_sessions, continued)
     return cmdlet.run(call), call.warnings
 
@@ -411,6 +411,29 @@ def trace_status(row: dict[str, Any]) -> str:
     return "Delivered"
 
 
+def trace_rows(email_events: list[dict[str, Any]]) -> list[TraceRow]:
+    """EmailEvents rows as message trace shows them, newest first: made once, every call filters them."""
+    rows = []
+    for row in email_events:
+        when = parse_iso(str(row.get("Timestamp", "")))
+        if when is None:
+            continue
+        rows.append((when, {
+            "MessageId": row.get("InternetMessageId") or f"<{row.get('NetworkMessageId')}@emulator.local>",
+            "Received": format_datetime(when),
+            "SenderAddress": row.get("SenderMailFromAddress") or row.get("SenderFromAddress"),
+            "RecipientAddress": row.get("RecipientEmailAddress"),
+            "Subject": row.get("Subject") or "",
+            "Status": trace_status(row),
+            "ToIP": None,
+            "FromIP": row.get("SenderIPv4") or row.get("SenderIPv6"),
+            "Size": 0,
+            "MessageTraceId": row.get("NetworkMessageId"),
+        }))
+    rows.sort(key=lambda r: r[1]["Received"], reverse=True)
+    return rows
+
+
 def _message_trace(call: Call) -> list[dict[str, Any]]:
     p = call.params
     now = utcnow()
@@ -431,24 +454,9 @@ def _message_trace(call: Call) -> list[dict[str, Any]]:
     message_ids = set(p.get("MessageId", []))
     window = {"StartDate": format_datetime(start), "EndDate": format_datetime(end)}  # once, not per row
     found = []
-    for row in call.email_events:
-        when = parse_iso(str(row.get("Timestamp", "")))
-        if when is None or not start <= when <= end:
+    for when, trace in call.message_trace:
+        if not start <= when <= end:
             continue
-        trace = {
-            "Organization": call.organization,
-            "MessageId": row.get("InternetMessageId") or f"<{row.get('NetworkMessageId')}@emulator.local>",
-            "Received": format_datetime(when),
-            "SenderAddress": row.get("SenderMailFromAddress") or row.get("SenderFromAddress"),
-            "RecipientAddress": row.get("RecipientEmailAddress"),
-            "Subject": row.get("Subject") or "",
-            "Status": trace_status(row),
-            "ToIP": None,
-            "FromIP": row.get("SenderIPv4") or row.get("SenderIPv6"),
-            "Size": 0,
-            "MessageTraceId": row.get("NetworkMessageId"),
-            **window,
-        }
         if senders and str(trace["SenderAddress"] or "").casefold() not in senders:
             continue
         if recipients and str(trace["RecipientAddress"] or "").casefold() not in recipients:
@@ -462,8 +470,9 @@ def _message_trace(call: Call) -> list[dict[str, Any]]:
         if message_ids and trace["MessageId"] not in message_ids:
             continue
         found.append(trace)
-    found.sort(key=lambda t: t["Received"], reverse=True)
-    return [{**t, "Index": i} for i, t in enumerate(found[:size])]
+        if len(found) == size:
+            break
+    return [{"Organization": call.organization, **t, **window, "Index": i} for i, t in enumerate(found)]
 
 
 # --------------------------------------------------------------------------- registry

@@ -6,6 +6,7 @@ real Temporal dev server, with the activities calling the emulator over HTTPS.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -83,11 +84,15 @@ def case_for(scenario: Scenario) -> CaseInput:
     return CaseInput(tenant_id=scenario.tenant.id, alert=alert, organization=organization)
 
 
-def pool_for(scenario: Scenario, base_url: str) -> ClientPool:
-    return ClientPool([TenantSettings(
+def tenant_settings(scenario: Scenario, base_url: str) -> TenantSettings:
+    return TenantSettings(
         tenant_id=scenario.tenant.id, client_id=EMULATOR_CLIENT_ID, client_secret=EMULATOR_CLIENT_SECRET,
         authority_host=base_url, disable_instance_discovery=True, graph_base_url=base_url, exo_base_url=base_url,
-    )])
+    )
+
+
+def pool_for(scenario: Scenario, base_url: str) -> ClientPool:
+    return ClientPool([tenant_settings(scenario, base_url)])
 
 
 @pytest.fixture
@@ -270,6 +275,34 @@ async def test_the_worst_path_telemetry_and_cloud_app_events_makes_three_hunting
     assert verdict.has("change_by_unexpected_actor")
     assert [a.upn for a in collected.admins] == ["helpdesk.op@contoso.com"]
     assert hunting_queries(emulator) == 3  # telemetry (resolution), mail, audit records with the sign-ins
+
+
+def other_tenant(path: Path, tenant_id: str, extra_domain: str) -> Scenario:
+    data = yaml.safe_load(path.read_text())
+    data["tenant"]["id"] = tenant_id
+    data["tenant"]["accepted_domains"].append(extra_domain)
+    return load_scenario(yaml.safe_dump(data, sort_keys=False))
+
+
+async def test_concurrent_cases_of_a_tenant_share_one_read_of_its_accepted_domains_and_tenants_never_do(
+    client: Client, cert_dir: Path
+) -> None:
+    first, second = load_scenario(TP), other_tenant(TP, "33333333-4444-5555-6666-777777777777", "fabrikam-only.example")
+    with running_emulator(first, cert_dir) as one, running_emulator(second, cert_dir) as two:
+        pool = ClientPool([tenant_settings(first, one.base_url), tenant_settings(second, two.base_url)])
+        queue = f"evidence-{uuid.uuid4().hex[:8]}"
+        try:
+            async with Worker(client, task_queue=queue, workflows=[EvidenceCollector], activities=activities(pool).all()):
+                collected = await asyncio.gather(*(
+                    client.execute_workflow(EvidenceCollector.run, case_for(scenario), id=f"collect-{uuid.uuid4()}",
+                                            task_queue=queue, result_type=Evidence)
+                    for scenario in (first, first, second, second)
+                ))
+        finally:
+            await pool.aclose()
+    assert [len(emulator.state.calls_matching("exo:Get-AcceptedDomain")) for emulator in (one, two)] == [1, 1]
+    assert [c.accepted_domains for c in collected] == [
+        ["contoso.com", "contoso.onmicrosoft.com"]] * 2 + [["contoso.com", "contoso.onmicrosoft.com", "fabrikam-only.example"]] * 2
 
 
 def resolve_request(**fields: Any) -> ResolveConnectorInput:
