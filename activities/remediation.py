@@ -348,11 +348,12 @@ class RemediationActivities:
     async def classify_alert(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, ClassifyParams)
         clients = self._authorised_clients(inp)
-        if refusal := await _not_ours(clients.graph_http, p.alert_id, inp.tenant_id):
+        alert, refusal = await _owned_alert(clients.graph_http, p.alert_id, inp.tenant_id)
+        if refusal:
             return run.refused(refusal)
         alerts = clients.graph.security.alerts_v2.by_alert_id(p.alert_id)
         wanted = _wanted_alert(p)
-        if _alert_is(await _read(alerts.get()), wanted):
+        if _alert_is(alert, wanted):
             return run.already(f"alert {p.alert_id} is already {_describe(wanted)}")
         if run.dry:
             return run.would(f"set alert {p.alert_id} to {_describe(wanted)}")
@@ -362,7 +363,7 @@ class RemediationActivities:
             determination=AlertDetermination(p.determination) if p.determination else None,
             assigned_to=ASSIGNEE,
         )))
-        if not _alert_is(await _read(alerts.get()), wanted):
+        if not _alert_is(await clients.graph_http.request("GET", _alert_path(p.alert_id)), wanted):
             raise run.not_verified(f"alert {p.alert_id} is not {_describe(wanted)} after the update")
         return run.done(f"alert {p.alert_id} set to {_describe(wanted)}, assigned to {ASSIGNEE}")
 
@@ -374,18 +375,19 @@ class RemediationActivities:
         """
         run, p = _Run(inp), _params(inp, CommentParams)
         http = self._authorised_clients(inp).graph_http
-        if refusal := await _not_ours(http, p.alert_id, inp.tenant_id):
+        alert, refusal = await _owned_alert(http, p.alert_id, inp.tenant_id)
+        if refusal:
             return run.refused(refusal)
-        path = f"/security/alerts_v2/{quote(p.alert_id, safe='')}"
+        path = _alert_path(p.alert_id)
         marker = f"[quell case {inp.case_id} action {inp.action.id}]"
-        if await _has_comment(http, path, marker):
+        if _has_comment(alert, marker):
             return run.already(f"alert {p.alert_id} already carries this case's comment")
         if run.dry:
             return run.would(f"add a comment to alert {p.alert_id} ({len(p.comment)} characters)")
         await http.request("POST", f"{path}/comments", json={
             "@odata.type": "microsoft.graph.security.alertComment", "comment": f"{p.comment}\n\n{marker}",
         })
-        if not await _has_comment(http, path, marker):
+        if not _has_comment(await http.request("GET", path), marker):
             raise run.not_verified(f"the comment does not show on alert {p.alert_id}")
         return run.done(f"comment added to alert {p.alert_id}")
 
@@ -631,22 +633,27 @@ async def _admin_mfa_policies(policies: Any) -> list[ConditionalAccessPolicy]:
     return matching
 
 
-async def _not_ours(http: Any, alert_id: str, tenant_id: str) -> str | None:
-    """Why quell must not write to this alert, or None. It writes only to alerts that Graph
+def _alert_path(alert_id: str) -> str:
+    return f"/security/alerts_v2/{quote(alert_id, safe='')}"
+
+
+async def _owned_alert(http: Any, alert_id: str, tenant_id: str) -> tuple[dict[str, Any], str | None]:
+    """The alert as Graph returns it (read once: the action checks it is done from the same
+    answer), and why quell must not write to it, or None. It writes only to alerts that Graph
     returns in the case's tenant and that are connector alerts (the policy's title): an alert id
     from a generic payload, or one an attacker signalled into the case, is never written to."""
     try:
-        alert = await http.request("GET", f"/security/alerts_v2/{quote(alert_id, safe='')}")
+        alert = await http.request("GET", _alert_path(alert_id)) or {}
     except ApplicationError as failure:
         if failure.type == "GraphHttp404":
-            return f"alert {alert_id} not written: Graph does not know it in tenant {tenant_id}"
+            return {}, f"alert {alert_id} not written: Graph does not know it in tenant {tenant_id}"
         raise
-    if str((alert or {}).get("tenantId") or tenant_id) != tenant_id:
-        return f"alert {alert_id} not written: it belongs to another tenant"
-    title = str((alert or {}).get("title", ""))
+    if str(alert.get("tenantId") or tenant_id) != tenant_id:
+        return alert, f"alert {alert_id} not written: it belongs to another tenant"
+    title = str(alert.get("title", ""))
     if title.strip().casefold() != POLICY_TITLE:
-        return f"alert {alert_id} not written: '{title[:80]}' is not a connector alert"
-    return None
+        return alert, f"alert {alert_id} not written: '{title[:80]}' is not a connector alert"
+    return alert, None
 
 
 def _wanted_alert(p: ClassifyParams) -> dict[str, str]:
@@ -658,17 +665,12 @@ def _wanted_alert(p: ClassifyParams) -> dict[str, str]:
     return wanted
 
 
-def _alert_is(alert: Alert, wanted: dict[str, str]) -> bool:
-    actual = {
-        "status": alert.status.value if alert.status else None,
-        "classification": alert.classification.value if alert.classification else None,
-        "determination": alert.determination.value if alert.determination else None,
-    }
-    return all(actual[k] == v for k, v in wanted.items())
+def _alert_is(alert: dict[str, Any] | None, wanted: dict[str, str]) -> bool:
+    """Whether the alert (Graph's JSON: status, classification, determination) is as wanted."""
+    return all((alert or {}).get(k) == v for k, v in wanted.items())
 
 
-async def _has_comment(http: Any, path: str, marker: str) -> bool:
-    alert = await http.request("GET", path)
+def _has_comment(alert: dict[str, Any] | None, marker: str) -> bool:
     return any(marker in (c.get("comment") or "") for c in (alert or {}).get("comments") or [])
 
 
