@@ -288,9 +288,10 @@ async def cases_started(client: Client, task_queue: str) -> int:
 
 
 def result_json(scenario: Scenario, report: CaseReport, state: dict[str, Any], cases_started: int) -> dict[str, Any]:
+    """The result docs/scenarios.md describes; `state` is the emulator's introspection answer, and
+    when it holds the call log (`calls`), the result holds the case's `tenant_calls`."""
     alert = state["alerts"].get(report.alerts[0], {}) if report.alerts else {}
-    first_action = min((r.started_at for r in report.actions if r.started_at), default=None)
-    return {
+    result: dict[str, Any] = {
         "scenario": scenario.id,
         "case_id": report.case_id,
         "case_status": report.case_status,
@@ -315,8 +316,11 @@ def result_json(scenario: Scenario, report: CaseReport, state: dict[str, Any], c
         "alert": {"classification": alert.get("classification"), "status": alert.get("status")},
         "cases_started": cases_started,
         "tenant": state["tenant"],
-        "tenant_calls": tenant_calls(state["calls"], first_action),
     }
+    if "calls" in state:
+        first_action = min((r.started_at for r in report.actions if r.started_at), default=None)
+        result["tenant_calls"] = tenant_calls(state["calls"], first_action)
+    return result
 
 
 @dataclass
