@@ -12,7 +12,9 @@ import asyncio
 import ipaddress
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -23,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.clients import ClientPool, ExoError, TenantClients
 from activities.hunting import HuntingQuery, default_catalogue, run_hunting_query
+from activities.tenant_cache import TenantCache
 from workflows import audit
 from workflows.audit import AUDIT_OPERATIONS, AUDIT_RECORD_TYPES, CONNECTOR_OPERATIONS
 from workflows.grading import ip_networks
@@ -52,6 +55,7 @@ from workflows.types import (
     ResolveConnectorInput,
     RestrictedEntities,
     RestrictedEntitiesInput,
+    SignInThresholds,
     TenantInput,
     split_list,
 )
@@ -70,6 +74,12 @@ MESSAGE_TRACE_WINDOW = timedelta(days=10)
 """Get-MessageTraceV2 refuses a StartDate..EndDate range longer than 10 days."""
 MESSAGE_TRACE_IPS = 5
 MAX_LISTED = 100
+UNIFIED_AUDIT_PAGE = 5000
+"""Search-UnifiedAuditLog's largest ResultSize: the records one call of a session answers."""
+UNIFIED_AUDIT_SESSION = 50_000
+"""The records a ReturnLargeSet session serves at most."""
+ACCEPTED_DOMAINS = "accepted-domains"
+"""The tenant cache's key for Get-AcceptedDomain's answer."""
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -155,6 +165,60 @@ def audit_entries(records: Iterable[AuditRecord]) -> tuple[list[ConnectorChange]
     return connectors, others
 
 
+def sign_in_evidence(identities: Iterable[tuple[str, str | None]], rows: list[dict[str, Any]]) -> list[AdminSignIns]:
+    """Each account's sign-in evidence from a sign-in query's `burst` and `country` rows; an account
+    owns a row by object id or UPN. `identities` are (upn, object id or None)."""
+    admins = []
+    for upn, object_id in identities:
+        mine = {_fold(upn), _fold(object_id)} - {""}
+
+        def own(row: Mapping[str, Any], section: str) -> bool:
+            return row.get("Section") == section and bool(
+                {_fold(row.get("AccountObjectId")), _fold(row.get("AccountUpn"))} & mine)
+
+        countries: dict[str, int] = {}
+        for row in rows:
+            if own(row, "country") and (country := str(row.get("CountryCode") or "")):
+                countries[country] = countries.get(country, 0) + int(row.get("SignIns") or 0)
+        bursts = [
+            FailureBurst(
+                failures=int(row["FailedLogonCount"]),
+                earliest_failure=parse_timestamp(row["EarliestTime"]),
+                latest_failure=parse_timestamp(row["LatestTime"]),
+                first_success=parse_timestamp(row.get("FirstSuccess")),
+                application=str(row.get("Application") or ""),
+                isp=str(row.get("ISP") or ""),
+                country=str(row.get("CountryCode") or ""),
+            )
+            for row in rows if own(row, "burst")
+        ]
+        admins.append(AdminSignIns(
+            upn=upn, object_id=object_id, successful_signins=sum(countries.values()), countries=countries,
+            failure_bursts=bursts,
+        ))
+    return admins
+
+
+def compromised_sender_accounts(rows: Iterable[Mapping[str, Any]]) -> CompromisedSenders:
+    """The accounts of a compromised-sender answer (SenderObjectId, SenderFromAddress rows)."""
+    rows = list(rows)
+    object_ids = sorted({str(r.get("SenderObjectId")) for r in rows if r.get("SenderObjectId")})
+    addresses = sorted({_fold(r.get("SenderFromAddress")) for r in rows} - {""})
+    return CompromisedSenders(object_ids=object_ids[:MAX_LISTED], addresses=addresses[:MAX_LISTED])
+
+
+@dataclass
+class AuditAnswer:
+    """What the audit source that decided answered."""
+
+    source: str
+    records: list[AuditRecord]
+    failed: list[str]
+    """The sources tried before it that failed, with why."""
+    sign_ins: list[AdminSignIns] | None = None
+    """The connector actors' sign-in evidence, when CloudAppEvents answered and it was asked for."""
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text.strip())
@@ -214,8 +278,11 @@ def domain_matches(domain: str, patterns: Iterable[str]) -> bool:
 class EvidenceActivities:
     """Every read the case needs, as activities registered on the case worker."""
 
-    def __init__(self, pool: ClientPool, catalogue: Mapping[str, HuntingQuery] | None = None) -> None:
+    def __init__(
+        self, pool: ClientPool, cache: TenantCache, catalogue: Mapping[str, HuntingQuery] | None = None
+    ) -> None:
         self._pool = pool
+        self._cache = cache
         self._catalogue = catalogue or default_catalogue()
 
     def _clients(self, tenant_id: str) -> TenantClients:
@@ -284,27 +351,30 @@ class EvidenceActivities:
     async def connector_changes(self, request: ConnectorChangesInput) -> ConnectorChanges:
         """Audit records of this connector (cases begun before version 2; since then `audit_log`)."""
         clients = self._clients(request.tenant_id)
-        source, records, _ = await self._audit_records(
-            clients, request.since, request.until, CONNECTOR_OPERATIONS, ["exchangeAdmin"])
-        changes, _ = audit_entries(records)
+        answer = await self._audit_records(clients, request.since, request.until, CONNECTOR_OPERATIONS, ["exchangeAdmin"])
+        changes, _ = audit_entries(answer.records)
         mine = audit.connector_records(changes, request.connector_name, request.connector_guid, request.direction)
-        return ConnectorChanges(changes=mine, source=source)
+        return ConnectorChanges(changes=mine, source=answer.source)
 
     @activity.defn(name="evidence.audit-log")
     async def audit_log(self, request: AuditLogInput) -> AuditLog:
         """One audit query for the whole case: every connector's changes since `since` (a revert
-        needs the value set before the lookback) and the admins' other operations in the lookback."""
+        needs the value set before the lookback) and the admins' other operations in the lookback;
+        when only CloudAppEvents answers, also the sign-ins the input asks for (the same query)."""
         clients = self._clients(request.tenant_id)
-        source, records, failed = await self._audit_records(
-            clients, request.since, request.until, AUDIT_OPERATIONS, AUDIT_RECORD_TYPES)
-        changes, others = audit_entries(records)
+        answer = await self._audit_records(
+            clients, request.since, request.until, AUDIT_OPERATIONS, AUDIT_RECORD_TYPES,
+            request.sign_ins, request.lookback_start)
+        changes, others = audit_entries(answer.records)
         recent = [r for r in others if request.lookback_start <= r.at <= request.until]
-        return AuditLog(connector_changes=changes, admin_records=recent, source=source, failed_sources=failed)
+        return AuditLog(connector_changes=changes, admin_records=recent, source=answer.source,
+                        failed_sources=answer.failed, sign_ins=answer.sign_ins)
 
     async def _audit_records(
-        self, clients: TenantClients, since: datetime, until: datetime, operations: list[str], record_types: list[str]
-    ) -> tuple[str, list[AuditRecord], list[str]]:
-        """(source, records, the sources that failed first): Graph audit log query, else
+        self, clients: TenantClients, since: datetime, until: datetime, operations: list[str], record_types: list[str],
+        sign_ins: SignInThresholds | None = None, sign_ins_since: datetime | None = None,
+    ) -> AuditAnswer:
+        """The records of the first source that answers: Graph audit log query, else
         Search-UnifiedAuditLog, else CloudAppEvents. A source that answers (even with nothing)
         decides; when none answers the activity fails, so the case reports the audit log as
         unavailable instead of "no changes"."""
@@ -313,11 +383,14 @@ class EvidenceActivities:
         reads: dict[str, Callable[[], Any]] = {
             "graph_audit_log": lambda: self._graph_audit(clients, since, until, operations, record_types),
             "search_unified_audit_log": lambda: self._unified_audit(clients, since, until, operations),
-            "cloud_app_events": lambda: self._cloud_app_events(clients, since, until, operations),
         }
         for source in AUDIT_SOURCES:
             try:
-                return source, await reads[source](), failed
+                if source == "cloud_app_events":
+                    records, evidence = await self._cloud_app_events(
+                        clients, since, until, operations, sign_ins, sign_ins_since or since)
+                    return AuditAnswer(source, records, failed, evidence)
+                return AuditAnswer(source, await reads[source](), failed)
             except (ApplicationError, ExoError) as failure:
                 log.warning("audit source failed", source=source, error=str(failure)[:200])
                 failures.append(failure)
@@ -373,13 +446,34 @@ class EvidenceActivities:
     async def _unified_audit(
         self, clients: TenantClients, since: datetime, until: datetime, operations: list[str]
     ) -> list[AuditRecord]:
+        """Search-UnifiedAuditLog in one paged session, as Microsoft documents it: the same command
+        with a SessionId and SessionCommand ReturnLargeSet, run again and again, each answer the
+        session's next records (ResultSize 5,000 at most), until all ResultCount records arrived
+        or an answer is empty. A session serves 50,000 records at most, unsorted, so a search
+        that matches more would lose records at random: that source fails instead."""
         # No RecordType: it takes one type, and role grants are directory records; the operations filter.
-        rows = await clients.exo.invoke("Search-UnifiedAuditLog", {
+        command = {
             "StartDate": since.astimezone(UTC).isoformat(),
             "EndDate": until.astimezone(UTC).isoformat(),
             "Operations": operations,
-            "ResultSize": 5000,
-        })
+            "SessionId": f"quell-{uuid.uuid4()}",
+            "SessionCommand": "ReturnLargeSet",
+            "ResultSize": UNIFIED_AUDIT_PAGE,
+        }
+        rows: list[dict[str, Any]] = []
+        for _ in range(UNIFIED_AUDIT_SESSION // UNIFIED_AUDIT_PAGE):
+            activity.heartbeat()
+            page = await clients.exo.invoke("Search-UnifiedAuditLog", command)
+            if not page:
+                break
+            rows.extend(page)
+            count = int(page[-1].get("ResultCount") or 0)
+            if count > UNIFIED_AUDIT_SESSION:
+                raise ApplicationError(
+                    f"Search-UnifiedAuditLog matched {count} records, more than the {UNIFIED_AUDIT_SESSION} "
+                    "a session serves", type="AuditSearchTooLarge", non_retryable=True)
+            if len(rows) >= count:
+                break
         records = []
         for row in rows:
             at = parse_timestamp(row.get("CreationDate"))
@@ -389,16 +483,25 @@ class EvidenceActivities:
         return records
 
     async def _cloud_app_events(
-        self, clients: TenantClients, since: datetime, until: datetime, operations: list[str]
-    ) -> list[AuditRecord]:
+        self, clients: TenantClients, since: datetime, until: datetime, operations: list[str],
+        sign_ins: SignInThresholds | None, sign_ins_since: datetime,
+    ) -> tuple[list[AuditRecord], list[AdminSignIns] | None]:
+        """The records, and when `sign_ins` asks for them, the sign-in evidence of every actor of a
+        connector record since `sign_ins_since` (the case's acting admins are among them)."""
         since = max(since, until - timedelta(days=30))  # advanced hunting keeps 30 days
-        rows = await self._hunt(clients, "audit-records-cloudapp", operations=operations, since=since, until=until)
+        thresholds = sign_ins or SignInThresholds(failure_threshold=0, success_within=timedelta(0))
+        rows = await self._hunt(
+            clients, "audit-records-cloudapp", operations=operations, since=since, until=until,
+            signInsFor=CONNECTOR_OPERATIONS if sign_ins else [], signInsSince=sign_ins_since,
+            failureThreshold=thresholds.failure_threshold,
+            successWithinSeconds=int(thresholds.success_within.total_seconds()))
         upns: dict[str, str] = {}
         records = []
+        actors: dict[str, tuple[str, str | None]] = {}
         for row in rows:
             at = parse_timestamp(row.get("Timestamp"))
             audit = _audit_data(row.get("RawEventData"))
-            if at is None:
+            if row.get("Section") != "record" or at is None:
                 continue
             actor = str(audit.get("UserId") or "")
             object_id = str(row.get("AccountObjectId") or "")
@@ -408,30 +511,29 @@ class EvidenceActivities:
                         "GET", f"/users/{object_id}", params={"$select": "userPrincipalName"})
                     upns[object_id] = str((user or {}).get("userPrincipalName") or object_id)
                 actor = upns[object_id]
-            records.append((at, str(row.get("ActionType") or ""), actor, audit))
-        return records
+            operation = str(row.get("ActionType") or "")
+            records.append((at, operation, actor, audit))
+            if actor and operation in CONNECTOR_OPERATIONS and at >= sign_ins_since:
+                actors.setdefault(_fold(actor), (actor, object_id if GUID.match(object_id) else None))
+        return records, sign_in_evidence(actors.values(), rows) if sign_ins else None
 
     @activity.defn(name="evidence.mail-stats")
     async def mail_stats(self, request: MailStatsInput) -> MailStats:
-        """The connector's mail in the lookback and the 168-hour baseline, from three hunting calls."""
+        """The connector's mail in the lookback and the 168-hour baseline, and the tenant's
+        compromised senders, from one hunting call; message trace corroborates."""
         clients = self._clients(request.tenant_id)
         now = request.now.astimezone(UTC)
         lookback_start = now - request.lookback
         baseline_start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=167)
-        accepted = sorted({_fold(d) for d in request.accepted_domains})
-        partners = sorted({_fold(d) for d in request.partner_domains})
-        summary, threats, first_contact = await asyncio.gather(
-            self._hunt(clients, "connector-mail-summary",
-                       connectorName=request.connector_name, since=min(lookback_start, baseline_start), until=now,
-                       lookbackStart=lookback_start, acceptedDomains=accepted, partnerDomains=partners),
-            self._hunt(clients, "connector-mail-threats",
-                       connectorName=request.connector_name, since=lookback_start, until=now),
-            self._hunt(clients, "connector-first-contact",
-                       connectorName=request.connector_name, baselineStart=now - timedelta(days=30),
-                       baselineEnd=now - timedelta(days=1), recentStart=now - timedelta(days=1), until=now,
-                       minPriorMessages=3),
+        rows = await self._hunt(
+            clients, "connector-mail",
+            connectorName=request.connector_name, since=min(lookback_start, baseline_start), until=now,
+            lookbackStart=lookback_start, acceptedDomains=sorted({_fold(d) for d in request.accepted_domains}),
+            partnerDomains=sorted({_fold(d) for d in request.partner_domains}),
+            baselineStart=now - timedelta(days=30), baselineEnd=now - timedelta(days=1),
+            recentStart=now - timedelta(days=1), minPriorMessages=3, compromisedPerHour=request.compromised_per_hour,
         )
-        stats = summarise_mail(summary, threats, first_contact)
+        stats = summarise_mail(rows)
         trace = await self._filtered_as_spam(clients, stats.sender_ips, lookback_start, now)
         return stats.model_copy(update={"trace_filtered_as_spam": trace})
 
@@ -478,57 +580,36 @@ class EvidenceActivities:
 
     @activity.defn(name="evidence.accepted-domains")
     async def accepted_domains(self, request: TenantInput) -> AcceptedDomains:
-        rows = await self._clients(request.tenant_id).exo.invoke("Get-AcceptedDomain")
-        domains = {_fold(row.get("DomainName") or row.get("Name")) for row in rows}
-        return AcceptedDomains(domains=sorted(domains - {""}))
+        """The tenant's accepted domains: read once per tenant per `tenant_cache.ttl` and shared by
+        the cases the worker runs meanwhile (docs/storms.md)."""
+        clients = self._clients(request.tenant_id)
+
+        async def read() -> AcceptedDomains:
+            rows = await clients.exo.invoke("Get-AcceptedDomain")
+            domains = {_fold(row.get("DomainName") or row.get("Name")) for row in rows}
+            return AcceptedDomains(domains=sorted(domains - {""}))
+
+        return await self._cache.get(request.tenant_id, ACCEPTED_DOMAINS, read)
 
     @activity.defn(name="evidence.admin-sign-ins")
     async def admin_sign_ins(self, request: AdminSignInsInput) -> AdminEvidence:
-        """Object ids, brute-force bursts and sign-in countries of the acting admins."""
+        """Object ids, brute-force bursts and sign-in countries of the acting admins, from one
+        hunting call; an admin the input's directory accounts name is not looked up again."""
         if not request.upns:
             return AdminEvidence(admins=[])
         clients = self._clients(request.tenant_id)
-        identities = await asyncio.gather(*(self._identity(clients, upn) for upn in request.upns))
-        object_ids = [oid for _, oid in identities if oid]
-        upns = [_fold(upn) for upn in request.upns]
-        bursts_rows, country_rows = await asyncio.gather(
-            self._hunt(clients, "admin-bruteforce", accountObjectIds=object_ids, since=request.since,
-                       until=request.until, failureThreshold=request.failure_threshold,
-                       successWithinSeconds=int(request.success_within.total_seconds())),
-            self._hunt(clients, "admin-signin-countries", accountObjectIds=object_ids, accountUpns=upns,
-                       since=request.since, until=request.until),
+        known = {_fold(a.upn): (a.upn, a.object_id) for a in request.accounts}
+
+        async def identity(upn: str) -> tuple[str, str | None]:
+            return known.get(_fold(upn)) or await self._identity(clients, upn)
+
+        identities = await asyncio.gather(*(identity(upn) for upn in request.upns))
+        rows = await self._hunt(
+            clients, "admin-sign-ins", accountObjectIds=[oid for _, oid in identities if oid],
+            accountUpns=[_fold(upn) for upn in request.upns], since=request.since, until=request.until,
+            failureThreshold=request.failure_threshold, successWithinSeconds=int(request.success_within.total_seconds()),
         )
-        admins = []
-        for upn, object_id in identities:
-            mine = {_fold(upn), _fold(object_id)} - {""}
-
-            def own(row: Mapping[str, Any]) -> bool:
-                return bool({_fold(row.get("AccountObjectId")), _fold(row.get("AccountUpn"))} & mine)
-
-            countries: dict[str, int] = {}
-            for row in filter(own, country_rows):
-                if country := str(row.get("CountryCode") or ""):
-                    countries[country] = countries.get(country, 0) + int(row.get("SignIns") or 0)
-            bursts = [
-                FailureBurst(
-                    failures=int(row["FailedLogonCount"]),
-                    earliest_failure=parse_timestamp(row["EarliestTime"]),
-                    latest_failure=parse_timestamp(row["LatestTime"]),
-                    first_success=parse_timestamp(row.get("FirstSuccess")),
-                    application=str(row.get("Application") or ""),
-                    isp=str(row.get("ISP") or ""),
-                    country=str(row.get("CountryCode") or ""),
-                )
-                for row in filter(own, bursts_rows)
-            ]
-            admins.append(AdminSignIns(
-                upn=upn,
-                object_id=object_id,
-                successful_signins=sum(countries.values()),
-                countries=countries,
-                failure_bursts=bursts,
-            ))
-        return AdminEvidence(admins=admins)
+        return AdminEvidence(admins=sign_in_evidence(identities, rows))
 
     async def _identity(self, clients: TenantClients, upn: str) -> tuple[str, str | None]:
         """(upn, object id); an actor with no directory user (a service, a deleted account) keeps
@@ -547,11 +628,10 @@ class EvidenceActivities:
 
     @activity.defn(name="evidence.compromised-senders")
     async def compromised_senders(self, request: CompromisedSendersInput) -> CompromisedSenders:
+        """Cases begun before `fewer-tenant-calls` (since then `mail_stats` answers them)."""
         rows = await self._hunt(self._clients(request.tenant_id), "compromised-sender-accounts",
                                 since=request.since, until=request.until, countThreshold=request.per_hour)
-        object_ids = sorted({str(r.get("SenderObjectId")) for r in rows if r.get("SenderObjectId")})
-        addresses = sorted({_fold(r.get("SenderFromAddress")) for r in rows} - {""})
-        return CompromisedSenders(object_ids=object_ids[:MAX_LISTED], addresses=addresses[:MAX_LISTED])
+        return compromised_sender_accounts(rows)
 
     @activity.defn(name="evidence.directory-accounts")
     async def directory_accounts(self, request: DirectoryAccountsInput) -> DirectoryAccounts:
@@ -563,8 +643,8 @@ class EvidenceActivities:
         async def account(upn: str) -> DirectoryAccount:
             if "@" not in upn:
                 return DirectoryAccount(upn=upn)
-            _, object_id = await self._identity(clients, upn)
-            return DirectoryAccount(upn=upn, object_id=object_id)
+            name, object_id = await self._identity(clients, upn)
+            return DirectoryAccount(upn=name, object_id=object_id)
 
         return DirectoryAccounts(accounts=list(await asyncio.gather(*(account(u) for u in request.upns))))
 
@@ -591,12 +671,10 @@ def _relative_graph_path(next_link: Any) -> str | None:
     return f"{path}?{parts.query}" if parts.query else path
 
 
-def summarise_mail(
-    summary: list[dict[str, Any]], threats: list[dict[str, Any]], first_contact: list[dict[str, Any]]
-) -> MailStats:
-    """The hunting answers as MailStats (see the catalogue files for each section)."""
+def summarise_mail(rows: list[dict[str, Any]]) -> MailStats:
+    """The connector-mail answer as MailStats (the catalogue file describes each section)."""
     sections: dict[str, list[dict[str, Any]]] = {}
-    for row in summary:
+    for row in rows:
         sections.setdefault(str(row.get("Section")), []).append(row)
     total = (sections.get("total") or [{}])[0]
     hourly: dict[str, int] = {}
@@ -610,9 +688,11 @@ def summarise_mail(
         rows = sorted(sections.get(section, []), key=lambda r: -int(r.get("Messages") or 0))
         return [str(r["Value"]) for r in rows if r.get("Value")][:MAX_LISTED]
 
+    threats = sections.get("threat", [])
     by_kind = {str(r.get("Kind")): r for r in threats}
     malicious_ids = sorted({i for r in threats for i in _json_list(r.get("SampleIds"))})[:SAMPLE_SIZE]
-    contact = {str(r.get("Section")): int(r.get("Distinct") or 0) for r in first_contact}
+    contact = {section: int((sections.get(section) or [{}])[0].get("Distinct") or 0)
+               for section in ("new_sender", "new_recipient_domain")}
 
     def count(name: str) -> int:
         return int(total.get(name) or 0)
@@ -633,6 +713,7 @@ def summarise_mail(
         spoofed_header_senders=values("spoofed_sender"),
         sample_message_ids=[str(r["Value"]) for r in sections.get("sample", []) if r.get("Value")][:SAMPLE_SIZE],
         malicious_sample_message_ids=malicious_ids,
-        first_contact_senders=contact.get("new_sender", 0),
-        first_contact_recipient_domains=contact.get("new_recipient_domain", 0),
+        first_contact_senders=contact["new_sender"],
+        first_contact_recipient_domains=contact["new_recipient_domain"],
+        compromised=compromised_sender_accounts(sections.get("compromised_sender", [])),
     )

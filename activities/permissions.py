@@ -79,18 +79,22 @@ SOURCES: dict[str, Need] = {
     "audit_log": Need(
         "one audit query per case: every connector's changes (and the values a revert restores), deleted "
         "connectors, the suspect admins' footprint (Exchange admin and directory records)",
-        "Graph `POST /security/auditLog/queries` → `/records`; fallback EXO `Search-UnifiedAuditLog`",
-        (graph("AuditLogsQuery-Exchange.Read.All"), graph("AuditLogsQuery-Entra.Read.All"), *EXCHANGE)),
+        "Graph `POST /security/auditLog/queries` → `/records`; fallback EXO `Search-UnifiedAuditLog` (session "
+        "paging), then hunting `CloudAppEvents` (with the connector actors' `IdentityLogonEvents`) and Graph "
+        "`GET /users/{id}`",
+        (graph("AuditLogsQuery-Exchange.Read.All"), graph("AuditLogsQuery-Entra.Read.All"), *EXCHANGE, HUNTING, USERS)),
     "directory_accounts": Need("which audit actors are directory users (only they can be suspect)",
                                "Graph `GET /users/{upn}`", (USERS,)),
-    "mail_stats": Need("mail through the connector", "hunting `EmailEvents`; EXO `Get-MessageTraceV2`",
+    "mail_stats": Need("mail through the connector, and the tenant's compromised sender accounts (one query)",
+                       "hunting `EmailEvents`, `EmailAttachmentInfo`, `UrlClickEvents`; EXO `Get-MessageTraceV2`",
                        (*EXCHANGE, HUNTING)),
     "restricted_entities": Need("restricted connectors and senders", "EXO `Get-BlockedConnector`, "
                                 "`Get-BlockedSenderAddress`", EXCHANGE),
     "accepted_domains": Need("accepted domains", "EXO `Get-AcceptedDomain`", EXCHANGE),
     "admin_sign_ins": Need("the acting admins' ids and sign-ins", "Graph `GET /users/{upn}`; hunting "
                            "`IdentityLogonEvents`", (USERS, HUNTING)),
-    "compromised_senders": Need("compromised sender accounts", "hunting `EmailEvents`", (HUNTING,)),
+    "compromised_senders": Need("compromised sender accounts (cases begun before `fewer-tenant-calls`; since "
+                                "then `mail_stats`)", "hunting `EmailEvents`", (HUNTING,)),
 }
 """Evidence every case reads (and the poller), whatever actions are enabled."""
 

@@ -1,6 +1,6 @@
 """Hunting parameters: the project's renderer (typed `let` literals, what production sends to
 Graph, which has no parameter binding) against duckdb-kql's own bound parameters, on the
-connector mail summary query over the example scenario's tables scaled up."""
+connector mail query over the example scenario's tables scaled up."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def scaled_tables(factor: int) -> tuple[dict[str, list[dict]], datetime]:
 def bench_hunting_parameters(factor: int = 20) -> None:
     tables, now = scaled_tables(factor)
     engine = HuntingEngine(tables)
-    query = default_catalogue()["connector-mail-summary"].query
+    query = default_catalogue()["connector-mail"].query
     params = {
         "connectorName": "Contoso Hybrid",
         "since": now - timedelta(days=8),
@@ -51,6 +51,11 @@ def bench_hunting_parameters(factor: int = 20) -> None:
         "lookbackStart": now - timedelta(days=7),
         "acceptedDomains": ["contoso.com", "contoso.onmicrosoft.com"],
         "partnerDomains": ["fabrikam.com"],
+        "baselineStart": now - timedelta(days=30),
+        "baselineEnd": now - timedelta(days=1),
+        "recentStart": now - timedelta(days=1),
+        "minPriorMessages": 3,
+        "compromisedPerHour": 100,
     }
     rendered = render(query, params)
     con = engine._con  # the engine's own DuckDB connection, so both run on the same tables

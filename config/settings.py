@@ -379,6 +379,13 @@ class QuotaSettings(Section):
         return {"hunting": self.hunting, "graph": self.graph, "exchange": self.exchange}
 
 
+class TenantCacheSettings(Section):
+    """Tenant-wide facts (the accepted domains) shared by the cases one worker runs (docs/storms.md)."""
+
+    ttl: timedelta = Field(default=timedelta(seconds=60), ge=timedelta(0))
+    """How long one read of a tenant's fact serves its cases; 0 shares only a read in flight."""
+
+
 class ApprovalSettings(Section):
     """Who may approve what, with which keys, and how long a request waits (`[approval]`).
 
@@ -546,6 +553,7 @@ class Settings(BaseSettings):
     poller: PollerSettings = PollerSettings()
     worker: WorkerSettings = WorkerSettings()
     quotas: QuotaSettings = QuotaSettings()
+    tenant_cache: TenantCacheSettings = TenantCacheSettings()
     notify: NotifySettings = NotifySettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()

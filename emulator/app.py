@@ -8,6 +8,7 @@ call is logged with its final status, its family and whether it was an early ret
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -60,7 +61,7 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
     faults = FaultInjector(scenario.faults)
     holds = Holds()
     hunting = HuntingEngine(scenario.tables)
-    email_events = scenario.tables.get("EmailEvents", [])
+    message_trace = exo.trace_rows(scenario.tables.get("EmailEvents", []))
     tenant_names = {scenario.tenant.id.casefold(), *(d.casefold() for d in scenario.tenant.accepted_domains)}
 
     app = FastAPI(title=f"quell Microsoft 365 emulator ({scenario.id})", docs_url=None, redoc_url=None, openapi_url=None)
@@ -90,6 +91,8 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
             api = f"graph:{request.method} /{path.split('/', 2)[2]}"
             if api_matches(HUNTING_API, api):
                 detail["hunting_query"] = _hunting_query(body)
+            if body:  # which request it was (an audit search, a batch): the same body, the same digest
+                detail["body_sha256"] = hashlib.sha256(body).hexdigest()[:16]
         else:
             cmdlet, parameters = _cmdlet(body)
             api = f"exo:{cmdlet}"
@@ -115,6 +118,7 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
                 request.state.discard_writes = fault is not None  # effect: ignore
                 await holds.keep(api)
                 response = await call_next(request)
+                detail.update(getattr(request.state, "call_detail", {}))
         state.throttling.answered(family, app_id, same_request, time.monotonic(), response.status_code,
                                   response.headers.get("Retry-After"))
         state.record_call(api, response.status_code, detail)
@@ -133,15 +137,18 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
             tenant_data = state.writable(getattr(request.state, "discard_writes", False))
             client_ip = request.client.host if request.client else ""
             first = _skiptoken(request.query_params.get("$skiptoken", "0"))
-            value, warnings = exo.invoke(state, tenant_data, body, client_id, client_ip, email_events)
+            value, warnings = exo.invoke(state, tenant_data, body, client_id, client_ip, message_trace, first > 0)
         except ExoError as error:
             return exo_error(error)
         base = f"{str(request.base_url).rstrip('/')}/adminapi/beta/{tenant}"
+        page = value[first:first + exo_page_size]
+        if page and "ResultIndex" in page[0]:  # audit search pages: which records this answer held
+            request.state.call_detail = {"result_index": [page[0]["ResultIndex"], page[-1]["ResultIndex"]]}
         answer = {
             "@odata.context": f"{base}/$metadata#Collection(Exchange.GenericHashTable)",
             "adminapi.warnings@odata.type": "#Collection(String)",
             "@adminapi.warnings": warnings,
-            "value": value[first:first + exo_page_size],
+            "value": page,
         }
         if first + exo_page_size < len(value):  # the next page: the same body again, from here
             answer["@odata.nextLink"] = f"{base}/InvokeCommand?$skiptoken={first + exo_page_size}"

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from emulator.state import TenantData
+from emulator.state import AuditSession, TenantData
 
 ARGUMENT = "System.Management.Automation.ParameterBindingArgumentTransformationException"
 
 Params = dict[str, Any]
+TraceRow = tuple[datetime, dict[str, Any]]
+"""A message trace row (without the call's Organization and window) and when it was received."""
 
 
 @dataclass
@@ -22,8 +25,12 @@ class Call:
     client_ip: str
     params: Params
     warnings: list[str]
-    email_events: list[dict[str, Any]]
+    message_trace: list[TraceRow]
+    """Message trace's rows, newest first (made once from the scenario's EmailEvents)."""
     organization: str
+    audit_sessions: dict[str, AuditSession]
+    continued: bool
+    """The request reads a later InvokeCommand page (`$skiptoken`) of an answer already given."""
 
 
 @dataclass(frozen=True)

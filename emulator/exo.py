@@ -17,9 +17,9 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from emulator import exo_mail
-from emulator.cmdlet import ARGUMENT, Call, Cmdlet, Params
+from emulator.cmdlet import ARGUMENT, Call, Cmdlet, Params, TraceRow
 from emulator.errors import ExoError, not_found_exo
-from emulator.state import DEFAULTS, ConnectorKind, TenantData, TenantState, utcnow
+from emulator.state import DEFAULTS, AuditSession, ConnectorKind, TenantData, TenantState, utcnow
 from emulator.timestamps import format_datetime
 from workflows.timestamps import parse_iso
 from workflows.types import MULTI_VALUED
@@ -35,11 +35,14 @@ RECORD_TYPES = {"ExchangeAdmin": 1, "ExchangeItem": 2, "AzureActiveDirectory": 8
 MESSAGE_TRACE_WINDOW = timedelta(days=10)
 MESSAGE_TRACE_RETENTION = timedelta(days=90)
 WORKLOADS = {"AzureActiveDirectory": "AzureActiveDirectory", "AzureActiveDirectoryAccountLogon": "AzureActiveDirectory"}
+SESSION_LIMITS = {"returnlargeset": 50_000, "returnnextpreviewpage": 5_000}
+"""Records a Search-UnifiedAuditLog session serves at most, by SessionCommand."""
 
 
 def invoke(state: TenantState, tenant: TenantData, body: Any, actor: str, client_ip: str,
-           email_events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Run the cmdlet a request body names; returns (value, warnings) or raises ExoError."""
+           message_trace: list[TraceRow], continued: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run the cmdlet a request body names; returns (value, warnings) or raises ExoError.
+    `continued`: the request asks for a later page of an answer (only sessions keep answers)."""
     cmdlet_input = body.get("CmdletInput") if isinstance(body, dict) else None
     name = cmdlet_input.get("CmdletName") if isinstance(cmdlet_input, dict) else None
     if not isinstance(name, str) or not name:
@@ -56,7 +59,8 @@ def invoke(state: TenantState, tenant: TenantData, body: Any, actor: str, client
         raw = {}
     if not isinstance(raw, dict):
         raise ExoError(BINDING, "Parameters must be a JSON object of parameter name to value.")
-    call = Call(tenant, actor, client_ip, bind(cmdlet, raw), [], email_events, _organization(tenant, state))
+    call = Call(tenant, actor, client_ip, bind(cmdlet, raw), [], message_trace, _organization(tenant, state),
+                state.audit_sessions, continued)
     return cmdlet.run(call), call.warnings
 
 
@@ -302,6 +306,10 @@ def _get_accepted_domains(call: Call) -> list[dict[str, Any]]:
 
 
 def _search_audit_log(call: Call) -> list[dict[str, Any]]:
+    """Without a session: the newest ResultSize records. With SessionId and SessionCommand: each
+    run of the same command answers the session's next ResultSize records, ResultIndex counting
+    on across runs and ResultCount every match, until the session's limit (ReturnLargeSet 50,000,
+    ReturnNextPreviewPage 5,000, newest first); then the answers are empty."""
     p = call.params
     start, end = p["StartDate"], p["EndDate"]
     if start > end:
@@ -309,6 +317,33 @@ def _search_audit_log(call: Call) -> list[dict[str, Any]]:
     size = p.get("ResultSize", 100) or 5000
     if size > 5000:
         raise ExoError(VALIDATION, "The value of ResultSize must be between 1 and 5000.")
+    command = str(p.get("SessionCommand") or "").casefold()
+    if command and command not in SESSION_LIMITS:
+        raise ExoError(ARGUMENT, f"Cannot bind parameter 'SessionCommand'. Cannot convert value \"{p['SessionCommand']}\" "
+                                 "to type \"UnifiedAuditSessionCommand\". Specify one of the following enumerator names "
+                                 "and try again: ReturnLargeSet, ReturnNextPreviewPage")
+    if p.get("SessionId") and command:
+        return _session_page(call, p["SessionId"], SESSION_LIMITS[command], size)
+    found = _audit_matches(call)[:size]
+    return [_audit_out(record, i + 1, len(found), call.organization) for i, record in enumerate(found)]
+
+
+def _session_page(call: Call, session_id: str, limit: int, size: int) -> list[dict[str, Any]]:
+    session = call.audit_sessions.get(session_id)
+    if session is None:
+        found = _audit_matches(call)
+        session = AuditSession([_audit_out(r, i + 1, len(found), call.organization) for i, r in enumerate(found[:limit])])
+        call.audit_sessions[session_id] = session
+    if not call.continued:
+        session.answer = session.records[session.served:session.served + size]
+        session.served += len(session.answer)
+    return session.answer
+
+
+def _audit_matches(call: Call) -> list[dict[str, Any]]:
+    """The audit records the call's parameters select, newest first."""
+    p = call.params
+    start, end = p["StartDate"], p["EndDate"]
     filters = [
         ({o.casefold() for o in p.get("Operations", [])}, "Operation"),
         ({u.casefold() for u in p.get("UserIds", [])}, "UserIds"),
@@ -330,8 +365,7 @@ def _search_audit_log(call: Call) -> list[dict[str, Any]]:
             continue
         found.append((when, record))
     found.sort(key=lambda item: item[0], reverse=True)
-    found = found[:size]
-    return [_audit_out(record, i + 1, len(found), call.organization) for i, (_, record) in enumerate(found)]
+    return [record for _, record in found]
 
 
 def _audit_out(record: dict[str, Any], index: int, count: int, organization: str) -> dict[str, Any]:
@@ -377,6 +411,29 @@ def trace_status(row: dict[str, Any]) -> str:
     return "Delivered"
 
 
+def trace_rows(email_events: list[dict[str, Any]]) -> list[TraceRow]:
+    """EmailEvents rows as message trace shows them, newest first: made once, every call filters them."""
+    rows = []
+    for row in email_events:
+        when = parse_iso(str(row.get("Timestamp", "")))
+        if when is None:
+            continue
+        rows.append((when, {
+            "MessageId": row.get("InternetMessageId") or f"<{row.get('NetworkMessageId')}@emulator.local>",
+            "Received": format_datetime(when),
+            "SenderAddress": row.get("SenderMailFromAddress") or row.get("SenderFromAddress"),
+            "RecipientAddress": row.get("RecipientEmailAddress"),
+            "Subject": row.get("Subject") or "",
+            "Status": trace_status(row),
+            "ToIP": None,
+            "FromIP": row.get("SenderIPv4") or row.get("SenderIPv6"),
+            "Size": 0,
+            "MessageTraceId": row.get("NetworkMessageId"),
+        }))
+    rows.sort(key=lambda r: r[1]["Received"], reverse=True)
+    return rows
+
+
 def _message_trace(call: Call) -> list[dict[str, Any]]:
     p = call.params
     now = utcnow()
@@ -397,24 +454,9 @@ def _message_trace(call: Call) -> list[dict[str, Any]]:
     message_ids = set(p.get("MessageId", []))
     window = {"StartDate": format_datetime(start), "EndDate": format_datetime(end)}  # once, not per row
     found = []
-    for row in call.email_events:
-        when = parse_iso(str(row.get("Timestamp", "")))
-        if when is None or not start <= when <= end:
+    for when, trace in call.message_trace:
+        if not start <= when <= end:
             continue
-        trace = {
-            "Organization": call.organization,
-            "MessageId": row.get("InternetMessageId") or f"<{row.get('NetworkMessageId')}@emulator.local>",
-            "Received": format_datetime(when),
-            "SenderAddress": row.get("SenderMailFromAddress") or row.get("SenderFromAddress"),
-            "RecipientAddress": row.get("RecipientEmailAddress"),
-            "Subject": row.get("Subject") or "",
-            "Status": trace_status(row),
-            "ToIP": None,
-            "FromIP": row.get("SenderIPv4") or row.get("SenderIPv6"),
-            "Size": 0,
-            "MessageTraceId": row.get("NetworkMessageId"),
-            **window,
-        }
         if senders and str(trace["SenderAddress"] or "").casefold() not in senders:
             continue
         if recipients and str(trace["RecipientAddress"] or "").casefold() not in recipients:
@@ -428,8 +470,9 @@ def _message_trace(call: Call) -> list[dict[str, Any]]:
         if message_ids and trace["MessageId"] not in message_ids:
             continue
         found.append(trace)
-    found.sort(key=lambda t: t["Received"], reverse=True)
-    return [{**t, "Index": i} for i, t in enumerate(found[:size])]
+        if len(found) == size:
+            break
+    return [{"Organization": call.organization, **t, **window, "Index": i} for i, t in enumerate(found)]
 
 
 # --------------------------------------------------------------------------- registry

@@ -1,19 +1,27 @@
 """Judge a scenario result against its `expected` block (docs/scenarios.md "How expected is judged").
 
-`judge` returns one readable line per failure; an empty list means the scenario passed.
+`judge` returns one readable line per failure; an empty list means the scenario passed. Whatever
+the block says, a case also keeps quell's tenant-call budget before its verdict (`tenant_calls`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from emulator.scenario import ExcludedAction, Expected
 from workflows.timestamps import parse_iso
 
 EXECUTED = ("done", "already_done")
+HUNTING = "graph:POST /security/runHuntingQuery"
+MAX_HUNTING_CALLS = 3
+"""Advanced hunting calls a case makes before its verdict at most (Microsoft allows ~45 a minute
+per tenant; a retried query counts once)."""
+READ_VERBS = ("graph:GET ", "exo:Get-", "exo:Search-", HUNTING, "graph:POST /security/auditLog/queries")
 _EMAIL = re.compile(r"^[^@\s]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 _DOMAIN = re.compile(r"^([A-Za-z0-9-]+\.)+[A-Za-z][A-Za-z0-9-]*$")
 
@@ -37,6 +45,34 @@ def judge(expected: Expected | dict[str, Any], result: dict[str, Any]) -> list[s
         failures += partial_match(want.alert, result.get("alert"), "alert")
     if want.tenant is not None:
         failures += partial_match(want.tenant, result.get("tenant"), "tenant")
+    failures += _budget(result.get("tenant_calls"))
+    return failures
+
+
+def tenant_calls(calls: Iterable[dict[str, Any]], before: datetime | None) -> dict[str, Any]:
+    """The emulator's call log before `before` (the case's first action; None: the whole log) as
+    the budget reads it: every call, the distinct hunting queries, and the reads answered alike
+    twice (the same request, body and audit records: a retried failure is no second read)."""
+    made = [c for c in calls if before is None or (parse_iso(c["at"]) or before) < before]
+    reads = [c for c in made if str(c["api"]).startswith(READ_VERBS) and 200 <= c["status"] < 300]
+    hunting = {c.get("body_sha256") for c in made if c["api"] == HUNTING}
+    seen = Counter(
+        json.dumps([c["api"], c.get("path"), c.get("query"), c.get("parameters"), c.get("body_sha256"),
+                    c.get("result_index")], sort_keys=True, default=str)
+        for c in reads
+    )
+    twice = sorted(" ".join(str(part) for part in json.loads(key)[:3] if part) for key, n in seen.items() if n > 1)
+    return {"total": len(made), "hunting": len(hunting), "duplicate_reads": twice}
+
+
+def _budget(calls: dict[str, Any] | None) -> list[str]:
+    if calls is None:
+        return []
+    failures = []
+    if calls["hunting"] > MAX_HUNTING_CALLS:
+        failures.append(f"tenant_calls: {calls['hunting']} hunting queries before the verdict, more than {MAX_HUNTING_CALLS}")
+    if calls["duplicate_reads"]:
+        failures.append(f"tenant_calls: read twice before the verdict: {'; '.join(calls['duplicate_reads'])}")
     return failures
 
 

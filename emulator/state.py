@@ -126,6 +126,17 @@ def audit_value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+@dataclass
+class AuditSession:
+    """A Search-UnifiedAuditLog session (`SessionId`): what its search matched, and its pages so far."""
+
+    records: list[dict[str, Any]]
+    """The records the session serves, in the order it serves them (ResultIndex 1, 2, ...)."""
+    served: int = 0
+    answer: list[dict[str, Any]] = field(default_factory=list)
+    """The last call's records: the InvokeCommand pages of that call (`$skiptoken`) read them again."""
+
+
 class TenantState:
     def __init__(self, scenario: Scenario, throttling: Throttling) -> None:
         tenant = scenario.tenant
@@ -134,6 +145,7 @@ class TenantState:
         self.calls: list[dict[str, Any]] = []
         self.throttling = throttling
         """The tenant's quotas, and the 429s and early retries per family (emulator/quotas.py)."""
+        self.audit_sessions: dict[str, AuditSession] = {}
         self.data = TenantData(
             users=[u.model_dump() for u in tenant.users],
             inbound_connectors=[_connector(c, "inbound", tenant.id, now) for c in tenant.inbound_connectors],

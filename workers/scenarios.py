@@ -48,7 +48,7 @@ from config.settings import (
     TemporalSettings,
     TenantSettings,
 )
-from emulator.expectations import judge
+from emulator.expectations import judge, tenant_calls
 from emulator.scenario import Scenario, load_scenario
 from emulator.server import serving_emulator
 from emulator.tls import ensure_certificates
@@ -311,8 +311,10 @@ async def cases_started(client: Client, task_queue: str) -> int:
 
 
 def result_json(scenario: Scenario, report: CaseReport, state: dict[str, Any], cases_started: int) -> dict[str, Any]:
+    """The result docs/scenarios.md describes; `state` is the emulator's introspection answer, and
+    when it holds the call log (`calls`), the result holds the case's `tenant_calls`."""
     alert = state["alerts"].get(report.alerts[0], {}) if report.alerts else {}
-    return {
+    result: dict[str, Any] = {
         "scenario": scenario.id,
         "case_id": report.case_id,
         "case_status": report.case_status,
@@ -338,6 +340,10 @@ def result_json(scenario: Scenario, report: CaseReport, state: dict[str, Any], c
         "cases_started": cases_started,
         "tenant": state["tenant"],
     }
+    if "calls" in state:
+        first_action = min((r.started_at for r in report.actions if r.started_at), default=None)
+        result["tenant_calls"] = tenant_calls(state["calls"], first_action)
+    return result
 
 
 @dataclass

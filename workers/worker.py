@@ -18,6 +18,7 @@ from activities.evidence import EvidenceActivities
 from activities.notify import NotifyActivities
 from activities.pacing import RetryAtTurn
 from activities.remediation import RemediationActivities
+from activities.tenant_cache import TenantCache
 from config.settings import Settings, WorkerSettings, current_approval
 from workers.metrics import PendingApprovalGauges, prometheus_runtime
 from workers.temporal_connection import connect
@@ -32,7 +33,7 @@ def build_activities(
     settings: Settings, pool: ClientPool, client: Client, approval: ApprovalLoader
 ) -> list[Callable[..., Any]]:
     return [
-        *EvidenceActivities(pool).all(),
+        *EvidenceActivities(pool, TenantCache(settings.tenant_cache.ttl)).all(),
         *TrustActivities(approval).all(),
         *RemediationActivities(pool, approval).all(),
         *NotifyActivities(settings.notify).all(),

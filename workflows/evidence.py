@@ -7,6 +7,11 @@ that into `evidence_unavailable` → needs_review), never a silent gap that read
 
 Since version 2 (`collect`, `sweep_only`) one audit query per case reads every connector's
 changes and the admins' other operations; cases begun before replay `collect_evidence`.
+
+Hunting calls (Microsoft allows ~45 a minute per tenant): each evidence activity makes at most
+one, and a case at most three (docs/storms.md): `resolve_connector` when resolution needs
+telemetry, `mail_stats` (the connector's mail and the tenant's compromised senders), and either
+`admin_sign_ins` or, when only CloudAppEvents answers the audit query, `audit_log` itself.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.evidence import EvidenceActivities
     from workflows import metrics, retries
-    from workflows.audit import connector_records, connector_verb
+    from workflows.audit import connector_records, connector_verb, fold
     from workflows.changes import acting_admins, relevant_changes
     from workflows.types import (
         AcceptedDomains,
@@ -46,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         ResolveConnectorInput,
         RestrictedEntities,
         RestrictedEntitiesInput,
+        SignInThresholds,
         Sweep,
         TenantInput,
     )
@@ -62,6 +68,13 @@ AUDIT_HEARTBEAT = timedelta(minutes=4)
 """Longer than one call of the slowest fallback (a CloudAppEvents hunting request)."""
 AUDIT_HISTORY = timedelta(days=90)
 """Audit records older than the lookback are read too: a revert needs the value set before."""
+
+FEWER_TENANT_CALLS = "fewer-tenant-calls"
+"""Patch id. From it on `collect` takes the compromised senders from `mail_stats` (no
+`compromised_senders` activity), reads the directory before the admins' sign-ins and hands them
+its accounts (no second lookup of a user), and takes the sign-ins from `audit_log` when only
+CloudAppEvents answered it (no `admin_sign_ins` activity): at most three hunting calls a case.
+Cases begun before replay the old commands."""
 
 
 async def _source(name: str, unavailable: list[str], call: Awaitable[T]) -> T | None:
@@ -100,7 +113,7 @@ async def resolve_connector(case: CaseInput) -> ConnectorResolution:
 
 
 async def _domains_and_mail(
-    case: CaseInput, connector: ConnectorConfig, now: datetime, unavailable: list[str]
+    case: CaseInput, connector: ConnectorConfig, now: datetime, unavailable: list[str], fewer_calls: bool = False
 ) -> tuple[AcceptedDomains | None, MailStats | None]:
     # Mail stats classify domains as accepted, partner or external, so they wait for the list.
     domains = await _source("accepted_domains", unavailable, workflow.execute_activity_method(
@@ -113,10 +126,13 @@ async def _domains_and_mail(
             tenant_id=case.tenant_id, connector_name=connector.name, now=now, lookback=case.thresholds.lookback,
             accepted_domains=domains.domains if domains else [],
             partner_domains=list(case.organization.partner_domains),
+            compromised_per_hour=case.thresholds.compromised_sender_per_hour,
         ),
         start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
         summary=f"mail through {connector.name}"[:200],
     ))
+    if mail is None and fewer_calls:
+        unavailable.append("compromised_senders")  # the same hunting call answers them
     return domains, mail
 
 
@@ -197,8 +213,11 @@ def _evidence(
     )
 
 
-async def _admin_sign_ins(case: CaseInput, upns: list[str], now: datetime, unavailable: list[str]) -> AdminEvidence | None:
-    """The acting admins' sign-in evidence (none to read without acting admins)."""
+async def _admin_sign_ins(
+    case: CaseInput, upns: list[str], now: datetime, unavailable: list[str], accounts: list[DirectoryAccount] | None = None
+) -> AdminEvidence | None:
+    """The acting admins' sign-in evidence (none to read without acting admins); `accounts`: the
+    directory's answer for them, so the activity does not look them up again."""
     if not upns:
         return AdminEvidence(admins=[])
     thresholds = case.thresholds
@@ -207,7 +226,7 @@ async def _admin_sign_ins(case: CaseInput, upns: list[str], now: datetime, unava
         AdminSignInsInput(
             tenant_id=case.tenant_id, upns=upns, since=now - thresholds.lookback, until=now,
             failure_threshold=thresholds.bruteforce_failures_per_minute,
-            success_within=thresholds.bruteforce_success_within,
+            success_within=thresholds.bruteforce_success_within, accounts=accounts or [],
         ),
         start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
         summary=f"sign-ins of {', '.join(upns)}"[:200],
@@ -217,12 +236,17 @@ async def _admin_sign_ins(case: CaseInput, upns: list[str], now: datetime, unava
 # --------------------------------------------------------------------------- version 2
 
 
-async def _audit_log(case: CaseInput, now: datetime, unavailable: list[str]) -> AuditLog | None:
-    """Every audit record the case reads, from one query (the first audit source that answers)."""
+async def _audit_log(case: CaseInput, now: datetime, unavailable: list[str], sign_ins: bool = False) -> AuditLog | None:
+    """Every audit record the case reads, from one query (the first audit source that answers);
+    `sign_ins`: the CloudAppEvents fallback also reads the connector actors' sign-ins."""
+    thresholds = case.thresholds
     return await _source("audit_log", unavailable, workflow.execute_activity_method(
         EvidenceActivities.audit_log,
-        AuditLogInput(tenant_id=case.tenant_id, since=now - AUDIT_HISTORY,
-                      lookback_start=now - case.thresholds.lookback, until=now),
+        AuditLogInput(
+            tenant_id=case.tenant_id, since=now - AUDIT_HISTORY, lookback_start=now - thresholds.lookback, until=now,
+            sign_ins=SignInThresholds(failure_threshold=thresholds.bruteforce_failures_per_minute,
+                                      success_within=thresholds.bruteforce_success_within) if sign_ins else None,
+        ),
         start_to_close_timeout=AUDIT_TIMEOUT, heartbeat_timeout=AUDIT_HEARTBEAT,
         retry_policy=retries.TENANT, summary="audit records: connectors and the admins' operations",
     ))
@@ -263,28 +287,44 @@ async def sweep_only(
     return _sweep(resolution, log, await _directory(case, log, now)), unavailable, log
 
 
+def _sign_ins_of(log: AuditLog, upns: list[str]) -> AdminEvidence:
+    """The acting admins' sign-in evidence as the audit query's CloudAppEvents fallback read it."""
+    found = {fold(a.upn): a for a in log.sign_ins or []}
+    return AdminEvidence(admins=[found[upn] for upn in upns if upn in found])
+
+
 async def collect(case: CaseInput, resolution: ConnectorResolution, now: datetime) -> Evidence:
     """Every source for the resolved connector, and the sweep beyond it."""
     connector = resolution.connector
     assert connector is not None
     lookback_start = now - case.thresholds.lookback
     unavailable: list[str] = []
+    fewer_calls = workflow.patched(FEWER_TENANT_CALLS)
 
     async def audit_and_admins() -> tuple[AuditLog | None, AdminEvidence | None, list[DirectoryAccount]]:
         # The acting admins are the actors of the connector's audit records, so admins wait.
-        log = await _audit_log(case, now, unavailable)
+        log = await _audit_log(case, now, unavailable, sign_ins=fewer_calls)
         if log is None:
             return None, None, []
         mine = connector_records(log.connector_changes, connector.name, connector.guid, connector.direction)
         upns = acting_admins(relevant_changes(mine, lookback_start, now))
-        admins, accounts = await asyncio.gather(
-            _admin_sign_ins(case, upns, now, unavailable), _directory(case, log, now))
-        return log, admins, accounts
+        if not fewer_calls:
+            admins, accounts = await asyncio.gather(
+                _admin_sign_ins(case, upns, now, unavailable), _directory(case, log, now))
+            return log, admins, accounts
+        accounts = await _directory(case, log, now)
+        if log.sign_ins is not None:
+            return log, _sign_ins_of(log, upns), accounts
+        return log, await _admin_sign_ins(case, upns, now, unavailable, accounts), accounts
 
-    (domains, mail), (log, admins, accounts), restricted, compromised = await asyncio.gather(
-        _domains_and_mail(case, connector, now, unavailable), audit_and_admins(),
-        _restricted(case, connector, unavailable), _compromised(case, now, unavailable),
-    )
+    reads = (_domains_and_mail(case, connector, now, unavailable, fewer_calls), audit_and_admins(),
+             _restricted(case, connector, unavailable))
+    if fewer_calls:
+        (domains, mail), (log, admins, accounts), restricted = await asyncio.gather(*reads)
+        compromised = mail.compromised if mail else None
+    else:
+        (domains, mail), (log, admins, accounts), restricted, compromised = await asyncio.gather(
+            *reads, _compromised(case, now, unavailable))
     if log is None:
         return _evidence(connector, now, unavailable, domains, mail, restricted, compromised, admins)
     return _evidence(

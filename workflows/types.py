@@ -358,6 +358,13 @@ class ConnectorChange(AuditEntry):
     """A New-/Set-/Remove-*Connector audit record."""
 
 
+class CompromisedSenders(Result):
+    """Internal accounts sending unusual external volume (tenant-wide): object ids and addresses."""
+
+    object_ids: list[str]
+    addresses: list[str]
+
+
 class MailStats(Result):
     """Summary of the alerted connector's mail in the lookback (rows summarised in the activity)."""
 
@@ -386,6 +393,9 @@ class MailStats(Result):
     trace_filtered_as_spam: int | None = None
     """Message trace (Get-MessageTraceV2) messages from the connector's sender IPs in the lookback
     with Status FilteredAsSpam (seeds 001/002); None when the trace could not be read."""
+    compromised: CompromisedSenders | None = None
+    """The tenant's compromised senders in the lookback, answered by the same hunting query
+    (None in results written before it did)."""
 
 
 class FailureBurst(Result):
@@ -442,6 +452,13 @@ class ConnectorChanges(Result):
     """graph_audit_log, search_unified_audit_log or cloud_app_events (30 days only)."""
 
 
+class SignInThresholds(Frozen):
+    """The brute-force thresholds the admins' sign-in evidence is read with."""
+
+    failure_threshold: int
+    success_within: timedelta
+
+
 class AuditLogInput(Frozen):
     tenant_id: str
     since: datetime
@@ -449,6 +466,9 @@ class AuditLogInput(Frozen):
     lookback_start: datetime
     """The other admin operations from here on (findings only look this far back)."""
     until: datetime
+    sign_ins: SignInThresholds | None = None
+    """When set and only CloudAppEvents answers, its hunting query also reads the sign-ins of the
+    lookback's connector actors (`AuditLog.sign_ins`), so the case makes no second hunting call."""
 
 
 class AuditLog(Result):
@@ -463,6 +483,9 @@ class AuditLog(Result):
     """graph_audit_log, search_unified_audit_log or cloud_app_events (30 days only)."""
     failed_sources: list[str] = []
     """The sources tried before `source` that failed, with why."""
+    sign_ins: list[AdminSignIns] | None = None
+    """The sign-in evidence of every actor of a connector record in the lookback, when the input
+    asked for it and CloudAppEvents answered (None: not read here)."""
 
 
 class DirectoryAccount(Result):
@@ -500,6 +523,9 @@ class MailStatsInput(Frozen):
     lookback: timedelta
     accepted_domains: list[str]
     partner_domains: list[str]
+    compromised_per_hour: int = Thresholds().compromised_sender_per_hour
+    """An internal account sending more external messages than this in an hour is a compromised
+    sender (the same query reads them; inputs written before carry none)."""
 
 
 class RestrictedEntitiesInput(Frozen):
@@ -528,6 +554,8 @@ class AdminSignInsInput(Frozen):
     until: datetime
     failure_threshold: int
     success_within: timedelta
+    accounts: list[DirectoryAccount] = []
+    """The directory's answer for these accounts when the case already read it: no second lookup."""
 
 
 class AdminEvidence(Result):
@@ -535,15 +563,12 @@ class AdminEvidence(Result):
 
 
 class CompromisedSendersInput(Frozen):
+    """Cases begun before `fewer-tenant-calls` read compromised senders in their own activity."""
+
     tenant_id: str
     since: datetime
     until: datetime
     per_hour: int
-
-
-class CompromisedSenders(Result):
-    object_ids: list[str]
-    addresses: list[str]
 
 
 class Evidence(Frozen):

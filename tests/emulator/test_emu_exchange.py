@@ -116,6 +116,21 @@ def test_search_unified_audit_log_answers_like_exchange(api: Api) -> None:
     assert api.exo("Search-UnifiedAuditLog", StartDate="last week", EndDate=now.isoformat()).status_code == 400
 
 
+def test_search_unified_audit_log_pages_a_session(api: Api) -> None:
+    """The same command with a SessionId runs on through the session's records, then answers nothing."""
+    now = datetime.now(timezone.utc)
+    command = {"StartDate": (now - timedelta(days=8)).isoformat(), "EndDate": now.isoformat(),
+               "Operations": ["Set-InboundConnector"], "SessionId": "s1", "SessionCommand": "ReturnLargeSet",
+               "ResultSize": 1}
+    pages = [value(api.exo("Search-UnifiedAuditLog", **command)) for _ in range(3)]
+    assert [[(r["ResultIndex"], r["ResultCount"], r["UserIds"]) for r in page] for page in pages] == [
+        [(1, 2, "helpdesk.op@contoso.com")], [(2, 2, "exadmin@contoso.com")], []]
+    other = value(api.exo("Search-UnifiedAuditLog", **{**command, "SessionId": "s2", "ResultSize": 5000}))
+    assert [r["ResultIndex"] for r in other] == [1, 2]  # a session of its own
+    wrong = api.exo("Search-UnifiedAuditLog", **{**command, "SessionId": "s3", "SessionCommand": "ReturnAll"})
+    assert wrong.status_code == 400 and "ReturnLargeSet" in exo_reason(wrong)
+
+
 def test_message_trace_is_derived_from_email_events(api: Api) -> None:
     now = datetime.now(timezone.utc)
     spam = value(api.exo("Get-MessageTraceV2", StartDate=(now - timedelta(days=2)).isoformat(), EndDate=now.isoformat(),

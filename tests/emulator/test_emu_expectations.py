@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from emulator.expectations import judge, partial_match
+from datetime import datetime, timezone
+
+from emulator.expectations import judge, partial_match, tenant_calls
 from emulator.scenario import Approvals, Scenario
 
 
@@ -163,3 +165,40 @@ def test_approvals_by_kind_or_by_kind_and_target() -> None:
     assert approvals.answer("remove_mail_forwarding", "cfo@contoso.com") == "approve"
     assert approvals.answer("disable_transport_rule", "Copy finance mail") == "approve"
     assert approvals.answer("disable_transport_rule", "Disclaimer") == "ignore"  # the default
+
+
+def call(api: str, at: str, status: int = 200, **detail: Any) -> dict[str, Any]:
+    return {"api": api, "status": status, "at": f"2026-11-20T{at}Z", "method": "", "path": "", "query": "", **detail}
+
+
+HUNT = "graph:POST /security/runHuntingQuery"
+VERDICT = datetime(2026, 11, 20, 10, 0, 5, tzinfo=timezone.utc)
+
+
+def test_tenant_calls_before_the_verdict_count_queries_once_and_find_reads_made_twice() -> None:
+    calls = [
+        call("exo:Get-InboundConnector", "10:00:00"),
+        call(HUNT, "10:00:01", 500, body_sha256="mail"), call(HUNT, "10:00:02", body_sha256="mail"),  # a retry
+        call(HUNT, "10:00:02", body_sha256="admins"),
+        call("graph:GET /users/a@contoso.com", "10:00:03", query="$select=id"),
+        call("graph:GET /users/a@contoso.com", "10:00:03", 404, query="$select=id"),  # a failure read nothing
+        call("exo:Search-UnifiedAuditLog", "10:00:04", parameters={"SessionId": "s"}, result_index=[1, 1000]),
+        call("exo:Search-UnifiedAuditLog", "10:00:04", parameters={"SessionId": "s"}, result_index=[1001, 1500]),
+        call("exo:Get-InboundConnector", "10:00:06"),  # an action's read, after the verdict
+    ]
+    assert tenant_calls(calls, VERDICT) == {"total": 8, "hunting": 2, "duplicate_reads": []}
+    twice = calls + [call("graph:GET /users/a@contoso.com", "10:00:04", query="$select=id"),
+                     call(HUNT, "10:00:04", body_sha256="admins")]
+    assert tenant_calls(twice, VERDICT)["duplicate_reads"] == [
+        "graph:GET /users/a@contoso.com $select=id", HUNT]
+    assert tenant_calls(calls, None)["duplicate_reads"] == ["exo:Get-InboundConnector"]
+
+
+def test_a_case_over_the_tenant_call_budget_fails_whatever_expected_says() -> None:
+    hunting = [call(HUNT, "10:00:01", body_sha256=str(n)) for n in range(4)]
+    result = {"tenant_calls": tenant_calls(hunting + [call("exo:Get-AcceptedDomain", "10:00:02")] * 2, VERDICT)}
+    assert judge({}, result) == [
+        "tenant_calls: 4 hunting queries before the verdict, more than 3",
+        "tenant_calls: read twice before the verdict: exo:Get-AcceptedDomain",
+    ]
+    assert judge({}, {"tenant_calls": tenant_calls(hunting[:3], VERDICT)}) == []

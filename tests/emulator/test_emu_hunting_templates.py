@@ -24,7 +24,8 @@ VALUES: dict[str, Any] = {
     "accountObjectIds": ["6f1c2a10-0000-4000-8000-000000000001", "2a7d5b20-0000-4000-8000-000000000002"],
     "accountUpns": ["exadmin@contoso.com", "helpdesk.op@contoso.com"], "failureThreshold": 5,
     "successWithinSeconds": 3600, "countThreshold": 10, "operations": ["Set-InboundConnector", "New-InboundConnector"],
-    "ipAddresses": ["198.51.100.23"], "networkMessageIds": ["spam-0001"],
+    "ipAddresses": ["198.51.100.23"], "networkMessageIds": ["spam-0001"], "compromisedPerHour": 10,
+    "signInsFor": ["Set-InboundConnector"], "signInsSince": NOW - timedelta(days=7),
 }
 # The renderer's hostile-string fragments (tests/evidence/test_hunting.py), line separators
 # excluded: those travel base64-encoded, which is not a literal read back.

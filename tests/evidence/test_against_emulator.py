@@ -6,6 +6,7 @@ real Temporal dev server, with the activities calling the emulator over HTTPS.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,9 +23,11 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from activities.clients import ClientPool
     from activities.evidence import EvidenceActivities
+    from activities.tenant_cache import TenantCache
     from config.settings import TenantSettings
     from emulator.scenario import Scenario, load_scenario
-    from emulator.server import running_emulator
+    from emulator.expectations import HUNTING
+    from emulator.server import EmulatorHandle, running_emulator
     from activities.alert_parsing import from_graph_alert
     from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
     from workflows import evidence, grading
@@ -32,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         AuditLogInput,
         CaseInput,
         ConnectorChangesInput,
+        Evidence,
         MailStatsInput,
         Organization,
         ResolveConnectorInput,
@@ -54,6 +58,21 @@ class EvidenceProbe:
         return grading.grade(collected, case.organization, case.thresholds, workflow.now())
 
 
+@workflow.defn(name="test-evidence-collector")
+class EvidenceCollector:
+    """What the case workflow collects for the resolved connector (`Evidence`)."""
+
+    @workflow.run
+    async def run(self, case: CaseInput) -> Evidence:
+        resolution = await evidence.resolve_connector(case)
+        assert resolution.connector is not None, resolution.reason
+        return await evidence.collect(case, resolution, workflow.now())
+
+
+def activities(pool: ClientPool) -> EvidenceActivities:
+    return EvidenceActivities(pool, TenantCache(timedelta(minutes=1)))
+
+
 def with_faults(path: Path, faults: list[dict[str, Any]]) -> Scenario:
     data = yaml.safe_load(path.read_text())
     return load_scenario(yaml.safe_dump({**data, "faults": faults}, sort_keys=False))
@@ -65,11 +84,15 @@ def case_for(scenario: Scenario) -> CaseInput:
     return CaseInput(tenant_id=scenario.tenant.id, alert=alert, organization=organization)
 
 
-def pool_for(scenario: Scenario, base_url: str) -> ClientPool:
-    return ClientPool([TenantSettings(
+def tenant_settings(scenario: Scenario, base_url: str) -> TenantSettings:
+    return TenantSettings(
         tenant_id=scenario.tenant.id, client_id=EMULATOR_CLIENT_ID, client_secret=EMULATOR_CLIENT_SECRET,
         authority_host=base_url, disable_instance_discovery=True, graph_base_url=base_url, exo_base_url=base_url,
-    )])
+    )
+
+
+def pool_for(scenario: Scenario, base_url: str) -> ClientPool:
+    return ClientPool([tenant_settings(scenario, base_url)])
 
 
 @pytest.fixture
@@ -82,8 +105,7 @@ def served(request: pytest.FixtureRequest, cert_dir: Path) -> Iterator[tuple[Sce
 async def probe(client: Client, scenario: Scenario, pool: ClientPool) -> Verdict:
     queue = f"evidence-{uuid.uuid4().hex[:8]}"
     try:
-        async with Worker(client, task_queue=queue, workflows=[EvidenceProbe],
-                          activities=EvidenceActivities(pool).all()):
+        async with Worker(client, task_queue=queue, workflows=[EvidenceProbe], activities=activities(pool).all()):
             return await client.execute_workflow(
                 EvidenceProbe.run, case_for(scenario), id=f"probe-{uuid.uuid4()}", task_queue=queue,
                 result_type=Verdict,
@@ -142,7 +164,7 @@ def audit_request() -> AuditLogInput:
 async def test_audit_records_fall_back_to_search_unified_audit_log(served: tuple[Scenario, ClientPool]) -> None:
     scenario, pool = served
     try:
-        result = await ActivityEnvironment().run(EvidenceActivities(pool).audit_log, audit_request())
+        result = await ActivityEnvironment().run(activities(pool).audit_log, audit_request())
     finally:
         await pool.aclose()
     assert result.source == "search_unified_audit_log"
@@ -163,7 +185,7 @@ async def test_cases_begun_before_version_2_still_read_one_connectors_changes(se
         since=now - evidence.AUDIT_HISTORY, until=now,
     )
     try:
-        result = await ActivityEnvironment().run(EvidenceActivities(pool).connector_changes, request)
+        result = await ActivityEnvironment().run(activities(pool).connector_changes, request)
     finally:
         await pool.aclose()
     assert result.source == "graph_audit_log"
@@ -182,7 +204,7 @@ async def test_the_source_that_decided_is_named_when_only_cloud_app_events_answe
 ) -> None:
     scenario, pool = served
     try:
-        result = await ActivityEnvironment().run(EvidenceActivities(pool).audit_log, audit_request())
+        result = await ActivityEnvironment().run(activities(pool).audit_log, audit_request())
     finally:
         await pool.aclose()
     assert result.source == "cloud_app_events"
@@ -207,6 +229,82 @@ async def test_every_audit_source_down_is_evidence_unavailable_never_no_changes(
     assert not verdict.has("connector_modified") and not verdict.has("other_connector_suspicious")
 
 
+BRUTEFORCE = Path(__file__).parents[2] / "emulator" / "scenarios" / "tp-bruteforced-admin-creates-inbound-connector.yaml"
+CERT_SWAP = Path(__file__).parents[2] / "emulator" / "scenarios" / "tp-cert-swap-phish-partners-and-staff.yaml"
+
+
+async def collected_with_only_cloud_app_events(
+    client: Client, path: Path, cert_dir: Path
+) -> tuple[Evidence, Verdict, EmulatorHandle]:
+    scenario = with_faults(path, AUDIT_DOWN)
+    with running_emulator(scenario, cert_dir) as emulator:
+        pool = pool_for(scenario, emulator.base_url)
+        queue = f"evidence-{uuid.uuid4().hex[:8]}"
+        try:
+            async with Worker(client, task_queue=queue, workflows=[EvidenceCollector], activities=activities(pool).all()):
+                collected = await client.execute_workflow(
+                    EvidenceCollector.run, case_for(scenario), id=f"collect-{uuid.uuid4()}", task_queue=queue,
+                    result_type=Evidence)
+        finally:
+            await pool.aclose()
+    case = case_for(scenario)
+    return collected, grading.grade(collected, case.organization, case.thresholds, collected.collected_at), emulator
+
+
+def hunting_queries(emulator: EmulatorHandle) -> int:
+    """Distinct advanced hunting queries the emulator answered (a retried query counts once)."""
+    return len({c["body_sha256"] for c in emulator.state.calls_matching(HUNTING)})
+
+
+async def test_when_only_cloud_app_events_answers_the_same_query_reads_the_admins_sign_ins(
+    client: Client, cert_dir: Path
+) -> None:
+    collected, verdict, emulator = await collected_with_only_cloud_app_events(client, BRUTEFORCE, cert_dir)
+    assert collected.changes_source == "cloud_app_events" and not collected.unavailable
+    assert verdict.has("admin_bruteforce_success") and verdict.has("connector_created")
+    assert [a.upn for a in collected.admins] == ["exadmin@contoso.com"]
+    assert collected.admins[0].object_id == "6f1c2a10-0000-4000-8000-000000000001"
+    assert hunting_queries(emulator) == 2  # the connector's mail, and the audit records with the sign-ins
+
+
+async def test_the_worst_path_telemetry_and_cloud_app_events_makes_three_hunting_calls(
+    client: Client, cert_dir: Path
+) -> None:
+    collected, verdict, emulator = await collected_with_only_cloud_app_events(client, CERT_SWAP, cert_dir)
+    assert collected.changes_source == "cloud_app_events" and not collected.unavailable
+    assert verdict.has("change_by_unexpected_actor")
+    assert [a.upn for a in collected.admins] == ["helpdesk.op@contoso.com"]
+    assert hunting_queries(emulator) == 3  # telemetry (resolution), mail, audit records with the sign-ins
+
+
+def other_tenant(path: Path, tenant_id: str, extra_domain: str) -> Scenario:
+    data = yaml.safe_load(path.read_text())
+    data["tenant"]["id"] = tenant_id
+    data["tenant"]["accepted_domains"].append(extra_domain)
+    return load_scenario(yaml.safe_dump(data, sort_keys=False))
+
+
+async def test_concurrent_cases_of_a_tenant_share_one_read_of_its_accepted_domains_and_tenants_never_do(
+    client: Client, cert_dir: Path
+) -> None:
+    first, second = load_scenario(TP), other_tenant(TP, "33333333-4444-5555-6666-777777777777", "fabrikam-only.example")
+    with running_emulator(first, cert_dir) as one, running_emulator(second, cert_dir) as two:
+        pool = ClientPool([tenant_settings(first, one.base_url), tenant_settings(second, two.base_url)])
+        queue = f"evidence-{uuid.uuid4().hex[:8]}"
+        try:
+            async with Worker(client, task_queue=queue, workflows=[EvidenceCollector], activities=activities(pool).all()):
+                collected = await asyncio.gather(*(
+                    client.execute_workflow(EvidenceCollector.run, case_for(scenario), id=f"collect-{uuid.uuid4()}",
+                                            task_queue=queue, result_type=Evidence)
+                    for scenario in (first, first, second, second)
+                ))
+        finally:
+            await pool.aclose()
+    assert [len(emulator.state.calls_matching("exo:Get-AcceptedDomain")) for emulator in (one, two)] == [1, 1]
+    assert [c.accepted_domains for c in collected] == [
+        ["contoso.com", "contoso.onmicrosoft.com"]] * 2 + [["contoso.com", "contoso.onmicrosoft.com", "fabrikam-only.example"]] * 2
+
+
 def resolve_request(**fields: Any) -> ResolveConnectorInput:
     now = datetime.now(UTC)
     return ResolveConnectorInput(tenant_id=load_scenario(TP).tenant.id, since=now - timedelta(days=7), until=now,
@@ -218,7 +316,7 @@ async def test_the_connector_is_resolved_by_its_name_its_domain_and_never_by_a_n
     served: tuple[Scenario, ClientPool],
 ) -> None:
     scenario, pool = served
-    resolve = EvidenceActivities(pool).resolve_connector
+    resolve = activities(pool).resolve_connector
     try:
         named = await ActivityEnvironment().run(resolve, resolve_request(connector_name="contoso hybrid"))
         by_domain = await ActivityEnvironment().run(resolve, resolve_request(connector_domain="fabrikam.com"))
@@ -251,7 +349,7 @@ async def test_message_trace_counts_filtered_as_spam_from_the_connector_ips(
 ) -> None:
     scenario, pool = served
     try:
-        stats = await ActivityEnvironment().run(EvidenceActivities(pool).mail_stats, fax_mail_request(scenario))
+        stats = await ActivityEnvironment().run(activities(pool).mail_stats, fax_mail_request(scenario))
     finally:
         await pool.aclose()
     assert stats.junk_or_quarantined == 315
@@ -265,7 +363,7 @@ async def test_message_trace_counts_filtered_as_spam_from_the_connector_ips(
 async def test_message_trace_down_leaves_the_mail_evidence_intact(served: tuple[Scenario, ClientPool]) -> None:
     scenario, pool = served
     try:
-        stats = await ActivityEnvironment().run(EvidenceActivities(pool).mail_stats, fax_mail_request(scenario))
+        stats = await ActivityEnvironment().run(activities(pool).mail_stats, fax_mail_request(scenario))
     finally:
         await pool.aclose()
     assert stats.trace_filtered_as_spam is None

@@ -10,16 +10,18 @@ from typing import Any
 import pytest
 import yaml
 
-from activities.evidence import summarise_mail
+from activities.evidence import compromised_sender_accounts, summarise_mail
 from activities.hunting import default_catalogue, render
 from emulator.hunting import HuntingEngine
 from emulator.scenario import load_scenario
-from workflows.audit import AUDIT_OPERATIONS
+from workflows.audit import AUDIT_OPERATIONS, CONNECTOR_OPERATIONS
 from workflows.timestamps import parse_iso
 from tests.conftest import PROJECT_SCENARIOS
 
 TP = PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml"
 FP = PROJECT_SCENARIOS / "fp-scanner-relay-normal-traffic.yaml"
+SMARTHOST = PROJECT_SCENARIOS / "tp-outbound-smarthost-hijack.yaml"
+BRUTEFORCE = PROJECT_SCENARIOS / "nr-noisy-tenant-admin-below-thresholds.yaml"
 HELPDESK = "2a7d5b20-0000-4000-8000-000000000002"
 
 
@@ -36,19 +38,17 @@ def tp() -> tuple[HuntingEngine, datetime]:
 def params(query_id: str, now: datetime, connector: str = "Contoso Hybrid") -> dict[str, Any]:
     since = now - timedelta(days=7)
     return {
-        "connector-mail-summary": dict(
+        "connector-mail": dict(
             connectorName=connector, since=since, until=now, lookbackStart=since,
-            acceptedDomains=["contoso.com", "contoso.onmicrosoft.com"], partnerDomains=["fabrikam.com"]),
-        "connector-mail-threats": dict(connectorName=connector, since=since, until=now),
-        "connector-first-contact": dict(
-            connectorName=connector, baselineStart=now - timedelta(days=30), baselineEnd=now - timedelta(days=1),
-            recentStart=now - timedelta(days=1), until=now, minPriorMessages=3),
+            acceptedDomains=["contoso.com", "contoso.onmicrosoft.com"], partnerDomains=["fabrikam.com"],
+            baselineStart=now - timedelta(days=30), baselineEnd=now - timedelta(days=1),
+            recentStart=now - timedelta(days=1), minPriorMessages=3, compromisedPerHour=100),
         "compromised-sender-accounts": dict(since=since, until=now, countThreshold=100),
-        "admin-bruteforce": dict(accountObjectIds=[HELPDESK], since=since, until=now, failureThreshold=100,
-                                 successWithinSeconds=10),
-        "admin-signin-countries": dict(accountObjectIds=[HELPDESK], accountUpns=["helpdesk.op@contoso.com"],
-                                       since=since, until=now),
-        "audit-records-cloudapp": dict(operations=AUDIT_OPERATIONS, since=now - timedelta(days=30), until=now),
+        "admin-sign-ins": dict(accountObjectIds=[HELPDESK], accountUpns=["helpdesk.op@contoso.com"], since=since,
+                               until=now, failureThreshold=100, successWithinSeconds=10),
+        "audit-records-cloudapp": dict(operations=AUDIT_OPERATIONS, since=now - timedelta(days=30), until=now,
+                                       signInsFor=CONNECTOR_OPERATIONS, signInsSince=since, failureThreshold=100,
+                                       successWithinSeconds=10),
         "connector-from-telemetry": dict(ipAddresses=["198.51.100.23"], networkMessageIds=["spam-0"],
                                          since=since, until=now),
     }[query_id]
@@ -67,7 +67,7 @@ def test_every_catalogue_query_runs_on_duckdb_kql(tp: tuple[HuntingEngine, datet
 
 def test_catalogue_entries_are_distinct_and_declare_their_inputs() -> None:
     catalogue = default_catalogue()
-    assert len({q.id for q in catalogue.values()}) == len(catalogue) >= 8
+    assert len({q.id for q in catalogue.values()}) == len(catalogue) >= 5
     for entry in catalogue.values():
         assert entry.parameters, entry.key
         assert "{" not in entry.query.replace("{i}", ""), f"{entry.key}: no string formatting in queries"
@@ -75,11 +75,7 @@ def test_catalogue_entries_are_distinct_and_declare_their_inputs() -> None:
 
 def test_tp_mail_summary_matches_the_scenario(tp: tuple[HuntingEngine, datetime]) -> None:
     engine, now = tp
-    mail = summarise_mail(
-        run(engine, now, "connector-mail-summary"),
-        run(engine, now, "connector-mail-threats"),
-        run(engine, now, "connector-first-contact"),
-    )
+    mail = summarise_mail(run(engine, now, "connector-mail"))
     assert (mail.messages, mail.p1_p2_mismatch, mail.empty_sender_object_id) == (1395, 400, 400)
     assert (mail.junk_or_quarantined, mail.external_recipient_domains, mail.spoofed_to_partners) == (200, 400, 0)
     assert mail.hourly_counts[(now - timedelta(hours=1)).isoformat()] == 400
@@ -91,16 +87,16 @@ def test_tp_mail_summary_matches_the_scenario(tp: tuple[HuntingEngine, datetime]
 
 def test_connector_match_is_by_name_within_the_list_case_insensitively(tp: tuple[HuntingEngine, datetime]) -> None:
     engine, now = tp
-    total = next(r for r in run(engine, now, "connector-mail-summary", connectorName="CONTOSO HYBRID")
+    total = next(r for r in run(engine, now, "connector-mail", connectorName="CONTOSO HYBRID")
                  if r["Section"] == "total")
     assert total["Messages"] == 1395
-    none = [r for r in run(engine, now, "connector-mail-summary", connectorName="Contoso") if r["Section"] == "total"]
+    none = [r for r in run(engine, now, "connector-mail", connectorName="Contoso") if r["Section"] == "total"]
     assert not none or not none[0]["Messages"]
 
 
 def test_fp_mail_is_clean() -> None:
     engine, now = engine_at(FP)
-    mail = summarise_mail(run(engine, now, "connector-mail-summary", connectorName="Contoso Scanner Relay"), [], [])
+    mail = summarise_mail(run(engine, now, "connector-mail", connectorName="Contoso Scanner Relay"))
     assert mail.messages > 900
     assert (mail.p1_p2_mismatch, mail.empty_sender_object_id, mail.unprovisioned_sender_domain) == (0, 0, 0)
     assert (mail.spoofed_to_internal, mail.external_recipient_domains) == (0, 0)
@@ -114,7 +110,7 @@ def test_resolution_query_ties_the_alert_ip_to_the_connector(tp: tuple[HuntingEn
 
 def test_signin_countries_of_the_acting_admin(tp: tuple[HuntingEngine, datetime]) -> None:
     engine, now = tp
-    rows = run(engine, now, "admin-signin-countries")
+    rows = [r for r in run(engine, now, "admin-sign-ins") if r["Section"] == "country"]
     assert {r["CountryCode"]: r["SignIns"] for r in rows} == {"US": 6, "NL": 1}
 
 
@@ -135,7 +131,36 @@ def logons(start: datetime, failures: int, success_after: float) -> dict[str, li
 def test_bruteforce_query_boundaries(failures: int, success_after: float, found: bool) -> None:
     now = parse_iso("2026-11-20T10:00:00Z")
     engine = HuntingEngine(logons(parse_iso("2026-11-20T08:00:00Z"), failures, success_after))
-    rows = engine.run(render(default_catalogue()["admin-bruteforce"].query, params("admin-bruteforce", now)), now)["results"]
+    rows = [r for r in engine.run(render(default_catalogue()["admin-sign-ins"].query, params("admin-sign-ins", now)),
+                                  now)["results"] if r["Section"] == "burst"]
     assert bool(rows) is found
     if found:
         assert rows[0]["FailedLogonCount"] == failures
+
+
+def test_the_mail_query_answers_the_compromised_senders_as_their_own_query_does() -> None:
+    engine, now = engine_at(SMARTHOST)
+    mail = summarise_mail(run(engine, now, "connector-mail", connectorName="Partner Secure Relay"))
+    alone = compromised_sender_accounts(run(engine, now, "compromised-sender-accounts"))
+    assert mail.compromised == alone
+    assert len(alone.object_ids) == 1
+
+
+def test_the_audit_fallback_reads_the_actors_sign_ins_as_the_sign_in_query_does() -> None:
+    """The two queries hold the same sign-in legs (a catalogue entry cannot include another)."""
+    engine, now = engine_at(BRUTEFORCE)
+    records = [r for r in run(engine, now, "audit-records-cloudapp") if r["Section"] == "record"]
+    actors = [r for r in records if r["ActionType"] in CONNECTOR_OPERATIONS and r["Timestamp"] >= (now - timedelta(days=7)).isoformat()]
+    object_ids = sorted({r["AccountObjectId"] for r in actors})
+    upns = sorted({str(r["RawEventData"].get("UserId") or "").lower() for r in actors} - {""})
+    assert len(object_ids) == 2
+
+    def sign_ins(query_id: str, **overrides: Any) -> list[str]:
+        rows = [r for r in run(engine, now, query_id, failureThreshold=10, successWithinSeconds=600, **overrides)
+                if r["Section"] != "record"]
+        return sorted(str(sorted((k, v) for k, v in r.items() if v is not None)) for r in rows)
+
+    fallback = sign_ins("audit-records-cloudapp")
+    assert fallback == sign_ins("admin-sign-ins", accountObjectIds=object_ids, accountUpns=upns)
+    assert {"burst", "country"} <= {s for r in fallback for s in ("burst", "country") if f"'{s}'" in r}
+    assert sign_ins("audit-records-cloudapp", signInsFor=[]) == []

@@ -33,7 +33,7 @@ def test_an_action_never_run_or_a_dry_run_needs_no_write_grant():
     assert Grant("directory_role", "Privileged Authentication Administrator") not in required(never)
     dry = required(Settings(mode="dry_run"))
     assert graph("User.RevokeSessions.All") not in dry and graph("Policy.ReadWrite.ConditionalAccess") not in dry
-    assert dry[graph("User.Read.All")] == ["evidence directory_accounts", "evidence admin_sign_ins",
+    assert dry[graph("User.Read.All")] == ["evidence audit_log", "evidence directory_accounts", "evidence admin_sign_ins",
                                             "action reset_admin_password (dry run)",
                                             "action revoke_sessions (dry run)"]
     # Evidence is read whatever the actions.
