@@ -5,7 +5,6 @@ activities) on the dev server against the emulator."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import datetime, timedelta
 
@@ -17,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.clients import ClientPool
     from activities.evidence import EvidenceActivities
     from activities.pacing import RetryAtTurn
+    from activities.tenant_cache import TenantCache
     from config.settings import QuotaSettings
     from emulator.server import serving_emulator
     from tests.e2e.storm import UNLIMITED, storm_scenario, storm_settings
@@ -35,12 +35,13 @@ EXCHANGE = FamilyQuota(per_minute=6, burst=1)
 class TwoReads:
     @workflow.run
     async def run(self, tenant_id: str) -> list[AcceptedDomains]:
-        return list(await asyncio.gather(*(
-            workflow.execute_activity("evidence.accepted-domains", TenantInput(tenant_id=tenant_id),
-                                      start_to_close_timeout=SHORT, retry_policy=retries.TENANT,
-                                      result_type=AcceptedDomains)
+        # One after the other: the worker's tenant cache (ttl 0) shares only a read in flight.
+        return [
+            await workflow.execute_activity("evidence.accepted-domains", TenantInput(tenant_id=tenant_id),
+                                            start_to_close_timeout=SHORT, retry_policy=retries.TENANT,
+                                            result_type=AcceptedDomains)
             for _ in range(2)
-        )))
+        ]
 
 
 async def test_a_turn_beyond_the_attempts_patience_brings_the_activity_back_at_it(client: Client, cert_dir):
@@ -51,7 +52,7 @@ async def test_a_turn_beyond_the_attempts_patience_brings_the_activity_back_at_i
         queue = f"quota-wait-{uuid.uuid4().hex[:8]}"
         try:
             async with Worker(client, task_queue=queue, workflows=[TwoReads, QuotaPacerWorkflow],
-                              activities=EvidenceActivities(pool).all(), interceptors=[RetryAtTurn()]):
+                              activities=EvidenceActivities(pool, TenantCache(timedelta(0))).all(), interceptors=[RetryAtTurn()]):
                 handle = await client.start_workflow(TwoReads.run, scenario.tenant.id, id=f"two-reads-{queue}",
                                                      task_queue=queue)
                 first, second = await handle.result()

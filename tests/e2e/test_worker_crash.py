@@ -152,7 +152,7 @@ async def test_sigkill_during_an_approved_action_runs_each_action_once(client, c
 
 EVIDENCE_BEFORE_DOMAINS = {
     "evidence.resolve-connector", "evidence.audit-log", "evidence.restricted-entities",
-    "evidence.compromised-senders", "evidence.admin-sign-ins", "evidence.directory-accounts",
+    "evidence.admin-sign-ins", "evidence.directory-accounts",
 }
 """The scenario's evidence reads that need no accepted domains (mail stats waits for them)."""
 
