@@ -9,21 +9,19 @@ alternate (unpaced, paced, unpaced, paced) on one dev server, each after a warm-
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 from temporalio.client import Client
 
 from activities import cases
 from activities.alert_parsing import from_graph_alert
 from activities.clients import ClientPool
-from bench.cpu import CERT_DIR, SCENARIO, free_port, until_up
+from bench.cpu import SCENARIO
+from bench.processes import emulator_process
 from config.settings import QuotaSettings
 from emulator.scenario import load_scenario
-from workers.scenarios import RunOptions, scenario_settings, trust_emulator_ca
+from workers.scenarios import RunOptions, scenario_settings
 from workers.worker import new_worker
 from workflows.case import ConnectorCaseWorkflow
 from workflows.types import FamilyQuota
@@ -56,22 +54,10 @@ async def cases_per_run(client: Client, base_url: str, paced: bool, count: int, 
 
 
 async def bench_pacing_cost(client: Client, count: int = 8, concurrency: int = 4) -> None:
-    trust_emulator_ca(CERT_DIR)
-    port = free_port()
-    quell = Path(sys.executable).parent / "quell"
-    emulator = subprocess.Popen(
-        [str(quell), "emulator", "--scenario", str(SCENARIO), "--port", str(port), "--cert-dir", str(CERT_DIR)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        base_url = f"https://127.0.0.1:{port}"
-        await until_up(base_url, emulator)
-        runs = {False: [], True: []}
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    async with emulator_process(SCENARIO) as emulator:
         for paced in (False, True, False, True):
-            runs[paced].append(await cases_per_run(client, base_url, paced, count, concurrency))
-    finally:
-        emulator.terminate()
-        emulator.wait()
+            runs[paced].append(await cases_per_run(client, emulator.base_url, paced, count, concurrency))
     print(f"Pacing that holds nothing back ({count} dry-run cases of {SCENARIO.stem}, {concurrency} at a time, twice):")
     for paced, label in ((False, "unpaced"), (True, "paced")):
         cpu = [c * 1000 for c, _ in runs[paced]]
