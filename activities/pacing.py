@@ -15,6 +15,7 @@ test calling a client directly) nothing is paced.
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,10 +67,14 @@ def retry_delay(headers: Any) -> timedelta | None:
         return None
 
 
+MESSAGE_TRACE = re.compile(rb'"CmdletName"\s*:\s*"Get-MessageTrace')
+"""Get-MessageTraceV2 and Get-MessageTraceDetailV2: the one Exchange limit Microsoft documents."""
+
+
 def family_of(request: httpx.Request) -> ApiFamily:
     path = request.url.path
     if path.endswith("/InvokeCommand"):
-        return "exchange"
+        return "message_trace" if MESSAGE_TRACE.search(request.content) else "exchange"
     return "hunting" if request.method == "POST" and path.endswith(HUNTING_PATH) else "graph"
 
 

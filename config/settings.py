@@ -364,7 +364,8 @@ class QuotaSettings(Section):
     a token bucket per tenant and family that every worker of the task queue shares through the
     tenant's quota pacer workflow. A bucket lets through at most burst − 1 + per_minute × W calls in
     any W minutes; the defaults keep one call under Microsoft's documented limits (advanced hunting
-    45 a minute, Graph security 150 a minute, Get-MessageTraceV2 100 in 5 minutes)."""
+    45 a minute, Graph security 150 a minute, Get-MessageTraceV2 100 in 5 minutes). Microsoft
+    documents no rate for the rest of InvokeCommand; `exchange` is quell's own, moderate pace."""
 
     enabled: bool = True
     """False: every call goes out as soon as it is made, and 429s alone slow the workers down."""
@@ -372,11 +373,14 @@ class QuotaSettings(Section):
     """POST /security/runHuntingQuery: 4 + 40 = 44 a minute at most."""
     graph: FamilyQuota = FamilyQuota(per_minute=140, burst=10)
     """Every other Graph call: 9 + 140 = 149 a minute at most."""
-    exchange: FamilyQuota = FamilyQuota(per_minute=14, burst=30)
-    """InvokeCommand: 29 + 14 × 5 = 99 in 5 minutes at most; a case's own calls fit the burst."""
+    exchange: FamilyQuota = FamilyQuota(per_minute=120, burst=30)
+    """Every other InvokeCommand: no documented limit; 2 a second after a burst of 30."""
+    message_trace: FamilyQuota = FamilyQuota(per_minute=14, burst=30)
+    """Get-MessageTraceV2 / Get-MessageTraceDetailV2: 29 + 14 × 5 = 99 in 5 minutes at most."""
 
     def families(self) -> dict[ApiFamily, FamilyQuota]:
-        return {"hunting": self.hunting, "graph": self.graph, "exchange": self.exchange}
+        return {"hunting": self.hunting, "graph": self.graph, "exchange": self.exchange,
+                "message_trace": self.message_trace}
 
 
 class TenantCacheSettings(Section):

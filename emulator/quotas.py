@@ -25,15 +25,15 @@ from typing import Any, Literal
 from emulator.faults import api_matches
 from emulator.scenario import Quota, Quotas
 
-Family = Literal["hunting", "graph", "exchange"]
-FAMILIES: tuple[Family, ...] = ("hunting", "graph", "exchange")
+Family = Literal["hunting", "graph", "exchange", "message_trace"]
+FAMILIES: tuple[Family, ...] = ("hunting", "graph", "exchange", "message_trace")
 HUNTING = "graph:POST /security/runHuntingQuery"
 
 
 def family_of(api: str) -> Family:
     """The family of a logged API key (`exo:CMDLET`, `graph:METHOD /path`)."""
     if api.startswith("exo:"):
-        return "exchange"
+        return "message_trace" if api.startswith("exo:Get-MessageTrace") else "exchange"
     return "hunting" if api_matches(HUNTING, api) else "graph"
 
 

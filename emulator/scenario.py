@@ -305,18 +305,20 @@ class Quota(Strict):
 
 class Quotas(Strict):
     """quell extension (docs/scenarios.md `quotas`): a quota per API family; a family left out is unlimited.
-    `hunting` is POST /security/runHuntingQuery, `graph` every other Graph call, `exchange` InvokeCommand."""
+    `hunting` is POST /security/runHuntingQuery, `graph` every other Graph call, `message_trace`
+    Get-MessageTraceV2 and Get-MessageTraceDetailV2, `exchange` every other InvokeCommand."""
 
     hunting: Quota | None = None
     graph: Quota | None = None
     exchange: Quota | None = None
+    message_trace: Quota | None = None
 
 
 MICROSOFT_QUOTAS = Quotas(
     hunting=Quota(calls=45, window_s=60),  # Defender XDR advanced hunting API: 45 calls a minute per tenant
     graph=Quota(calls=150, window_s=60),  # Graph security detections and incidents: 150 a minute per app per tenant
-    exchange=Quota(calls=100, window_s=300),  # Get-MessageTraceV2: 100 in a 5-minute running window
-)
+    message_trace=Quota(calls=100, window_s=300),  # Get-MessageTraceV2: 100 in a 5-minute running window
+)  # no documented rate for the rest of InvokeCommand: `exchange` is not limited
 """Microsoft's documented limits (docs/storms.md, "Microsoft's quotas"): the `microsoft` preset."""
 QUOTA_PRESETS = {"microsoft": MICROSOFT_QUOTAS, "off": Quotas()}
 

@@ -1177,7 +1177,7 @@ class PollerResult(Frozen):
 # --------------------------------------------------------------------------- quota pacing
 
 
-ApiFamily = Literal["hunting", "graph", "exchange"]
+ApiFamily = Literal["hunting", "graph", "exchange", "message_trace"]
 """`hunting`: POST /security/runHuntingQuery; `graph`: every other Graph call; `exchange`: InvokeCommand."""
 
 
