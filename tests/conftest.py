@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -56,3 +58,24 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
             AddSearchAttributesRequest(namespace="default", search_attributes=sa.indexed_value_types())
         )
         yield env
+
+
+async def closed_activities(handle: WorkflowHandle) -> list[tuple[str, int, HistoryEvent]]:
+    """(activity type, the attempt it ended on, the completed or failed event) for every activity
+    of the workflow's history that completed or failed, in history order."""
+    scheduled: dict[int, str] = {}
+    started: dict[int, int] = {}
+    closed: list[tuple[str, int, HistoryEvent]] = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            attributes = event.activity_task_started_event_attributes
+            started[attributes.scheduled_event_id] = attributes.attempt
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            scheduled_id = event.activity_task_completed_event_attributes.scheduled_event_id
+            closed.append((scheduled[scheduled_id], started[scheduled_id], event))
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+            scheduled_id = event.activity_task_failed_event_attributes.scheduled_event_id
+            closed.append((scheduled[scheduled_id], started[scheduled_id], event))
+    return closed

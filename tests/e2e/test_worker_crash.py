@@ -27,7 +27,7 @@ from workers.analysts import Analysts
 from workers.processes import start_quell
 from workers.scenarios import RunOptions, result_json, scenario_analysts, scenario_settings
 from workflows.evidence import EXO_TIMEOUT
-from tests.conftest import PROJECT_SCENARIOS
+from tests.conftest import PROJECT_SCENARIOS, closed_activities
 
 WRITES = (
     "exo:Set-InboundConnector",
@@ -85,18 +85,10 @@ def writes(emulator: EmulatorHandle, succeeded_only: bool = False) -> Counter:
 
 async def activity_attempts(handle: WorkflowHandle) -> dict[str, list[int]]:
     """Activity type -> the attempt that completed it, for every activity that completed."""
-    scheduled: dict[int, str] = {}
-    started: dict[int, int] = {}
     attempts: dict[str, list[int]] = {}
-    async for event in handle.fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            attributes = event.activity_task_started_event_attributes
-            started[attributes.scheduled_event_id] = attributes.attempt
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            scheduled_id = event.activity_task_completed_event_attributes.scheduled_event_id
-            attempts.setdefault(scheduled[scheduled_id], []).append(started[scheduled_id])
+    for kind, attempt, event in await closed_activities(handle):
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            attempts.setdefault(kind, []).append(attempt)
     return attempts
 
 

@@ -21,7 +21,7 @@ from emulator.scenario import load_scenario
 from workers.scenarios import RunOptions, scenario_settings
 from workers.worker import new_worker
 from workflows import retries
-from tests.conftest import PROJECT_SCENARIOS, free_port
+from tests.conftest import PROJECT_SCENARIOS, closed_activities, free_port
 
 OUTAGE = timedelta(minutes=2)
 
@@ -34,20 +34,11 @@ def retry_budget(policy) -> timedelta:
 
 async def failed_attempts(handle) -> dict[str, tuple[int, str]]:
     """Activity type -> (the attempt that failed last, its message), for every failed activity."""
-    scheduled: dict[int, str] = {}
-    attempts: dict[int, int] = {}
-    failed: dict[str, tuple[int, str]] = {}
-    async for event in handle.fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            attributes = event.activity_task_started_event_attributes
-            attempts[attributes.scheduled_event_id] = attributes.attempt
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
-            attributes = event.activity_task_failed_event_attributes
-            failed[scheduled[attributes.scheduled_event_id]] = (
-                attempts[attributes.scheduled_event_id], attributes.failure.message)
-    return failed
+    return {
+        kind: (attempt, event.activity_task_failed_event_attributes.failure.message)
+        for kind, attempt, event in await closed_activities(handle)
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+    }
 
 
 async def test_an_unreachable_tenant_ends_in_needs_review_and_nothing_changes(time_skipping):
