@@ -25,6 +25,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client, RPCError, WorkflowQueryFailedError
 from temporalio.common import MetricMeter
 from temporalio.service import RPCStatusCode
@@ -87,6 +88,28 @@ ALERT_BODY = {
 }
 
 
+class CountRefusedAlerts:
+    """Counts the alert deliveries answered 4xx/5xx, by status. Plain ASGI: Starlette's
+    `BaseHTTPMiddleware` runs every request in a task group of its own, which cost the intake
+    more CPU than the rest of the request (bench/intake.py, docs/storms.md)."""
+
+    def __init__(self, app: ASGIApp, counted: IntakeMetrics) -> None:
+        self._app = app
+        self._counted = counted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/alerts":
+            await self._app(scope, receive, send)
+            return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                self._counted.refused(message["status"])
+            await send(message)
+
+        await self._app(scope, receive, counting_send)
+
+
 def _depth(value: Any, level: int = 0) -> int:
     if level > MAX_DEPTH:
         return level
@@ -108,12 +131,7 @@ def create_app(settings: Settings, connect: Callable[[], Any], clock: Callable[[
     app.state.client = None
     counted = IntakeMetrics(meter)
 
-    @app.middleware("http")
-    async def count_refused_alerts(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        response = await call_next(request)
-        if request.url.path == "/v1/alerts" and request.method == "POST" and response.status_code >= 400:
-            counted.refused(response.status_code)
-        return response
+    app.add_middleware(CountRefusedAlerts, counted=counted)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
