@@ -30,8 +30,10 @@ def scenario(name: str, mode: str = "dry_run") -> Scenario:
 
 
 @asynccontextmanager
-async def stack_for(client: Client, found: Scenario, cert_dir, approval_timeout: float = 1.0) -> AsyncIterator[Stack]:
-    async with tenant_stack(client, found, RunOptions(approval_timeout=approval_timeout), TOKENS, cert_dir) as s:
+async def stack_for(client: Client, found: Scenario, cert_dir, approval_timeout: float = 1.0,
+                    paced: bool = True) -> AsyncIterator[Stack]:
+    options = RunOptions(approval_timeout=approval_timeout, paced=paced)
+    async with tenant_stack(client, found, options, TOKENS, cert_dir) as s:
         yield s
 
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import time
 
-import pytest
 from collections import Counter
 from datetime import timedelta
 
@@ -88,13 +86,12 @@ async def approve(client: Client, stack: Stack, case: str, kind: str, who: str) 
     await cases.decide(client, case, decision)
 
 
-@pytest.mark.skipif(os.environ.get("CI") == "true", reason=(
-    "flaky in CI on 2 shared cores (two fresh-clone runs failed it; cause not yet found): run it "
-    "with `pytest tests/intake/test_storm.py`"))
 async def test_a_case_absorbs_a_5000_alert_storm_with_bounded_history_and_keeps_its_approvals(client, cert_dir):
     found = scenario("fp-scanner-relay-normal-traffic", mode="enforce")
     tenant = found.tenant.id
-    async with stack_for(client, found, cert_dir) as stack:
+    # Unpaced: the write-backs are 30,006 Graph requests, which Microsoft's 150 a minute would
+    # spread over 3½ hours (docs/storms.md); pacing has tests of its own (tests/e2e/test_storm_pacing.py).
+    async with stack_for(client, found, cert_dir, paced=False) as stack:
         # Both gated actions wait through the storm: unblock for one approver, classify for two.
         stack.settings.approval = stack.settings.approval.model_copy(update={
             "by_action": {**stack.settings.approval.by_action, "classify_alert": "two_person"},
