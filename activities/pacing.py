@@ -109,15 +109,12 @@ class Pacer:
         family = family_of(request)
         info = activity.info()
         holder, max_wait = f"{info.workflow_run_id}/{info.activity_id}/{family}", patience(info, request)
-        # Microsoft counts each request of a JSON batch against the quota: a turn for each.
-        grants = await asyncio.gather(*(
-            self._acquire(PaceRequest(family=family, quota=self._quota(family),
-                                      holder=holder if i == 0 else f"{holder}/{i}", max_wait=max_wait))
-            for i in range(batched_requests(request))
-        ))
-        now = datetime.now(UTC)
-        wait = max([min(g.turn - now, g.wait) for g in grants] + [timedelta(0)])
-        if any(g.reserved for g in grants):
+        # Microsoft counts each request of a JSON batch, and they reach it at once: one turn for
+        # all of them, when the bucket holds a token for each.
+        grant = await self._acquire(PaceRequest(family=family, quota=self._quota(family), holder=holder,
+                                                max_wait=max_wait, count=batched_requests(request)))
+        wait = max(min(grant.turn - datetime.now(UTC), grant.wait), timedelta(0))
+        if grant.reserved:
             raise QuotaWait(family, wait)
         if wait > timedelta(0):
             await asyncio.sleep(wait.total_seconds())

@@ -362,8 +362,8 @@ class WorkerSettings(Section):
 class QuotaSettings(Section):
     """How fast the workers call each tenant, per API family (`[quotas]`, docs/storms.md "Pacing"):
     a token bucket per tenant and family that every worker of the task queue shares through the
-    tenant's quota pacer workflow. A bucket lets through at most burst − 1 + per_minute × W calls in
-    any W minutes; the defaults keep one call under Microsoft's documented limits (advanced hunting
+    tenant's quota pacer workflow. A bucket lets through at most burst + per_minute × W calls in
+    any W minutes; the defaults keep under Microsoft's documented limits (advanced hunting
     45 a minute, Graph security 150 a minute, Get-MessageTraceV2 100 in 5 minutes). Microsoft
     documents no rate for the rest of InvokeCommand; `exchange` is quell's own, moderate pace."""
 
@@ -371,8 +371,9 @@ class QuotaSettings(Section):
     """False: every call goes out as soon as it is made, and 429s alone slow the workers down."""
     hunting: FamilyQuota = FamilyQuota(per_minute=40, burst=5)
     """POST /security/runHuntingQuery: 4 + 40 = 44 a minute at most."""
-    graph: FamilyQuota = FamilyQuota(per_minute=140, burst=10)
-    """Every other Graph call: 9 + 140 = 149 a minute at most."""
+    graph: FamilyQuota = FamilyQuota(per_minute=125, burst=20)
+    """Every other Graph call: 20 + 125 = 145 a minute at most. The burst holds a whole JSON batch
+    (20 requests, which take their tokens at once)."""
     exchange: FamilyQuota = FamilyQuota(per_minute=120, burst=30)
     """Every other InvokeCommand: no documented limit; 2 a second after a burst of 30."""
     message_trace: FamilyQuota = FamilyQuota(per_minute=14, burst=30)

@@ -5,8 +5,9 @@ Activities ask through the `acquire` update before each Graph, hunting or Exchan
 (activities/pacing.py); a worker process sends the requests of all its activities that wait
 meanwhile in one update, because Temporal lets a workflow have only a few updates in flight
 (10 by default). Each family is a token bucket in GCRA form: `next_turn` is the theoretical
-arrival time, a call's turn is `max(now, next_turn − (burst − 1) × interval)`, and every turn moves
-`next_turn` on by one interval. A turn within the caller's `max_wait` is given (the caller sleeps
+arrival time, a call of n requests (a Graph JSON batch carries up to 20, which reach the tenant
+at once) has its turn at `max(now, next_turn + (n − 1 − (burst − 1)) × interval)`, when the bucket
+holds n tokens, and moves `next_turn` on by n intervals. A turn within the caller's `max_wait` is given (the caller sleeps
 until it); a later one is reserved for the caller's activity, which raises to be retried at it and
 takes it on its next attempt, so a long queue costs an attempt once, not a wait at every retry.
 The `throttled` update empties the bucket until the tenant's Retry-After has passed.
@@ -80,7 +81,7 @@ class QuotaPacerWorkflow:
             if not held:
                 del self._reserved[request.holder]
             return _grant(turn, now)
-        turn = self._take(request.family, request.quota, now)
+        turn = self._take(request.family, request.quota, now, request.count)
         if turn - now <= request.max_wait:
             return _grant(turn, now)
         self._reserved.setdefault(request.holder, []).append(turn)
@@ -94,8 +95,8 @@ class QuotaPacerWorkflow:
         # An empty bucket at `until`: the next turn is then, the ones after it an interval apart.
         self._next_turn[report.family] = max(self._next_turn.get(report.family, until), until + ahead)
 
-    def _take(self, family: ApiFamily, quota: FamilyQuota, now: datetime) -> datetime:
+    def _take(self, family: ApiFamily, quota: FamilyQuota, now: datetime, count: int) -> datetime:
         interval, ahead = _spacing(quota)
         next_turn = max(self._next_turn.get(family, now), now)
-        self._next_turn[family] = next_turn + interval
-        return max(now, next_turn - ahead)
+        self._next_turn[family] = next_turn + interval * count
+        return max(now, next_turn + interval * (count - 1) - ahead)

@@ -1184,7 +1184,7 @@ ApiFamily = Literal["hunting", "graph", "exchange", "message_trace"]
 class FamilyQuota(Frozen):
     """How fast quell calls one API family of one tenant: a token bucket that refills `per_minute`
     tokens a minute and holds at most `burst`. In any window of W minutes it lets through at most
-    `burst` − 1 + `per_minute` × W calls."""
+    `burst` + `per_minute` × W calls (`burst` − 1 + `per_minute` × W when every call is single)."""
 
     per_minute: float = Field(gt=0)
     burst: int = Field(default=1, ge=1)
@@ -1192,12 +1192,15 @@ class FamilyQuota(Frozen):
 
 class PaceRequest(Frozen):
     """Input of the quota pacer's `acquire` update: a turn for one call of `family`. `holder` names
-    the activity (`{run id}/{activity id}/{family}`); `max_wait` is how long its attempt can wait."""
+    the activity (`{run id}/{activity id}/{family}`); `max_wait` is how long its attempt can wait;
+    `count`: how many requests the call carries (a Graph JSON batch's, which Microsoft counts one
+    by one and which reach it at once), so they take their tokens together."""
 
     family: ApiFamily
     quota: FamilyQuota
     holder: str
     max_wait: timedelta
+    count: int = Field(default=1, ge=1)
 
 
 class PaceGrant(Frozen):

@@ -22,7 +22,7 @@ def test_message_trace_has_its_own_family_and_other_cmdlets_are_exchange():
     assert family_of(httpx.Request("GET", f"{GRAPH}/users/a@contoso.com")) == "graph"
 
 
-def test_a_json_batch_takes_a_turn_for_each_of_its_requests():
+def test_a_json_batch_counts_each_of_its_requests():
     requests = [{"id": str(i), "method": "GET", "url": f"/security/alerts_v2/a{i}"} for i in range(20)]
     assert batched_requests(httpx.Request("POST", f"{GRAPH}/$batch", json={"requests": requests})) == 20
     assert batched_requests(httpx.Request("POST", f"{GRAPH}/$batch", content=b"not json")) == 1

@@ -47,6 +47,17 @@ async def test_a_full_bucket_gives_its_burst_at_once_then_a_turn_an_interval(pac
     assert later.turn - first == 3 * SECOND
 
 
+async def test_a_json_batch_takes_its_tokens_together_when_the_bucket_holds_them(pacer):
+    quota = FamilyQuota(per_minute=60, burst=5)
+    batch = ask(quota, "batch-1").model_copy(update={"count": 5})
+    first, second, single = await acquire(pacer, batch, batch.model_copy(update={"holder": "batch-2"}),
+                                          ask(quota, "single"))
+    # A full bucket sends the first batch at once; the second goes when 5 tokens have come back (its
+    # requests reach the tenant together, so none may go earlier); then one a second again.
+    assert (second.turn - first.turn, single.turn - first.turn) == (5 * SECOND, 6 * SECOND)
+    # In those 6 s: 11 requests = burst + 6 s of refill, never more.
+
+
 async def test_a_turn_beyond_the_callers_patience_is_kept_for_it(pacer):
     quota = FamilyQuota(per_minute=6, burst=1)  # a turn every 10 s
     [now] = await acquire(pacer, ask(quota, "first"))
