@@ -1,7 +1,8 @@
 """Per-tenant API quotas (docs/scenarios.md `quotas`) and the record of early retries.
 
 Every Graph and Exchange call belongs to one family: `hunting` (POST /security/runHuntingQuery),
-`graph` (any other Graph call) or `exchange` (InvokeCommand). A family's quota admits at most
+`graph` (any other Graph call) or `exchange` (InvokeCommand). A JSON batch counts its requests
+one by one, as Microsoft does, and its envelope (`POST /$batch`) not at all. A family's quota admits at most
 `calls` calls in any running window of `window_s` seconds (Microsoft words its limits that way);
 the next call is answered 429 with `Retry-After`, the whole seconds until the oldest call in the
 window leaves it, and that app stays throttled in that family until then: its calls meanwhile are

@@ -53,6 +53,17 @@ def test_past_the_quota_hunting_answers_429_with_retry_after_and_other_families_
         (429, False, False, "hunting"), (429, False, True, "hunting"), (429, True, True, "hunting")]
 
 
+def test_a_json_batch_counts_its_requests_one_by_one_and_its_envelope_not_at_all(example: Scenario, cert_dir: Path) -> None:
+    with running_emulator(example, cert_dir, quotas=Quotas(graph=Quota(calls=3, window_s=60))) as handle:
+        api = Api(handle)
+        reads = [{"id": str(i), "method": "GET", "url": "/users/exadmin@contoso.com"} for i in range(4)]
+        batch = api.graph("POST", "/$batch", json={"requests": reads})
+        assert batch.status_code == 200
+        assert sorted((a["id"], a["status"]) for a in batch.json()["responses"]) == [
+            ("0", 200), ("1", 200), ("2", 200), ("3", 429)]
+        assert api.state()["throttling"]["graph"]["calls"] == 4
+
+
 def test_exchange_past_its_quota_answers_exchanges_throttling_error(example: Scenario, cert_dir: Path) -> None:
     with running_emulator(example, cert_dir, quotas=Quotas(exchange=Quota(calls=1, window_s=300))) as handle:
         api = Api(handle)
