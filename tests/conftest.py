@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -18,6 +20,8 @@ from workers.scenarios import start_dev_server, temporal_binary, trust_emulator_
 from workflows import search_attributes as sa
 
 PROJECT_SCENARIOS = Path(__file__).parents[1] / "emulator" / "scenarios"
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -79,3 +83,13 @@ async def closed_activities(handle: WorkflowHandle) -> list[tuple[str, int, Hist
             scheduled_id = event.activity_task_failed_event_attributes.scheduled_event_id
             closed.append((scheduled[scheduled_id], started[scheduled_id], event))
     return closed
+
+
+async def eventually(read: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 30.0) -> T:
+    """Read until `done` holds: a bounded poll on state, never a sleep standing in for a sync."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = await read()
+            if done(value):
+                return value
+            await asyncio.sleep(0.05)

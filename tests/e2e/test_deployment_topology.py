@@ -9,40 +9,30 @@ server on PostgreSQL: the same durable history across a restart, without a docke
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import secrets
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 from emulator.expectations import judge
 from emulator.scenario import load_scenario
 from emulator.server import serving_emulator
-from tests.conftest import PROJECT_SCENARIOS, free_port
+from tests.conftest import PROJECT_SCENARIOS, eventually, free_port
 from workers.analysts import Analysts, ApiKey
 from workers.processes import QUELL
 from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, result_json, start_dev_server
 from workflows.types import CaseReport
 
-T = TypeVar("T")
 SCENARIO = "tp-hijacked-hybrid-connector"
 TOKENS = {name: secrets.token_urlsafe(16) for name in ("defender", "soc1@contoso.com", "soc2@contoso.com")}
 API_KEY = ApiKey.generate()
-
-
-async def until(read: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 60) -> T:
-    """Read until `done` holds: bounded polling on state."""
-    async with asyncio.timeout(timeout):
-        while not done(value := await read()):
-            await asyncio.sleep(0.1)
-        return value
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -109,16 +99,16 @@ async def test_worker_and_intake_processes_finish_a_case_across_a_temporal_resta
             with quell_processes(env):
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{intake_port}", timeout=30) as intake:
                     case = await _open_case(intake, scenario)
-                    waiting = await until(lambda: _summary(intake, case),
-                                          lambda s: s.get("stage") == "awaiting_approval")
+                    waiting = await eventually(lambda: _summary(intake, case),
+                                               lambda s: s.get("stage") == "awaiting_approval", timeout=60)
                     assert waiting["pending"] and waiting["status"] == "running"
 
                     # Temporal goes away while the case waits for people, and comes back on its file.
                     await temporal.shutdown()
                     temporal = await start_dev_server(db_file=db_file, port=temporal_port)
 
-                    closed = await until(lambda: _approve_what_waits(intake, case),
-                                         lambda s: s.get("status") != "running", timeout=120)
+                    closed = await eventually(lambda: _approve_what_waits(intake, case),
+                                              lambda s: s.get("status") != "running", timeout=120)
                     assert closed["status"] == "completed" and closed["stage"] == "closed"
                     report = CaseReport.model_validate((await intake.get(
                         f"/v1/cases/{case}/report", headers=bearer("soc1@contoso.com"))).json())
@@ -134,7 +124,7 @@ async def _open_case(intake: httpx.AsyncClient, scenario) -> str:
         except httpx.TransportError:
             return False
 
-    await until(healthy, bool)
+    await eventually(healthy, bool, timeout=60)
     posted = await intake.post("/v1/alerts", params={"tenant": scenario.tenant.id}, json=scenario.alert,
                                headers=bearer("defender"))
     assert posted.status_code == 202, posted.text

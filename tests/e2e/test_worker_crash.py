@@ -27,7 +27,7 @@ from workers.analysts import Analysts
 from workers.processes import start_quell
 from workers.scenarios import RunOptions, result_json, scenario_analysts, scenario_settings
 from workflows.evidence import EXO_TIMEOUT
-from tests.conftest import PROJECT_SCENARIOS, closed_activities
+from tests.conftest import PROJECT_SCENARIOS, closed_activities, eventually
 
 WRITES = (
     "exo:Set-InboundConnector",
@@ -57,19 +57,12 @@ def crash_settings(scenario: Scenario, emulator: EmulatorHandle, analysts: Analy
     return settings
 
 
-async def until(predicate, timeout: float = 60):
-    async with asyncio.timeout(timeout):
-        while not (result := await predicate()):
-            await asyncio.sleep(0.1)
-        return result
-
-
 async def approve_all(client: Client, case: str, analysts: Analysts, timeout: float = 60) -> None:
     """Once the case asks (within `timeout`), approve every pending action (two approvers where it takes two)."""
     async def pending():
         return await cases.pending(client, case)
 
-    for request in await until(pending, timeout):
+    for request in await eventually(pending, bool, timeout):
         for approver in APPROVERS[: request.still_needed]:
             await cases.decide(client, case, cases.new_decision(
                 case, request.action_id, request.plan_hash, approver, True, "", analysts.keys[approver]))
@@ -114,7 +107,7 @@ async def test_sigkill_during_an_approved_action_runs_each_action_once(client, c
                     for a in description.raw_description.pending_activities
                 )
 
-            await until(revert_throttled_and_retry_scheduled)
+            await eventually(revert_throttled_and_retry_scheduled, bool, 60)
         finally:
             first.kill()  # SIGKILL: no graceful shutdown, no chance to finish anything
             first.wait()
@@ -171,7 +164,7 @@ async def test_sigkill_during_evidence_collection_reaches_the_same_verdict(clien
                     (a.activity_type.name, a.state) for a in pending
                 ] == [("evidence.accepted-domains", PendingActivityState.PENDING_ACTIVITY_STATE_STARTED)]
 
-            await until(only_the_held_read_left)
+            await eventually(only_the_held_read_left, bool, 60)
         finally:
             first.kill()  # SIGKILL while Get-AcceptedDomain waits for its answer
             first.wait()

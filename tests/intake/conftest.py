@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from temporalio.client import Client
@@ -21,7 +20,6 @@ from tests.conftest import PROJECT_SCENARIOS
 TENANT = "11111111-2222-3333-4444-555555555555"
 TOKENS = {"defender": "tok-defender", "soc1@contoso.com": "tok-soc1"}
 DEFENDER = {"Authorization": "Bearer tok-defender"}
-T = TypeVar("T")
 
 
 def scenario(name: str, mode: str = "dry_run") -> Scenario:
@@ -53,16 +51,6 @@ async def intake_without_temporal(intake: IntakeSettings) -> AsyncIterator[httpx
     settings = Settings(tenants=[TenantSettings(tenant_id=TENANT, client_id="c", client_secret="s")], intake=intake)
     async with intake_client(create_app(settings, temporal_down)) as http:
         yield http
-
-
-async def eventually(read: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 30.0) -> T:
-    """Read until `done` holds: a bounded poll on state, never a sleep standing in for a sync."""
-    async with asyncio.timeout(timeout):
-        while True:
-            value = await read()
-            if done(value):
-                return value
-            await asyncio.sleep(0.05)
 
 
 async def runs(client: Client, query: str) -> list[Any]:

@@ -11,7 +11,8 @@ from temporalio.client import Client
 
 from activities import cases
 from workers.intake import create_app
-from tests.intake.conftest import DEFENDER, eventually, intake_client, runs, scenario, stack_for
+from tests.conftest import eventually
+from tests.intake.conftest import DEFENDER, intake_client, runs, scenario, stack_for
 
 ALERTS = 200
 CONNECTORS = 5

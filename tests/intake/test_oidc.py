@@ -23,7 +23,8 @@ from config.settings import OidcSettings, Settings, TenantSettings
 from emulator.auth import ANALYST_ROLE, APPROVER_ROLE, APPROVERS_GROUP, USER_PASSWORD
 from emulator.server import EmulatorHandle, running_emulator
 from workers.intake import create_app
-from tests.intake.conftest import DEFENDER, TENANT, eventually, intake_client, scenario, stack_for, temporal_down
+from tests.conftest import eventually
+from tests.intake.conftest import DEFENDER, TENANT, intake_client, scenario, stack_for, temporal_down
 
 AUDIENCE = "api://quell-intake"
 OTHER_TENANT = "22222222-3333-4444-5555-666666666666"

@@ -24,7 +24,8 @@ from workers.worker import new_worker
 from workflows.case import ConnectorCaseWorkflow
 from workflows.poller import LIST_ACTIVITY, OPEN_ACTIVITY, AlertPollerWorkflow, advance, poller_schedule_id
 from workflows.types import AlertRef, OpenedCase, PollCursor, PollerInput, PollerResult
-from tests.intake.conftest import TOKENS, eventually, graph_alert, scenario, stack_for
+from tests.conftest import eventually
+from tests.intake.conftest import TOKENS, graph_alert, scenario, stack_for
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 

@@ -24,7 +24,8 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import decode_typed_search_attributes
 
 from activities import cases
-from tests.intake.conftest import DEFENDER, eventually, graph_alert, intake_client, runs, scenario, stack_for
+from tests.conftest import eventually
+from tests.intake.conftest import DEFENDER, graph_alert, intake_client, runs, scenario, stack_for
 from tests.workflow.test_case_in_the_ui import current_details
 from workers.intake import create_app
 from workers.scenarios import Stack

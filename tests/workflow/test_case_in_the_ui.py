@@ -21,7 +21,8 @@ from activities import cases
 from activities.alert_parsing import parse_alerts
 from emulator.scenario import load_scenario
 from tests.conftest import PROJECT_SCENARIOS
-from tests.intake.conftest import eventually, runs
+from tests.conftest import eventually
+from tests.intake.conftest import runs
 from workers.scenarios import RunOptions, answer_approvals, isolated_namespace, run_scenario, tenant_stack
 from workflows.types import CaseReport
 
