@@ -72,21 +72,37 @@ MESSAGE_TRACE = re.compile(rb'"CmdletName"\s*:\s*"Get-MessageTrace')
 """Get-MessageTraceV2 and Get-MessageTraceDetailV2: the one Exchange limit Microsoft documents."""
 
 
-def batched_requests(request: httpx.Request) -> int:
-    """How many requests a call carries: those of a Graph JSON batch (`POST /$batch`), else 1."""
+SECURITY = re.compile(r"^/security/(alerts_v2|incidents)(/|$)")
+"""Graph's alerts and incidents (a path relative to the version): Microsoft's Security limit."""
+
+
+def _batch(request: httpx.Request) -> list[dict[str, Any]] | None:
+    """The requests of a Graph JSON batch (`POST /$batch`), or None for any other call."""
     if request.method != "POST" or not request.url.path.endswith("/$batch"):
-        return 1
+        return None
     try:
-        return max(1, len(json.loads(request.content)["requests"]))
+        requests = json.loads(request.content)["requests"]
+        return [r for r in requests if isinstance(r, dict)] if isinstance(requests, list) else []
     except (ValueError, KeyError, TypeError):
-        return 1
+        return []
+
+
+def batched_requests(request: httpx.Request) -> int:
+    """How many requests a call carries: those of a Graph JSON batch, else 1."""
+    batch = _batch(request)
+    return max(1, len(batch)) if batch is not None else 1
 
 
 def family_of(request: httpx.Request) -> ApiFamily:
     path = request.url.path
     if path.endswith("/InvokeCommand"):
         return "message_trace" if MESSAGE_TRACE.search(request.content) else "exchange"
-    return "hunting" if request.method == "POST" and path.endswith(HUNTING_PATH) else "graph"
+    if request.method == "POST" and path.endswith(HUNTING_PATH):
+        return "hunting"
+    batch = _batch(request)
+    relative = [str(r.get("url", "")) for r in batch] if batch is not None else ["/" + path.lstrip("/").partition("/")[2]]
+    # A batch that carries any alert or incident request is paced as one of them (the stricter limit).
+    return "security" if any(SECURITY.match("/" + url.lstrip("/")) for url in relative) else "graph"
 
 
 class Pacer:

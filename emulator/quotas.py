@@ -1,7 +1,8 @@
 """Per-tenant API quotas (docs/scenarios.md `quotas`) and the record of early retries.
 
 Every Graph and Exchange call belongs to one family: `hunting` (POST /security/runHuntingQuery),
-`graph` (any other Graph call) or `exchange` (InvokeCommand). A JSON batch counts its requests
+`security` (Graph's alerts and incidents), `graph` (any other Graph call), `message_trace`
+(Get-MessageTraceV2 and Get-MessageTraceDetailV2) or `exchange` (any other InvokeCommand). A JSON batch counts its requests
 one by one, as Microsoft does, and its envelope (`POST /$batch`) not at all. A family's quota admits at most
 `calls` calls in any running window of `window_s` seconds (Microsoft words its limits that way);
 the next call is answered 429 with `Retry-After`, the whole seconds until the oldest call in the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,16 +28,19 @@ from typing import Any, Literal
 from emulator.faults import api_matches
 from emulator.scenario import Quota, Quotas
 
-Family = Literal["hunting", "graph", "exchange", "message_trace"]
-FAMILIES: tuple[Family, ...] = ("hunting", "graph", "exchange", "message_trace")
+Family = Literal["hunting", "security", "graph", "exchange", "message_trace"]
+FAMILIES: tuple[Family, ...] = ("hunting", "security", "graph", "exchange", "message_trace")
 HUNTING = "graph:POST /security/runHuntingQuery"
+SECURITY = re.compile(r"^graph:[A-Z]+ /security/(alerts_v2|incidents)(/|$)")
 
 
 def family_of(api: str) -> Family:
     """The family of a logged API key (`exo:CMDLET`, `graph:METHOD /path`)."""
     if api.startswith("exo:"):
         return "message_trace" if api.startswith("exo:Get-MessageTrace") else "exchange"
-    return "hunting" if api_matches(HUNTING, api) else "graph"
+    if api_matches(HUNTING, api):
+        return "hunting"
+    return "security" if SECURITY.match(api) else "graph"
 
 
 @dataclass

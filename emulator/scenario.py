@@ -305,10 +305,12 @@ class Quota(Strict):
 
 class Quotas(Strict):
     """quell extension (docs/scenarios.md `quotas`): a quota per API family; a family left out is unlimited.
-    `hunting` is POST /security/runHuntingQuery, `graph` every other Graph call, `message_trace`
+    `hunting` is POST /security/runHuntingQuery, `security` Graph's alerts and incidents
+    (/security/alerts_v2, /security/incidents), `graph` every other Graph call, `message_trace`
     Get-MessageTraceV2 and Get-MessageTraceDetailV2, `exchange` every other InvokeCommand."""
 
     hunting: Quota | None = None
+    security: Quota | None = None
     graph: Quota | None = None
     exchange: Quota | None = None
     message_trace: Quota | None = None
@@ -316,7 +318,8 @@ class Quotas(Strict):
 
 MICROSOFT_QUOTAS = Quotas(
     hunting=Quota(calls=45, window_s=60),  # Defender XDR advanced hunting API: 45 calls a minute per tenant
-    graph=Quota(calls=150, window_s=60),  # Graph security detections and incidents: 150 a minute per app per tenant
+    security=Quota(calls=150, window_s=60),  # Graph security detections and incidents: 150 a minute per app per tenant
+    graph=Quota(calls=3500, window_s=10),  # Entra ID (identity and access): 3,500 resource units per 10 s, smallest tenants
     message_trace=Quota(calls=100, window_s=300),  # Get-MessageTraceV2: 100 in a 5-minute running window
 )  # no documented rate for the rest of InvokeCommand: `exchange` is not limited
 """Microsoft's documented limits (docs/storms.md, "Microsoft's quotas"): the `microsoft` preset."""

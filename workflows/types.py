@@ -1177,8 +1177,10 @@ class PollerResult(Frozen):
 # --------------------------------------------------------------------------- quota pacing
 
 
-ApiFamily = Literal["hunting", "graph", "exchange", "message_trace"]
-"""`hunting`: POST /security/runHuntingQuery; `graph`: every other Graph call; `exchange`: InvokeCommand."""
+ApiFamily = Literal["hunting", "security", "graph", "exchange", "message_trace"]
+"""`hunting`: POST /security/runHuntingQuery; `security`: Graph's alerts and incidents
+(/security/alerts_v2, /security/incidents); `graph`: every other Graph call; `message_trace`:
+Get-MessageTraceV2 and Get-MessageTraceDetailV2; `exchange`: every other InvokeCommand."""
 
 
 class FamilyQuota(Frozen):

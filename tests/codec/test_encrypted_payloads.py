@@ -30,7 +30,7 @@ from activities import cases
 from config.settings import CodecSettings, IntakeSettings, Settings, TenantSettings
 from emulator.expectations import judge
 from emulator.scenario import load_scenario
-from tests.conftest import PROJECT_SCENARIOS
+from tests.conftest import PROJECT_SCENARIOS, eventually
 from tests.intake.conftest import intake_client, temporal_down
 from workers.intake import create_app
 from workers.scenarios import (
@@ -207,9 +207,10 @@ async def served_intake() -> AsyncIterator[str]:
     server = uvicorn.Server(uvicorn.Config(codec_intake(ROTATED), host="127.0.0.1", port=0, log_config=None))
     serving = asyncio.create_task(server.serve())
     try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.02)
+        async def started() -> bool:
+            return server.started
+
+        await eventually(started, bool, timeout=10)
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
     finally:

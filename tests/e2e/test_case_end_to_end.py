@@ -17,7 +17,7 @@ from activities.remediation import PASSWORD_LENGTH
 from emulator.scenario import load_scenario
 from workflows.report import report_markdown
 from workers.scenarios import RunOptions, tenant_stack
-from tests.conftest import PROJECT_SCENARIOS
+from tests.conftest import PROJECT_SCENARIOS, eventually
 
 TOKENS = {"defender": "tok-defender", "soc1@contoso.com": "tok-soc1", "soc2@contoso.com": "tok-soc2"}
 
@@ -43,14 +43,12 @@ async def intake(stack) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def wait_for_pending(intake: httpx.AsyncClient, case: str) -> list[dict]:
-    async with asyncio.timeout(60):
-        while True:
-            response = await intake.get(f"/v1/cases/{case}", headers=bearer("soc1@contoso.com"))
-            assert response.status_code == 200, response.text
-            summary = response.json()
-            if summary["pending"]:
-                return summary["pending"]
-            await asyncio.sleep(0.1)
+    async def summary() -> dict:
+        response = await intake.get(f"/v1/cases/{case}", headers=bearer("soc1@contoso.com"))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    return (await eventually(summary, lambda s: bool(s["pending"]), timeout=60))["pending"]
 
 
 async def test_true_positive_case_runs_to_a_reverted_connector(client, stack, intake):

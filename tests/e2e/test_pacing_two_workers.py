@@ -13,7 +13,8 @@ from temporalio.client import Client, WorkflowHandle
 
 from emulator.server import serving_emulator
 from tests.e2e.storm import HUNTING_QUOTA, outcome, storm_input, storm_scenario, storm_settings
-from tests.e2e.test_worker_crash import start_worker, until
+from tests.conftest import eventually
+from tests.e2e.test_worker_crash import start_worker
 from workflows.case import ConnectorCaseWorkflow
 from workflows.types import CaseReport
 
@@ -51,7 +52,7 @@ async def test_two_worker_processes_keep_one_pace(client: Client, cert_dir, tmp_
         workers = [start_worker(settings, client, tmp_path / f"worker-{i}.log") for i in range(2)]
         try:
             # Both processes poll before the first case starts: one that starts late would find no work.
-            await until(lambda: both_polling(client, settings.temporal.task_queue), timeout=120)
+            await eventually(lambda: both_polling(client, settings.temporal.task_queue), bool, timeout=120)
             handles = [
                 await client.start_workflow(ConnectorCaseWorkflow.run, storm_input(scenario, settings),
                                             id=f"two-workers-{i}-{uuid.uuid4().hex[:8]}",

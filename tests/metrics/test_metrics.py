@@ -20,7 +20,7 @@ from activities.clients import ClientPool
 from config.settings import CodecSettings, MetricsSettings, NotifySettings
 from emulator.scenario import load_scenario
 from emulator.server import serving_emulator
-from tests.conftest import PROJECT_SCENARIOS
+from tests.conftest import PROJECT_SCENARIOS, eventually
 from tests.metrics.prometheus import scrape
 from tests.notify.receiver import webhook_receiver
 from tests.notify.test_cards import ADAPTIVE_CARD, BLOCK_KIT
@@ -86,9 +86,7 @@ async def test_a_real_case_shows_in_the_metrics(dev_server, cert_dir, hook):
                 assert (await http.post("/v1/alerts", json=scenario.alert)).status_code == 401
                 case = posted.json()["accepted"][0]["case_id"]
 
-                async with asyncio.timeout(60):
-                    while not (waiting := await cases.pending(client, case)):
-                        await asyncio.sleep(0.1)
+                waiting = await eventually(lambda: cases.pending(client, case), bool, timeout=60)
                 await PendingApprovalGauges(client, runtime.metric_meter, settings.approval.expire_after).refresh()
                 during = await scrape(port)
                 for kind, count in Counter(p.kind for p in waiting).items():

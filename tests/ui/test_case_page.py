@@ -33,7 +33,7 @@ from activities import cases
 from config.settings import AnalystGrant, CodecSettings, IntakeSettings, Settings, TenantSettings
 from emulator.expectations import judge
 from emulator.scenario import load_scenario
-from tests.conftest import PROJECT_SCENARIOS, free_port
+from tests.conftest import PROJECT_SCENARIOS, eventually, free_port
 from tests.intake.conftest import intake_client, temporal_down
 from workers.intake import create_app
 from workers.scenarios import RunOptions, answer_until_closed, deliver_alert, result_json, temporal_binary, tenant_stack
@@ -72,9 +72,10 @@ async def _codec_endpoint(ui_origin: str, tenant: str) -> AsyncIterator[str]:
                                            log_config=None))
     serving = asyncio.create_task(server.serve())
     try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.02)
+        async def started() -> bool:
+            return server.started
+
+        await eventually(started, bool, timeout=10)
         yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     finally:
         server.should_exit = True

@@ -42,7 +42,7 @@ from workflows.types import (
     PendingApproval,
     Plan,
 )
-from tests.conftest import PROJECT_SCENARIOS
+from tests.conftest import PROJECT_SCENARIOS, eventually
 
 SOC1, SOC2, SUSPECT = "soc1@contoso.com", "soc2@contoso.com", "helpdesk.op@contoso.com"
 TOKENS = {SOC1: "tok-soc1", SOC2: "tok-soc2"}
@@ -77,10 +77,10 @@ async def start_case(client: Client, stack: Stack, policy: ApprovalPolicy | None
 
 
 async def pending(client: Client, case: str, until=lambda found: bool(found)) -> dict[str, PendingApproval]:
-    async with asyncio.timeout(60):
-        while not until(found := {p.kind: p for p in await cases.pending(client, case)}):
-            await asyncio.sleep(0.1)
-    return found
+    async def by_kind() -> dict[str, PendingApproval]:
+        return {p.kind: p for p in await cases.pending(client, case)}
+
+    return await eventually(by_kind, until, timeout=60)
 
 
 def signed(stack: Stack, case: str, p: PendingApproval, who: str = SOC1, key: Ed25519PrivateKey | None = None,
