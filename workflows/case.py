@@ -30,8 +30,17 @@ with workflow.unsafe.imports_passed_through():
     from activities import remediation
     from activities.approval_gate import TrustActivities
     from activities.notify import NotifyActivities
-    from workflows import approvals, case_view, evidence, grading, metrics, planning, retries, write_backs
-    from workflows import search_attributes as sa
+    # `import package.module`, not `from package import module`: the sandbox never sees a submodule
+    # imported through a from-list, and re-imported (compiled) every one of these for every case run.
+    import workflows.approvals as approvals
+    import workflows.case_view as case_view
+    import workflows.evidence as evidence
+    import workflows.grading as grading
+    import workflows.metrics as metrics
+    import workflows.planning as planning
+    import workflows.retries as retries
+    import workflows.search_attributes as sa
+    import workflows.write_backs as write_backs
     from workflows.types import (
         AbsorbedAlert,
         ActionInput,

@@ -12,8 +12,7 @@ Since `parallel-evidence` (`start_audit_reads`) the audit query and then the dir
 run from the case's start, beside the connector's resolution (neither depends on which connector
 the alert names); once the connector is resolved its mail (which reads the accepted domains
 itself) and its restrictions are read, and the acting admins' sign-ins once the directory answered.
-The case waits for two reads in a row at most: resolution then mail, audit then directory then
-sign-ins.
+At most three reads in a row: audit, directory, sign-ins (and resolution, mail).
 
 Hunting calls (Microsoft allows ~45 a minute per tenant): each evidence activity makes at most
 one, and a case at most three (docs/storms.md): `resolve_connector` when resolution needs
