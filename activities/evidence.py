@@ -520,22 +520,28 @@ class EvidenceActivities:
     @activity.defn(name="evidence.mail-stats")
     async def mail_stats(self, request: MailStatsInput) -> MailStats:
         """The connector's mail in the lookback and the 168-hour baseline, and the tenant's
-        compromised senders, from one hunting call; message trace corroborates."""
+        compromised senders, from one hunting call; message trace corroborates. The accepted domains
+        classify the mail's domains: the input's, else read here (and returned) through the tenant
+        cache, so the case need not wait for another activity to read them."""
         clients = self._clients(request.tenant_id)
+        domains = request.accepted_domains
+        if domains is None:
+            domains = (await self._accepted_domains(clients, request.tenant_id)).domains
         now = request.now.astimezone(UTC)
         lookback_start = now - request.lookback
         baseline_start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=167)
         rows = await self._hunt(
             clients, "connector-mail",
             connectorName=request.connector_name, since=min(lookback_start, baseline_start), until=now,
-            lookbackStart=lookback_start, acceptedDomains=sorted({_fold(d) for d in request.accepted_domains}),
+            lookbackStart=lookback_start, acceptedDomains=sorted({_fold(d) for d in domains}),
             partnerDomains=sorted({_fold(d) for d in request.partner_domains}),
             baselineStart=now - timedelta(days=30), baselineEnd=now - timedelta(days=1),
             recentStart=now - timedelta(days=1), minPriorMessages=3, compromisedPerHour=request.compromised_per_hour,
         )
         stats = summarise_mail(rows)
         trace = await self._filtered_as_spam(clients, stats.sender_ips, lookback_start, now)
-        return stats.model_copy(update={"trace_filtered_as_spam": trace})
+        read = domains if request.accepted_domains is None else None
+        return stats.model_copy(update={"trace_filtered_as_spam": trace, "accepted_domains": read})
 
     async def _filtered_as_spam(
         self, clients: TenantClients, sender_ips: list[str], since: datetime, until: datetime
@@ -582,14 +588,15 @@ class EvidenceActivities:
     async def accepted_domains(self, request: TenantInput) -> AcceptedDomains:
         """The tenant's accepted domains: read once per tenant per `tenant_cache.ttl` and shared by
         the cases the worker runs meanwhile (docs/storms.md)."""
-        clients = self._clients(request.tenant_id)
+        return await self._accepted_domains(self._clients(request.tenant_id), request.tenant_id)
 
+    async def _accepted_domains(self, clients: TenantClients, tenant_id: str) -> AcceptedDomains:
         async def read() -> AcceptedDomains:
             rows = await clients.exo.invoke("Get-AcceptedDomain")
             domains = {_fold(row.get("DomainName") or row.get("Name")) for row in rows}
             return AcceptedDomains(domains=sorted(domains - {""}))
 
-        return await self._cache.get(request.tenant_id, ACCEPTED_DOMAINS, read)
+        return await self._cache.get(tenant_id, ACCEPTED_DOMAINS, read)
 
     @activity.defn(name="evidence.admin-sign-ins")
     async def admin_sign_ins(self, request: AdminSignInsInput) -> AdminEvidence:

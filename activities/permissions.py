@@ -86,11 +86,13 @@ SOURCES: dict[str, Need] = {
     "directory_accounts": Need("which audit actors are directory users (only they can be suspect)",
                                "Graph `GET /users/{upn}`", (USERS,)),
     "mail_stats": Need("mail through the connector, and the tenant's compromised sender accounts (one query)",
-                       "hunting `EmailEvents`, `EmailAttachmentInfo`, `UrlClickEvents`; EXO `Get-MessageTraceV2`",
+                       "hunting `EmailEvents`, `EmailAttachmentInfo`, `UrlClickEvents`; EXO `Get-MessageTraceV2`, "
+                       "`Get-AcceptedDomain` (shared with `accepted_domains`)",
                        (*EXCHANGE, HUNTING)),
     "restricted_entities": Need("restricted connectors and senders", "EXO `Get-BlockedConnector`, "
                                 "`Get-BlockedSenderAddress`", EXCHANGE),
-    "accepted_domains": Need("accepted domains", "EXO `Get-AcceptedDomain`", EXCHANGE),
+    "accepted_domains": Need("accepted domains (cases begun before `parallel-evidence`; since then `mail_stats`)",
+                             "EXO `Get-AcceptedDomain`", EXCHANGE),
     "admin_sign_ins": Need("the acting admins' ids and sign-ins", "Graph `GET /users/{upn}`; hunting "
                            "`IdentityLogonEvents`", (USERS, HUNTING)),
     "compromised_senders": Need("compromised sender accounts (cases begun before `fewer-tenant-calls`; since "

@@ -30,8 +30,17 @@ with workflow.unsafe.imports_passed_through():
     from activities import remediation
     from activities.approval_gate import TrustActivities
     from activities.notify import NotifyActivities
-    from workflows import approvals, case_view, evidence, grading, metrics, planning, retries, write_backs
-    from workflows import search_attributes as sa
+    # `import package.module`, not `from package import module`: the sandbox never sees a submodule
+    # imported through a from-list, and re-imported (compiled) every one of these for every case run.
+    import workflows.approvals as approvals
+    import workflows.case_view as case_view
+    import workflows.evidence as evidence
+    import workflows.grading as grading
+    import workflows.metrics as metrics
+    import workflows.planning as planning
+    import workflows.retries as retries
+    import workflows.search_attributes as sa
+    import workflows.write_backs as write_backs
     from workflows.types import (
         AbsorbedAlert,
         ActionInput,
@@ -167,6 +176,7 @@ class ConnectorCaseWorkflow:
         self._publishing = workflow.patched(PUBLISH_ONCE_PER_TASK)
         self._connector_by_guid = workflow.patched(CONNECTOR_GUID_ATTRIBUTE)
         self._bounded = workflow.patched(BOUNDED_HISTORY)
+        parallel = v2 and workflow.patched(evidence.PARALLEL_EVIDENCE)
         publisher = asyncio.create_task(self._publish())
         if case.carried is not None:  # an earlier run decided all up to here and handed it on
             if self._undecided():
@@ -176,15 +186,19 @@ class ConnectorCaseWorkflow:
         self._upsert_now(sa.TENANT.value_set(case.tenant_id))
         metrics.case_started(case.tenant_id)
         self._set_stage("resolving")
+        # The audit log reads every connector's changes: it need not wait for the resolution.
+        audit = evidence.start_audit_reads(case, workflow.now()) if parallel else None
         resolution = await evidence.resolve_connector(case)
         collected: Evidence | None = None
         if resolution.connector is None:
-            self._verdict = await self._unresolved(case, resolution, v2)
+            self._verdict = await self._unresolved(case, resolution, v2, audit)
         else:
             self._connector = resolution.connector
             self._upsert_now(sa.CONNECTOR.value_set(self._connector_key(resolution.connector)))
             self._set_stage("collecting")
-            if v2:
+            if audit is not None:
+                collected = await evidence.collect_beside_audit(case, resolution, audit)
+            elif v2:
                 collected = await evidence.collect(case, resolution, workflow.now())
             else:
                 collected = await evidence.collect_evidence(case, resolution.connector, workflow.now())
@@ -218,13 +232,20 @@ class ConnectorCaseWorkflow:
         self._publish_changes()  # the final state, before the result: nothing may follow the result
         return self._report()
 
-    async def _unresolved(self, case: CaseInput, resolution: ConnectorResolution, v2: bool) -> Verdict:
-        """No connector to grade; since version 2 the other and the deleted connectors are still swept."""
+    async def _unresolved(
+        self, case: CaseInput, resolution: ConnectorResolution, v2: bool, audit: evidence.AuditReads | None
+    ) -> Verdict:
+        """No connector to grade; since version 2 the other and the deleted connectors are still swept
+        (from `audit`, the reads started with the resolution, when there are)."""
         if not v2:
             return grading.connector_unresolved_verdict(resolution)
         self._set_stage("collecting")
-        now = workflow.now()
-        swept, unavailable, log = await evidence.sweep_only(case, resolution, now)
+        if audit is not None:
+            now = audit.now
+            swept, unavailable, log = await evidence.sweep_beside_audit(resolution, audit)
+        else:
+            now = workflow.now()
+            swept, unavailable, log = await evidence.sweep_only(case, resolution, now)
         self._set_stage("grading")
         if log is not None:
             self._notes = audit_notes(log.source, log.failed_sources)

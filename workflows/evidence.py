@@ -8,6 +8,12 @@ that into `evidence_unavailable` → needs_review), never a silent gap that read
 Since version 2 (`collect`, `sweep_only`) one audit query per case reads every connector's
 changes and the admins' other operations; cases begun before replay `collect_evidence`.
 
+Since `parallel-evidence` (`start_audit_reads`) the audit query and then the directory lookup
+run from the case's start, beside the connector's resolution (neither depends on which connector
+the alert names); once the connector is resolved its mail (which reads the accepted domains
+itself) and its restrictions are read, and the acting admins' sign-ins once the directory answered.
+At most three reads in a row: audit, directory, sign-ins (and resolution, mail).
+
 Hunting calls (Microsoft allows ~45 a minute per tenant): each evidence activity makes at most
 one, and a case at most three (docs/storms.md): `resolve_connector` when resolution needs
 telemetry, `mail_stats` (the connector's mail and the tenant's compromised senders), and either
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -75,6 +82,11 @@ FEWER_TENANT_CALLS = "fewer-tenant-calls"
 its accounts (no second lookup of a user), and takes the sign-ins from `audit_log` when only
 CloudAppEvents answered it (no `admin_sign_ins` activity): at most three hunting calls a case.
 Cases begun before replay the old commands."""
+PARALLEL_EVIDENCE = "parallel-evidence"
+"""Patch id. From it on the audit query and the directory lookup start with the connector's
+resolution (`start_audit_reads`), and `mail_stats` reads the accepted domains itself: no
+`accepted_domains` activity for the mail to wait for. Implies FEWER_TENANT_CALLS. Cases begun
+before replay the old commands."""
 
 
 async def _source(name: str, unavailable: list[str], call: Awaitable[T]) -> T | None:
@@ -141,6 +153,7 @@ async def _restricted(case: CaseInput, connector: ConnectorConfig, unavailable: 
         EvidenceActivities.restricted_entities,
         RestrictedEntitiesInput(tenant_id=case.tenant_id, connector_name=connector.name, connector_guid=connector.guid),
         start_to_close_timeout=EXO_TIMEOUT, retry_policy=retries.TENANT,
+        summary=f"restrictions of {connector.name} and the blocked senders"[:200],
     ))
 
 
@@ -264,6 +277,7 @@ async def _directory(case: CaseInput, log: AuditLog, now: datetime) -> list[Dire
         found: DirectoryAccounts = await workflow.execute_activity_method(
             EvidenceActivities.directory_accounts, DirectoryAccountsInput(tenant_id=case.tenant_id, upns=upns),
             start_to_close_timeout=EXO_TIMEOUT, retry_policy=retries.TENANT,
+            summary=f"directory accounts of {', '.join(upns)}"[:200],
         )
     except ActivityError:
         workflow.logger.warning("directory lookup failed; actors that are no UPN count as non-users")
@@ -297,7 +311,6 @@ async def collect(case: CaseInput, resolution: ConnectorResolution, now: datetim
     """Every source for the resolved connector, and the sweep beyond it."""
     connector = resolution.connector
     assert connector is not None
-    lookback_start = now - case.thresholds.lookback
     unavailable: list[str] = []
     fewer_calls = workflow.patched(FEWER_TENANT_CALLS)
 
@@ -306,16 +319,13 @@ async def collect(case: CaseInput, resolution: ConnectorResolution, now: datetim
         log = await _audit_log(case, now, unavailable, sign_ins=fewer_calls)
         if log is None:
             return None, None, []
-        mine = connector_records(log.connector_changes, connector.name, connector.guid, connector.direction)
-        upns = acting_admins(relevant_changes(mine, lookback_start, now))
         if not fewer_calls:
             admins, accounts = await asyncio.gather(
-                _admin_sign_ins(case, upns, now, unavailable), _directory(case, log, now))
+                _admin_sign_ins(case, _acting_admins(case, connector, log, now), now, unavailable),
+                _directory(case, log, now))
             return log, admins, accounts
         accounts = await _directory(case, log, now)
-        if log.sign_ins is not None:
-            return log, _sign_ins_of(log, upns), accounts
-        return log, await _admin_sign_ins(case, upns, now, unavailable, accounts), accounts
+        return log, await _connector_admins(case, connector, log, accounts, now, unavailable), accounts
 
     reads = (_domains_and_mail(case, connector, now, unavailable, fewer_calls), audit_and_admins(),
              _restricted(case, connector, unavailable))
@@ -325,6 +335,24 @@ async def collect(case: CaseInput, resolution: ConnectorResolution, now: datetim
     else:
         (domains, mail), (log, admins, accounts), restricted, compromised = await asyncio.gather(
             *reads, _compromised(case, now, unavailable))
+    return _evidence_with_audit(resolution, now, unavailable, domains, mail, restricted, compromised, admins,
+                                log, accounts)
+
+
+def _evidence_with_audit(
+    resolution: ConnectorResolution,
+    now: datetime,
+    unavailable: list[str],
+    domains: AcceptedDomains | None,
+    mail: MailStats | None,
+    restricted: RestrictedEntities | None,
+    compromised: CompromisedSenders | None,
+    admins: AdminEvidence | None,
+    log: AuditLog | None,
+    accounts: list[DirectoryAccount],
+) -> Evidence:
+    connector = resolution.connector
+    assert connector is not None
     if log is None:
         return _evidence(connector, now, unavailable, domains, mail, restricted, compromised, admins)
     return _evidence(
@@ -332,3 +360,96 @@ async def collect(case: CaseInput, resolution: ConnectorResolution, now: datetim
         changes=connector_records(log.connector_changes, connector.name, connector.guid, connector.direction),
         changes_source=log.source, failed_audit_sources=log.failed_sources, sweep=_sweep(resolution, log, accounts),
     )
+
+
+def _acting_admins(case: CaseInput, connector: ConnectorConfig, log: AuditLog, now: datetime) -> list[str]:
+    """The actors of the connector's audit records in the lookback."""
+    mine = connector_records(log.connector_changes, connector.name, connector.guid, connector.direction)
+    return acting_admins(relevant_changes(mine, now - case.thresholds.lookback, now))
+
+
+async def _connector_admins(
+    case: CaseInput, connector: ConnectorConfig, log: AuditLog, accounts: list[DirectoryAccount], now: datetime,
+    unavailable: list[str],
+) -> AdminEvidence | None:
+    """The acting admins' sign-in evidence: from the audit log when its CloudAppEvents fallback read
+    it, else read with the directory's `accounts` (no second lookup of a user)."""
+    upns = _acting_admins(case, connector, log, now)
+    if log.sign_ins is not None:
+        return _sign_ins_of(log, upns)
+    return await _admin_sign_ins(case, upns, now, unavailable, accounts)
+
+
+# --------------------------------------------------------------------------- parallel evidence
+
+
+@dataclass
+class AuditReads:
+    """The audit log and the directory's answer for its connector actors, read from the case's
+    start beside the connector's resolution (PARALLEL_EVIDENCE)."""
+
+    now: datetime
+    """The time every source of the case reads up to."""
+    unavailable: list[str]
+    """The case's sources that could not be read; the ones read after resolution join them."""
+    reads: asyncio.Task[tuple[AuditLog | None, list[DirectoryAccount]]]
+
+
+def start_audit_reads(case: CaseInput, now: datetime) -> AuditReads:
+    """Start the audit query (the CloudAppEvents fallback also reads the connector actors' sign-ins),
+    then the directory lookup of its connector actors."""
+    unavailable: list[str] = []
+
+    async def read() -> tuple[AuditLog | None, list[DirectoryAccount]]:
+        log = await _audit_log(case, now, unavailable, sign_ins=True)
+        return (None, []) if log is None else (log, await _directory(case, log, now))
+
+    return AuditReads(now, unavailable, asyncio.ensure_future(read()))
+
+
+async def _mail_and_domains(
+    case: CaseInput, connector: ConnectorConfig, now: datetime, unavailable: list[str]
+) -> tuple[AcceptedDomains | None, MailStats | None]:
+    """The connector's mail, which reads the accepted domains it classifies by itself."""
+    mail = await _source("mail_stats", unavailable, workflow.execute_activity_method(
+        EvidenceActivities.mail_stats,
+        MailStatsInput(
+            tenant_id=case.tenant_id, connector_name=connector.name, now=now, lookback=case.thresholds.lookback,
+            partner_domains=list(case.organization.partner_domains),
+            compromised_per_hour=case.thresholds.compromised_sender_per_hour,
+        ),
+        start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
+        summary=f"mail through {connector.name}, and the accepted domains"[:200],
+    ))
+    if mail is None:
+        unavailable += ["accepted_domains", "compromised_senders"]  # the same activity answers them
+        return None, None
+    return AcceptedDomains(domains=mail.accepted_domains or []), mail
+
+
+async def sweep_beside_audit(
+    resolution: ConnectorResolution, audit: AuditReads
+) -> tuple[Sweep | None, list[str], AuditLog | None]:
+    """`sweep_only` from the audit reads the case started with its resolution."""
+    log, accounts = await audit.reads
+    return (None if log is None else _sweep(resolution, log, accounts)), audit.unavailable, log
+
+
+async def collect_beside_audit(case: CaseInput, resolution: ConnectorResolution, audit: AuditReads) -> Evidence:
+    """`collect` with the audit reads the case started with its resolution: the connector's mail and
+    restrictions once resolved, the acting admins' sign-ins once the directory answered."""
+    connector = resolution.connector
+    assert connector is not None
+    now, unavailable = audit.now, audit.unavailable
+
+    async def admins() -> tuple[AuditLog | None, AdminEvidence | None, list[DirectoryAccount]]:
+        log, accounts = await audit.reads
+        if log is None:
+            return None, None, []
+        return log, await _connector_admins(case, connector, log, accounts, now, unavailable), accounts
+
+    (domains, mail), (log, admin_evidence, accounts), restricted = await asyncio.gather(
+        _mail_and_domains(case, connector, now, unavailable), admins(), _restricted(case, connector, unavailable))
+    compromised = mail.compromised if mail else None
+    return _evidence_with_audit(resolution, now, unavailable, domains, mail, restricted, compromised,
+                                admin_evidence, log, accounts)

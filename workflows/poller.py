@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import retries
+    import workflows.retries as retries  # passed through (workflows/case.py says why this form)
     from workflows.types import (
         AlertBatch,
         ListNewAlerts,

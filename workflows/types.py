@@ -396,6 +396,9 @@ class MailStats(Result):
     compromised: CompromisedSenders | None = None
     """The tenant's compromised senders in the lookback, answered by the same hunting query
     (None in results written before it did)."""
+    accepted_domains: list[str] | None = None
+    """The tenant's accepted domains the activity read itself to classify the mail's domains
+    (None when the input carried them)."""
 
 
 class FailureBurst(Result):
@@ -521,7 +524,9 @@ class MailStatsInput(Frozen):
     connector_name: str
     now: datetime
     lookback: timedelta
-    accepted_domains: list[str]
+    accepted_domains: list[str] | None = None
+    """None: the activity reads them (the tenant cache shares one read among the worker's cases)
+    and returns them in `MailStats.accepted_domains`."""
     partner_domains: list[str]
     compromised_per_hour: int = Thresholds().compromised_sender_per_hour
     """An internal account sending more external messages than this in an hour is a compromised

@@ -135,22 +135,22 @@ async def test_sigkill_during_an_approved_action_runs_each_action_once(client, c
         assert hybrid["SenderIPAddresses"] == ["203.0.113.5"]
 
 
-EVIDENCE_BEFORE_DOMAINS = {
-    "evidence.resolve-connector", "evidence.audit-log", "evidence.restricted-entities",
+EVIDENCE_BESIDE_RESTRICTIONS = {
+    "evidence.resolve-connector", "evidence.audit-log", "evidence.mail-stats",
     "evidence.admin-sign-ins", "evidence.directory-accounts",
 }
-"""The scenario's evidence reads that need no accepted domains (mail stats waits for them)."""
+"""The scenario's evidence reads besides the restrictions (Get-BlockedConnector, Get-BlockedSenderAddress)."""
 
 
 async def test_sigkill_during_evidence_collection_reaches_the_same_verdict(client, cert_dir, tmp_path):
-    """Get-AcceptedDomain is held on the wire when the worker dies, after every other read it does
-    not wait on has answered: nothing else is in flight, and nothing can start before it answers.
-    The second worker gets the read back once its start-to-close timeout (60 s) has passed."""
+    """Get-BlockedConnector is held on the wire when the worker dies, after every other evidence read
+    has answered: nothing else is in flight, and the verdict waits for it. The second worker gets
+    the read back once its start-to-close timeout (60 s) has passed."""
     scenario = load_scenario(PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml")
     async with serving_emulator(scenario, cert_dir) as emulator:
         analysts = scenario_analysts(scenario)
         settings = crash_settings(scenario, emulator, analysts)
-        held = emulator.holds.add("exo:Get-AcceptedDomain")
+        held = emulator.holds.add("exo:Get-BlockedConnector")
         first = start_worker(settings, client, tmp_path / "first.log")
         try:
             [alert] = parse_alerts(scenario.alert, scenario.tenant.id)
@@ -160,13 +160,13 @@ async def test_sigkill_during_evidence_collection_reaches_the_same_verdict(clien
             async def only_the_held_read_left():
                 pending = (await handle.describe()).raw_description.pending_activities
                 done = set(await activity_attempts(handle))
-                return done >= EVIDENCE_BEFORE_DOMAINS and [
+                return done >= EVIDENCE_BESIDE_RESTRICTIONS and [
                     (a.activity_type.name, a.state) for a in pending
-                ] == [("evidence.accepted-domains", PendingActivityState.PENDING_ACTIVITY_STATE_STARTED)]
+                ] == [("evidence.restricted-entities", PendingActivityState.PENDING_ACTIVITY_STATE_STARTED)]
 
             await eventually(only_the_held_read_left, bool, 60)
         finally:
-            first.kill()  # SIGKILL while Get-AcceptedDomain waits for its answer
+            first.kill()  # SIGKILL while Get-BlockedConnector waits for its answer
             first.wait()
             held.release()  # its answer goes to a closed connection
         assert first.returncode == -9
@@ -184,7 +184,9 @@ async def test_sigkill_during_evidence_collection_reaches_the_same_verdict(clien
         assert judge(scenario.expected, result_json(scenario, report, emulator.state.snapshot(), 1)) == []
         assert report.case_status == "completed"
         attempts = await activity_attempts(handle)
-        assert attempts["evidence.accepted-domains"] == [2]  # the killed attempt, then the second worker's
-        assert all(a == [1] for kind, a in attempts.items() if kind.startswith("evidence.") and kind != "evidence.accepted-domains")
-        assert [c["status"] for c in emulator.state.calls_matching("exo:Get-AcceptedDomain")] == [200, 200]
+        assert attempts["evidence.restricted-entities"] == [2]  # the killed attempt, then the second worker's
+        assert all(a == [1] for kind, a in attempts.items()
+                   if kind.startswith("evidence.") and kind != "evidence.restricted-entities")
+        # The killed attempt's read and the second worker's (the unblock actions read it again later).
+        assert [c["status"] for c in emulator.state.calls_matching("exo:Get-BlockedConnector")][:2] == [200, 200]
         assert writes(emulator) == Counter({pattern: 1 for pattern in WRITES})  # each called once

@@ -1,7 +1,8 @@
 """Evidence activities against the emulator, driven by the workflow-side orchestration.
 
-A probe workflow runs `resolve_connector` and `collect` exactly as the case workflow does, on a
-real Temporal dev server, with the activities calling the emulator over HTTPS.
+A probe workflow reads the evidence exactly as the case workflow does (the audit reads started
+with the connector's resolution, then `collect_beside_audit`), on a real Temporal dev server, with
+the activities calling the emulator over HTTPS.
 """
 
 from __future__ import annotations
@@ -47,15 +48,19 @@ TP = Path(__file__).parents[2] / "emulator" / "scenarios" / "tp-hijacked-hybrid-
 FP = Path(__file__).parents[2] / "emulator" / "scenarios" / "fp-scanner-relay-normal-traffic.yaml"
 
 
+async def collected(case: CaseInput) -> Evidence:
+    """What the case workflow collects for the resolved connector."""
+    audit = evidence.start_audit_reads(case, workflow.now())
+    resolution = await evidence.resolve_connector(case)
+    assert resolution.connector is not None, resolution.reason
+    return await evidence.collect_beside_audit(case, resolution, audit)
+
+
 @workflow.defn(name="test-evidence-probe")
 class EvidenceProbe:
     @workflow.run
     async def run(self, case: CaseInput) -> Verdict:
-        resolution = await evidence.resolve_connector(case)
-        if resolution.connector is None:
-            return grading.connector_unresolved_verdict(resolution)
-        collected = await evidence.collect(case, resolution, workflow.now())
-        return grading.grade(collected, case.organization, case.thresholds, workflow.now())
+        return grading.grade(await collected(case), case.organization, case.thresholds, workflow.now())
 
 
 @workflow.defn(name="test-evidence-collector")
@@ -64,9 +69,7 @@ class EvidenceCollector:
 
     @workflow.run
     async def run(self, case: CaseInput) -> Evidence:
-        resolution = await evidence.resolve_connector(case)
-        assert resolution.connector is not None, resolution.reason
-        return await evidence.collect(case, resolution, workflow.now())
+        return await collected(case)
 
 
 def activities(pool: ClientPool) -> EvidenceActivities:
@@ -148,6 +151,23 @@ async def test_a_source_down_after_retries_is_evidence_unavailable(
     assert verdict.kind == "needs_review"
     assert unavailable.evidence["sources"] == ["admin_sign_ins"]
     assert verdict.has("change_by_unexpected_actor")  # the rest was still collected
+
+
+@pytest.mark.parametrize(
+    "served",
+    [with_faults(TP, [{"api": "graph:POST /security/runHuntingQuery", "status": 500, "match": "UrlClickEvents"}])],
+    indirect=True, ids=["tp-mail-down"],
+)
+async def test_the_mail_down_leaves_its_accepted_domains_and_compromised_senders_unavailable_too(
+    client: Client, served: tuple[Scenario, ClientPool]
+) -> None:
+    """The mail activity reads the accepted domains it classifies by: when it is down, so are they."""
+    scenario, pool = served
+    verdict = await probe(client, scenario, pool)
+    unavailable = next(f for f in verdict.findings if f.id == "evidence_unavailable")
+    assert verdict.kind == "needs_review"
+    assert unavailable.evidence["sources"] == ["accepted_domains", "compromised_senders", "mail_stats"]
+    assert verdict.has("change_by_unexpected_actor")  # the audit log and the sign-ins were still read
 
 
 def audit_request() -> AuditLogInput:
