@@ -434,6 +434,9 @@ class ResolveConnectorInput(Frozen):
     """The alert's connector domain, tried after the IP configuration."""
     since: datetime
     until: datetime
+    alert_raised: datetime | None = None
+    """When the case's alert was raised: a tenant-wide read that started since may serve the case
+    (docs/storms.md, "Tenant calls"); None: the case reads for itself."""
 
 
 class ConnectorChangesInput(Frozen):
@@ -497,6 +500,9 @@ class DirectoryAccount(Result):
 class DirectoryAccountsInput(Frozen):
     tenant_id: str
     upns: list[str]
+    alert_raised: datetime | None = None
+    """When the case's alert was raised: a tenant-wide read that started since may serve the case
+    (docs/storms.md, "Tenant calls"); None: the case reads for itself."""
 
 
 class DirectoryAccounts(Result):
@@ -532,6 +538,9 @@ class RestrictedEntitiesInput(Frozen):
     tenant_id: str
     connector_name: str
     connector_guid: str
+    alert_raised: datetime | None = None
+    """When the case's alert was raised: a tenant-wide read that started since may serve the case
+    (docs/storms.md, "Tenant calls"); None: the case reads for itself."""
 
 
 class RestrictedEntities(Result):
@@ -541,6 +550,9 @@ class RestrictedEntities(Result):
 
 class TenantInput(Frozen):
     tenant_id: str
+    alert_raised: datetime | None = None
+    """When the case's alert was raised: a tenant-wide read that started since may serve the case
+    (docs/storms.md, "Tenant calls"); None: the case reads for itself."""
 
 
 class AcceptedDomains(Result):
@@ -556,6 +568,9 @@ class AdminSignInsInput(Frozen):
     success_within: timedelta
     accounts: list[DirectoryAccount] = []
     """The directory's answer for these accounts when the case already read it: no second lookup."""
+    alert_raised: datetime | None = None
+    """When the case's alert was raised: a tenant-wide read that started since may serve the case
+    (docs/storms.md, "Tenant calls"); None: the case reads for itself."""
 
 
 class AdminEvidence(Result):
