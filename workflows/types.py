@@ -277,6 +277,15 @@ class Result(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+class SharedReadInput(Frozen):
+    """The input of an evidence activity whose tenant-wide reads the tenant's cases share
+    (activities/tenant_cache.py)."""
+
+    alert_raised: datetime | None = None
+    """When the case's alert was raised: a tenant-wide read that started since may serve the case
+    (docs/storms.md, "Tenant calls"); None: the case reads for itself."""
+
+
 class ConnectorConfig(Result):
     """One connector as Get-Inbound/OutboundConnector reports it."""
 
@@ -422,7 +431,7 @@ class AdminSignIns(Result):
     """Bursts the playbook's brute-force query found (grading applies the thresholds again)."""
 
 
-class ResolveConnectorInput(Frozen):
+class ResolveConnectorInput(SharedReadInput):
     tenant_id: str
     ip_addresses: list[str] = []
     """The alert's ipEvidence addresses."""
@@ -434,9 +443,6 @@ class ResolveConnectorInput(Frozen):
     """The alert's connector domain, tried after the IP configuration."""
     since: datetime
     until: datetime
-    alert_raised: datetime | None = None
-    """When the case's alert was raised: a tenant-wide read that started since may serve the case
-    (docs/storms.md, "Tenant calls"); None: the case reads for itself."""
 
 
 class ConnectorChangesInput(Frozen):
@@ -497,12 +503,9 @@ class DirectoryAccount(Result):
     """None: the actor is no directory user (a service, an application): never suspect (rule 10)."""
 
 
-class DirectoryAccountsInput(Frozen):
+class DirectoryAccountsInput(SharedReadInput):
     tenant_id: str
     upns: list[str]
-    alert_raised: datetime | None = None
-    """When the case's alert was raised: a tenant-wide read that started since may serve the case
-    (docs/storms.md, "Tenant calls"); None: the case reads for itself."""
 
 
 class DirectoryAccounts(Result):
@@ -534,13 +537,10 @@ class MailStatsInput(Frozen):
     sender (the same query reads them; inputs written before carry none)."""
 
 
-class RestrictedEntitiesInput(Frozen):
+class RestrictedEntitiesInput(SharedReadInput):
     tenant_id: str
     connector_name: str
     connector_guid: str
-    alert_raised: datetime | None = None
-    """When the case's alert was raised: a tenant-wide read that started since may serve the case
-    (docs/storms.md, "Tenant calls"); None: the case reads for itself."""
 
 
 class RestrictedEntities(Result):
@@ -548,18 +548,15 @@ class RestrictedEntities(Result):
     blocked_senders: list[str]
 
 
-class TenantInput(Frozen):
+class TenantInput(SharedReadInput):
     tenant_id: str
-    alert_raised: datetime | None = None
-    """When the case's alert was raised: a tenant-wide read that started since may serve the case
-    (docs/storms.md, "Tenant calls"); None: the case reads for itself."""
 
 
 class AcceptedDomains(Result):
     domains: list[str]
 
 
-class AdminSignInsInput(Frozen):
+class AdminSignInsInput(SharedReadInput):
     tenant_id: str
     upns: list[str]
     since: datetime
@@ -568,9 +565,6 @@ class AdminSignInsInput(Frozen):
     success_within: timedelta
     accounts: list[DirectoryAccount] = []
     """The directory's answer for these accounts when the case already read it: no second lookup."""
-    alert_raised: datetime | None = None
-    """When the case's alert was raised: a tenant-wide read that started since may serve the case
-    (docs/storms.md, "Tenant calls"); None: the case reads for itself."""
 
 
 class AdminEvidence(Result):
