@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.clients import ClientPool, ExoError, TenantClients
 from activities.hunting import HuntingQuery, default_catalogue, run_hunting_query
-from activities.tenant_cache import TenantCache
+from activities.tenant_cache import ACCEPTED_DOMAINS, BLOCK_LISTS, CONNECTORS, TenantCache, directory_user, utc_now
 from workflows import audit
 from workflows.audit import AUDIT_OPERATIONS, AUDIT_RECORD_TYPES, CONNECTOR_OPERATIONS
 from workflows.grading import ip_networks
@@ -78,8 +78,6 @@ UNIFIED_AUDIT_PAGE = 5000
 """Search-UnifiedAuditLog's largest ResultSize: the records one call of a session answers."""
 UNIFIED_AUDIT_SESSION = 50_000
 """The records a ReturnLargeSet session serves at most."""
-ACCEPTED_DOMAINS = "accepted-domains"
-"""The tenant cache's key for Get-AcceptedDomain's answer."""
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -219,6 +217,16 @@ class AuditAnswer:
     """The connector actors' sign-in evidence, when CloudAppEvents answered and it was asked for."""
 
 
+@dataclass(frozen=True)
+class BlockLists:
+    """The tenant's restricted entities, as the cases that share one read match them."""
+
+    connectors: frozenset[str]
+    """Blocked connectors' ids and names, casefolded."""
+    senders: tuple[str, ...]
+    """Blocked sender addresses, casefolded and sorted."""
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text.strip())
@@ -272,6 +280,44 @@ def domain_matches(domain: str, patterns: Iterable[str]) -> bool:
     return any(wanted == p or (p.startswith("*.") and wanted.endswith(p[1:])) for p in patterns)
 
 
+def shared_since(alert_raised: datetime | None, asked: datetime) -> datetime:
+    """The earliest start of a tenant-wide read that may serve a case: when its alert was raised
+    (docs/storms.md, "Tenant calls"). A case whose alert carries no time reads for itself."""
+    if alert_raised is None:
+        return asked
+    return alert_raised if alert_raised.tzinfo is not None else alert_raised.replace(tzinfo=UTC)
+
+
+def _step(names: Iterable[str], method: str, connectors: list[ConnectorConfig]) -> ConnectorResolution | None:
+    """The step's existing connectors among `names`, or None when it names none."""
+    existing = {_fold(c.name): c.name for c in connectors}
+    found = sorted({existing[_fold(n)] for n in names if _fold(n) in existing})
+    return _single(found, method, connectors) if found else None
+
+
+def _by_configuration(request: ResolveConnectorInput, connectors: list[ConnectorConfig]) -> ConnectorResolution | None:
+    """The first of the alert's connector name, the connectors' IP configuration and the alert's
+    connector domain that names an existing connector."""
+    by_config = [
+        c.name
+        for c in connectors
+        if any(
+            address_matches(ip, split_list(c.properties.get("SenderIPAddresses" if c.direction == "inbound" else "SmartHosts")))
+            for ip in request.ip_addresses
+        )
+    ]
+    domain = request.connector_domain or ""
+    by_domain = [c.name for c in connectors if domain and domain_matches(domain, connector_domains(c))]
+    for names, method in (
+        ([request.connector_name] if request.connector_name else [], "alert_connector_name"),
+        (by_config, "connector_ip_configuration"),
+        (by_domain, "connector_domain"),
+    ):
+        if resolved := _step(names, method, connectors):
+            return resolved
+    return None
+
+
 # --------------------------------------------------------------------------- activities
 
 
@@ -291,11 +337,18 @@ class EvidenceActivities:
     async def _hunt(self, clients: TenantClients, query_id: str, **params: Any) -> list[dict[str, Any]]:
         return await run_hunting_query(clients, query_id, params, self._catalogue)
 
-    async def _connectors(self, clients: TenantClients) -> list[ConnectorConfig]:
-        inbound, outbound = await asyncio.gather(
-            clients.exo.invoke("Get-InboundConnector"), clients.exo.invoke("Get-OutboundConnector")
-        )
-        return [connector_config(r, "inbound") for r in inbound] + [connector_config(r, "outbound") for r in outbound]
+    async def _connectors(self, tenant_id: str, since: datetime) -> list[ConnectorConfig]:
+        """Every inbound and outbound connector, from a read of the tenant that started at or after
+        `since` (shared by the cases it serves)."""
+        clients = self._clients(tenant_id)
+
+        async def read() -> tuple[ConnectorConfig, ...]:
+            inbound, outbound = await asyncio.gather(
+                clients.exo.invoke("Get-InboundConnector"), clients.exo.invoke("Get-OutboundConnector")
+            )
+            return (*(connector_config(r, "inbound") for r in inbound), *(connector_config(r, "outbound") for r in outbound))
+
+        return list(await self._cache.get(tenant_id, CONNECTORS, since, read))
 
     @activity.defn(name="evidence.resolve-connector")
     async def resolve_connector(self, request: ResolveConnectorInput) -> ConnectorResolution:
@@ -303,43 +356,27 @@ class EvidenceActivities:
         configuration, the alert's connector domain, (2) EmailEvents rows from the alert's IPs, (3)
         EmailEvents rows of the alert's messages. The first step that yields an existing connector
         decides (rule 9: names of connectors that no longer exist are dropped)."""
-        clients = self._clients(request.tenant_id)
-        connectors = await self._connectors(clients)
-        existing = {_fold(c.name): c.name for c in connectors}
-
-        def step(names: Iterable[str], method: str) -> ConnectorResolution | None:
-            found = sorted({existing[_fold(n)] for n in names if _fold(n) in existing})
-            return _single(found, method, connectors) if found else None
-
-        by_config = [
-            c.name
-            for c in connectors
-            if any(
-                address_matches(ip, split_list(c.properties.get("SenderIPAddresses" if c.direction == "inbound" else "SmartHosts")))
-                for ip in request.ip_addresses
-            )
-        ]
-        domain = request.connector_domain or ""
-        by_domain = [c.name for c in connectors if domain and domain_matches(domain, connector_domains(c))]
-        for names, method in (
-            ([request.connector_name] if request.connector_name else [], "alert_connector_name"),
-            (by_config, "connector_ip_configuration"),
-            (by_domain, "connector_domain"),
-        ):
-            if resolved := step(names, method):
-                return resolved
+        asked = utc_now()
+        connectors = await self._connectors(request.tenant_id, shared_since(request.alert_raised, asked))
+        resolved = _by_configuration(request, connectors)
+        if resolved is None:
+            # Refresh on miss: a list read before this case asked may predate the connector it is about.
+            connectors = await self._connectors(request.tenant_id, asked)
+            resolved = _by_configuration(request, connectors)
+        if resolved is not None:
+            return resolved
         if not request.ip_addresses and not request.message_ids:
             return ConnectorResolution(method="none", connectors=connectors,
                                        reason="the alert names no existing connector and carries no IP or message evidence")
 
         rows = await self._hunt(
-            clients, "connector-from-telemetry",
+            self._clients(request.tenant_id), "connector-from-telemetry",
             ipAddresses=request.ip_addresses, networkMessageIds=request.message_ids,
             since=request.since, until=request.until,
         )
         for column, method in (("ByIp", "email_events_sender_ip"), ("ByMessage", "email_events_message_ids")):
             used = [n for row in rows if int(row.get(column) or 0) > 0 for n in split_list(row.get("Connectors"))]
-            if resolved := step(used, method):
+            if resolved := _step(used, method, connectors):
                 return resolved
         return ConnectorResolution(
             method="none", connectors=connectors,
@@ -526,7 +563,8 @@ class EvidenceActivities:
         clients = self._clients(request.tenant_id)
         domains = request.accepted_domains
         if domains is None:
-            domains = (await self._accepted_domains(clients, request.tenant_id)).domains
+            since = shared_since(request.alert_raised, utc_now())
+            domains = (await self._accepted_domains(clients, request.tenant_id, since)).domains
         now = request.now.astimezone(UTC)
         lookback_start = now - request.lookback
         baseline_start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=167)
@@ -572,31 +610,39 @@ class EvidenceActivities:
 
     @activity.defn(name="evidence.restricted-entities")
     async def restricted_entities(self, request: RestrictedEntitiesInput) -> RestrictedEntities:
+        """The tenant's blocked connectors and senders, from a read shared by the cases it serves."""
         clients = self._clients(request.tenant_id)
-        connectors, senders = await asyncio.gather(
-            clients.exo.invoke("Get-BlockedConnector"), clients.exo.invoke("Get-BlockedSenderAddress")
+
+        async def read() -> BlockLists:
+            connectors, senders = await asyncio.gather(
+                clients.exo.invoke("Get-BlockedConnector"), clients.exo.invoke("Get-BlockedSenderAddress")
+            )
+            return BlockLists(
+                connectors=frozenset({_fold(row.get("ConnectorId")) for row in connectors}
+                                     | {_fold(row.get("ConnectorName")) for row in connectors}) - {""},
+                senders=tuple(sorted({_fold(row.get("SenderAddress")) for row in senders} - {""})),
+            )
+
+        blocked = await self._cache.get(
+            request.tenant_id, BLOCK_LISTS, shared_since(request.alert_raised, utc_now()), read)
+        return RestrictedEntities(
+            blocked_connector=bool({_fold(request.connector_guid), _fold(request.connector_name)} & blocked.connectors),
+            blocked_senders=list(blocked.senders),
         )
-        blocked = any(
-            _fold(row.get("ConnectorId")) == _fold(request.connector_guid)
-            or _fold(row.get("ConnectorName")) == _fold(request.connector_name)
-            for row in connectors
-        )
-        addresses = sorted({_fold(row.get("SenderAddress")) for row in senders} - {""})
-        return RestrictedEntities(blocked_connector=blocked, blocked_senders=addresses)
 
     @activity.defn(name="evidence.accepted-domains")
     async def accepted_domains(self, request: TenantInput) -> AcceptedDomains:
-        """The tenant's accepted domains: read once per tenant per `tenant_cache.ttl` and shared by
-        the cases the worker runs meanwhile (docs/storms.md)."""
-        return await self._accepted_domains(self._clients(request.tenant_id), request.tenant_id)
+        """The tenant's accepted domains, from a read shared by the cases it serves (docs/storms.md)."""
+        return await self._accepted_domains(self._clients(request.tenant_id), request.tenant_id,
+                                            shared_since(request.alert_raised, utc_now()))
 
-    async def _accepted_domains(self, clients: TenantClients, tenant_id: str) -> AcceptedDomains:
+    async def _accepted_domains(self, clients: TenantClients, tenant_id: str, since: datetime) -> AcceptedDomains:
         async def read() -> AcceptedDomains:
             rows = await clients.exo.invoke("Get-AcceptedDomain")
             domains = {_fold(row.get("DomainName") or row.get("Name")) for row in rows}
             return AcceptedDomains(domains=sorted(domains - {""}))
 
-        return await self._cache.get(tenant_id, ACCEPTED_DOMAINS, read)
+        return await self._cache.get(tenant_id, ACCEPTED_DOMAINS, since, read)
 
     @activity.defn(name="evidence.admin-sign-ins")
     async def admin_sign_ins(self, request: AdminSignInsInput) -> AdminEvidence:
@@ -606,9 +652,10 @@ class EvidenceActivities:
             return AdminEvidence(admins=[])
         clients = self._clients(request.tenant_id)
         known = {_fold(a.upn): (a.upn, a.object_id) for a in request.accounts}
+        since = shared_since(request.alert_raised, utc_now())
 
         async def identity(upn: str) -> tuple[str, str | None]:
-            return known.get(_fold(upn)) or await self._identity(clients, upn)
+            return known.get(_fold(upn)) or await self._identity(request.tenant_id, upn, since)
 
         identities = await asyncio.gather(*(identity(upn) for upn in request.upns))
         rows = await self._hunt(
@@ -618,20 +665,24 @@ class EvidenceActivities:
         )
         return AdminEvidence(admins=sign_in_evidence(identities, rows))
 
-    async def _identity(self, clients: TenantClients, upn: str) -> tuple[str, str | None]:
-        """(upn, object id); an actor with no directory user (a service, a deleted account) keeps
-        its name and no id."""
-        try:
-            user = await clients.graph_http.request(
-                "GET", f"/users/{quote(upn, safe='@')}", params={"$select": "id,userPrincipalName"})
-        except ApplicationError as failure:
-            if failure.type in ("GraphHttp404", "GraphHttp400"):
-                return upn, None
-            raise
-        object_id = str((user or {}).get("id") or "")
-        if not GUID.match(object_id):
-            return upn, None
-        return str(user.get("userPrincipalName") or upn), object_id
+    async def _identity(self, tenant_id: str, upn: str, since: datetime) -> tuple[str, str | None]:
+        """(upn, object id) from a directory read that started at or after `since` (shared by the
+        cases it serves); an actor with no directory user (a service, a deleted account) keeps its
+        name and no id."""
+        clients = self._clients(tenant_id)
+
+        async def read() -> tuple[str, str] | None:
+            try:
+                user = await clients.graph_http.request(
+                    "GET", f"/users/{quote(upn, safe='@')}", params={"$select": "id,userPrincipalName"})
+            except ApplicationError as failure:
+                if failure.type in ("GraphHttp404", "GraphHttp400"):
+                    return None
+                raise
+            object_id = str((user or {}).get("id") or "")
+            return (str(user.get("userPrincipalName") or upn), object_id) if GUID.match(object_id) else None
+
+        return await self._cache.get(tenant_id, directory_user(upn), since, read) or (upn, None)
 
     @activity.defn(name="evidence.compromised-senders")
     async def compromised_senders(self, request: CompromisedSendersInput) -> CompromisedSenders:
@@ -645,12 +696,12 @@ class EvidenceActivities:
         """Which audit actors are directory users (rule 10): an actor that is no UPN (a service
         such as `NT AUTHORITY\\SYSTEM (...)`, an application id) or that the directory does not
         know is never suspect."""
-        clients = self._clients(request.tenant_id)
+        since = shared_since(request.alert_raised, utc_now())
 
         async def account(upn: str) -> DirectoryAccount:
             if "@" not in upn:
                 return DirectoryAccount(upn=upn)
-            name, object_id = await self._identity(clients, upn)
+            name, object_id = await self._identity(request.tenant_id, upn, since)
             return DirectoryAccount(upn=name, object_id=object_id)
 
         return DirectoryAccounts(accounts=list(await asyncio.gather(*(account(u) for u in request.upns))))

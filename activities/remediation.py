@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -56,6 +57,7 @@ from activities.clients import (
     TenantClients,
     graph_failure,
 )
+from activities.tenant_cache import BLOCK_LISTS, CONNECTORS, TenantCache
 from workflows.audit import is_empty
 from workflows.types import (
     ActionInput,
@@ -106,9 +108,11 @@ USER_MARKERS = ["id", "userPrincipalName", "lastPasswordChangeDateTime", "signIn
 class RemediationActivities:
     """The `action.*` activities; the workflow runs one per approved PlannedAction, in plan order."""
 
-    def __init__(self, pool: ClientPool, approval: ApprovalLoader) -> None:
+    def __init__(self, pool: ClientPool, approval: ApprovalLoader, cache: TenantCache) -> None:
+        """`cache`: the evidence activities' tenant cache, which forgets what an action changes."""
         self._pool = pool
         self._approval = approval
+        self._cache = cache
 
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
         return [*(method.__get__(self) for method in BY_KIND.values()), self.alert_write_backs]
@@ -126,7 +130,8 @@ class RemediationActivities:
             return run.already(f"{before.get('Name')} is already disabled")
         if run.dry:
             return run.would(f"disable {before.get('Name')} (enabled now)")
-        await _invoke(exo, f"Set-{_noun(p)}", {"Identity": p.identity, "Enabled": False})
+        with self._changing(inp, CONNECTORS):
+            await _invoke(exo, f"Set-{_noun(p)}", {"Identity": p.identity, "Enabled": False})
         after = await _connector(exo, p)
         if after is None or after.get("Enabled") is not False:
             raise run.not_verified(f"{before.get('Name')} is still enabled after Set-{_noun(p)}")
@@ -141,7 +146,8 @@ class RemediationActivities:
             return run.already(f"connector {p.identity} no longer exists")
         if run.dry:
             return run.would(f"remove {before.get('Name')}")
-        await _invoke(exo, f"Remove-{_noun(p)}", {"Identity": p.identity, "Confirm": False})
+        with self._changing(inp, CONNECTORS):
+            await _invoke(exo, f"Remove-{_noun(p)}", {"Identity": p.identity, "Confirm": False})
         if await _connector(exo, p) is not None:
             raise run.not_verified(f"{before.get('Name')} still exists after Remove-{_noun(p)}")
         return run.done(f"removed {before.get('Name')}")
@@ -159,7 +165,8 @@ class RemediationActivities:
         changes = "; ".join(f"{k} from {_show(before.get(k))} to {_show(v)}" for k, v in differing.items())
         if run.dry:
             return run.would(f"set {changes} on {before.get('Name')}")
-        await _invoke(exo, f"Set-{_noun(p)}", {"Identity": p.identity, **differing})
+        with self._changing(inp, CONNECTORS):
+            await _invoke(exo, f"Set-{_noun(p)}", {"Identity": p.identity, **differing})
         after = await _connector(exo, p) or {}
         if still := [k for k, v in differing.items() if not _same(after.get(k), v)]:
             raise run.not_verified(f"{', '.join(still)} not restored on {before.get('Name')} after Set-{_noun(p)}")
@@ -169,12 +176,14 @@ class RemediationActivities:
     async def unblock_connector(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, UnblockConnectorParams)
         label = f"connector {p.connector_id}"
-        return await _lift(self._authorised_clients(inp).exo, run, BLOCKED_CONNECTOR, p.connector_id, label)
+        return await _lift(self._authorised_clients(inp).exo, run, BLOCKED_CONNECTOR, p.connector_id, label,
+                           self._changing(inp, BLOCK_LISTS))
 
     @activity.defn(name="action.unblock-sender")
     async def unblock_sender(self, inp: ActionInput) -> ActionOutcome:
         run, p = _Run(inp), _params(inp, UnblockSenderParams)
-        return await _lift(self._authorised_clients(inp).exo, run, BLOCKED_SENDER, p.sender_address, p.sender_address)
+        return await _lift(self._authorised_clients(inp).exo, run, BLOCKED_SENDER, p.sender_address, p.sender_address,
+                           self._changing(inp, BLOCK_LISTS))
 
     # ------------------------------------------------------------------ Exchange: what the suspect admins left
     # Rule 5: an object that no longer exists when the action runs is `already_done`, saying so.
@@ -403,6 +412,15 @@ class RemediationActivities:
 
     # ------------------------------------------------------------------ helpers
 
+    @contextmanager
+    def _changing(self, inp: ActionInput, fact: str) -> Iterator[None]:
+        """Around a write: afterwards the cases of this worker read the tenant's `fact` again (also
+        when the write failed: it may have applied)."""
+        try:
+            yield
+        finally:
+            self._cache.forget(inp.tenant_id, fact)
+
     def _authorised_clients(self, inp: ActionInput) -> TenantClients:
         """The tenant's clients, only for an action the worker's approval settings let run."""
         authorise(inp, self._approval())
@@ -590,13 +608,16 @@ async def _restricted(exo: ExoClient, restriction: _Restriction, value: str) -> 
     return any(str(r.get(restriction.key, "")).casefold() == value.casefold() for r in rows)
 
 
-async def _lift(exo: ExoClient, run: _Run, restriction: _Restriction, value: str, label: str) -> ActionOutcome:
-    """Take `value` off the restriction's list: already done, dry run, or remove and verify."""
+async def _lift(
+    exo: ExoClient, run: _Run, restriction: _Restriction, value: str, label: str, changing: AbstractContextManager[None]
+) -> ActionOutcome:
+    """Take `value` off the restriction's list: already done, dry run, or remove (within `changing`) and verify."""
     if not await _restricted(exo, restriction, value):
         return run.already(f"{label} is not on {restriction.listed_on}")
     if run.dry:
         return run.would(f"remove {label} from {restriction.listed_on}")
-    await _invoke(exo, f"Remove-{restriction.noun}", {restriction.key: value, "Reason": run.because})
+    with changing:
+        await _invoke(exo, f"Remove-{restriction.noun}", {restriction.key: value, "Reason": run.because})
     if await _restricted(exo, restriction, value):
         raise run.not_verified(f"{label} is still restricted after Remove-{restriction.noun}")
     return run.done(f"{label} removed from {restriction.listed_on}")

@@ -388,10 +388,11 @@ class QuotaSettings(Section):
 
 
 class TenantCacheSettings(Section):
-    """Tenant-wide facts (the accepted domains) shared by the cases one worker runs (docs/storms.md)."""
+    """Tenant-wide facts (accepted domains, connectors, block lists, directory accounts) shared by the
+    cases one worker runs whose alerts were raised before the read started (docs/storms.md)."""
 
     ttl: timedelta = Field(default=timedelta(seconds=60), ge=timedelta(0))
-    """How long one read of a tenant's fact serves its cases; 0 shares only a read in flight."""
+    """How long one read of a tenant's fact serves its cases, at most; 0 shares only a read in flight."""
 
 
 class ApprovalSettings(Section):

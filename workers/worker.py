@@ -32,10 +32,11 @@ log = structlog.get_logger("quell.worker")
 def build_activities(
     settings: Settings, pool: ClientPool, client: Client, approval: ApprovalLoader
 ) -> list[Callable[..., Any]]:
+    cache = TenantCache(settings.tenant_cache.ttl)
     return [
-        *EvidenceActivities(pool, TenantCache(settings.tenant_cache.ttl)).all(),
+        *EvidenceActivities(pool, cache).all(),
         *TrustActivities(approval).all(),
-        *RemediationActivities(pool, approval).all(),
+        *RemediationActivities(pool, approval, cache).all(),
         *NotifyActivities(settings.notify).all(),
         *AlertActivities(settings, pool, client).all(),  # the poller opens cases, so it needs the client
     ]

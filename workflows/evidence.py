@@ -110,6 +110,7 @@ async def resolve_connector(case: CaseInput) -> ConnectorResolution:
         connector_domain=case.alert.connector_domain,
         since=now - case.thresholds.lookback,
         until=now,
+        alert_raised=case.alert.created,
     )
     try:
         return await workflow.execute_activity_method(
@@ -129,7 +130,7 @@ async def _domains_and_mail(
 ) -> tuple[AcceptedDomains | None, MailStats | None]:
     # Mail stats classify domains as accepted, partner or external, so they wait for the list.
     domains = await _source("accepted_domains", unavailable, workflow.execute_activity_method(
-        EvidenceActivities.accepted_domains, TenantInput(tenant_id=case.tenant_id),
+        EvidenceActivities.accepted_domains, TenantInput(tenant_id=case.tenant_id, alert_raised=case.alert.created),
         start_to_close_timeout=EXO_TIMEOUT, retry_policy=retries.TENANT,
     ))
     mail = await _source("mail_stats", unavailable, workflow.execute_activity_method(
@@ -151,7 +152,8 @@ async def _domains_and_mail(
 async def _restricted(case: CaseInput, connector: ConnectorConfig, unavailable: list[str]) -> RestrictedEntities | None:
     return await _source("restricted_entities", unavailable, workflow.execute_activity_method(
         EvidenceActivities.restricted_entities,
-        RestrictedEntitiesInput(tenant_id=case.tenant_id, connector_name=connector.name, connector_guid=connector.guid),
+        RestrictedEntitiesInput(tenant_id=case.tenant_id, connector_name=connector.name, connector_guid=connector.guid,
+                                alert_raised=case.alert.created),
         start_to_close_timeout=EXO_TIMEOUT, retry_policy=retries.TENANT,
         summary=f"restrictions of {connector.name} and the blocked senders"[:200],
     ))
@@ -240,6 +242,7 @@ async def _admin_sign_ins(
             tenant_id=case.tenant_id, upns=upns, since=now - thresholds.lookback, until=now,
             failure_threshold=thresholds.bruteforce_failures_per_minute,
             success_within=thresholds.bruteforce_success_within, accounts=accounts or [],
+            alert_raised=case.alert.created,
         ),
         start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
         summary=f"sign-ins of {', '.join(upns)}"[:200],
@@ -275,7 +278,8 @@ async def _directory(case: CaseInput, log: AuditLog, now: datetime) -> list[Dire
         return []
     try:
         found: DirectoryAccounts = await workflow.execute_activity_method(
-            EvidenceActivities.directory_accounts, DirectoryAccountsInput(tenant_id=case.tenant_id, upns=upns),
+            EvidenceActivities.directory_accounts,
+            DirectoryAccountsInput(tenant_id=case.tenant_id, upns=upns, alert_raised=case.alert.created),
             start_to_close_timeout=EXO_TIMEOUT, retry_policy=retries.TENANT,
             summary=f"directory accounts of {', '.join(upns)}"[:200],
         )
@@ -416,7 +420,7 @@ async def _mail_and_domains(
         MailStatsInput(
             tenant_id=case.tenant_id, connector_name=connector.name, now=now, lookback=case.thresholds.lookback,
             partner_domains=list(case.organization.partner_domains),
-            compromised_per_hour=case.thresholds.compromised_sender_per_hour,
+            compromised_per_hour=case.thresholds.compromised_sender_per_hour, alert_raised=case.alert.created,
         ),
         start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
         summary=f"mail through {connector.name}, and the accepted domains"[:200],

@@ -277,6 +277,15 @@ class Result(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+class SharedReadInput(Frozen):
+    """The input of an evidence activity whose tenant-wide reads the tenant's cases share
+    (activities/tenant_cache.py)."""
+
+    alert_raised: datetime | None = None
+    """When the case's alert was raised: a tenant-wide read that started since may serve the case
+    (docs/storms.md, "Tenant calls"); None: the case reads for itself."""
+
+
 class ConnectorConfig(Result):
     """One connector as Get-Inbound/OutboundConnector reports it."""
 
@@ -425,7 +434,7 @@ class AdminSignIns(Result):
     """Bursts the playbook's brute-force query found (grading applies the thresholds again)."""
 
 
-class ResolveConnectorInput(Frozen):
+class ResolveConnectorInput(SharedReadInput):
     tenant_id: str
     ip_addresses: list[str] = []
     """The alert's ipEvidence addresses."""
@@ -497,7 +506,7 @@ class DirectoryAccount(Result):
     """None: the actor is no directory user (a service, an application): never suspect (rule 10)."""
 
 
-class DirectoryAccountsInput(Frozen):
+class DirectoryAccountsInput(SharedReadInput):
     tenant_id: str
     upns: list[str]
 
@@ -519,7 +528,7 @@ class Sweep(Frozen):
     """The records' actors as the directory knows them; empty when the lookup failed."""
 
 
-class MailStatsInput(Frozen):
+class MailStatsInput(SharedReadInput):
     tenant_id: str
     connector_name: str
     now: datetime
@@ -533,7 +542,7 @@ class MailStatsInput(Frozen):
     sender (the same query reads them; inputs written before carry none)."""
 
 
-class RestrictedEntitiesInput(Frozen):
+class RestrictedEntitiesInput(SharedReadInput):
     tenant_id: str
     connector_name: str
     connector_guid: str
@@ -544,7 +553,7 @@ class RestrictedEntities(Result):
     blocked_senders: list[str]
 
 
-class TenantInput(Frozen):
+class TenantInput(SharedReadInput):
     tenant_id: str
 
 
@@ -552,7 +561,7 @@ class AcceptedDomains(Result):
     domains: list[str]
 
 
-class AdminSignInsInput(Frozen):
+class AdminSignInsInput(SharedReadInput):
     tenant_id: str
     upns: list[str]
     since: datetime

@@ -24,6 +24,7 @@ from temporalio.testing import ActivityEnvironment
 from activities import cases, remediation
 from activities.clients import ClientPool
 from activities.remediation import ADMIN_ROLE_TEMPLATE_IDS, RemediationActivities
+from activities.tenant_cache import TenantCache
 from config.settings import ApprovalSettings, TenantSettings
 from emulator.scenario import load_scenario
 from emulator.server import serving_emulator
@@ -124,7 +125,7 @@ async def serve(cert_dir: Path, faults: list[dict[str, Any]], tenant_changes: di
             graph_base_url=emulator.base_url, exo_base_url=emulator.base_url,
         )])
         try:
-            yield Tenant(emulator, RemediationActivities(pool, lambda: APPROVAL))
+            yield Tenant(emulator, RemediationActivities(pool, lambda: APPROVAL, TenantCache(timedelta(minutes=1))))
         finally:
             await pool.aclose()
 
