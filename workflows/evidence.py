@@ -339,31 +339,21 @@ async def collect(case: CaseInput, resolution: ConnectorResolution, now: datetim
     else:
         (domains, mail), (log, admins, accounts), restricted, compromised = await asyncio.gather(
             *reads, _compromised(case, now, unavailable))
-    return _evidence_with_audit(resolution, now, unavailable, domains, mail, restricted, compromised, admins,
-                                log, accounts)
+    return _evidence(connector, now, unavailable, domains, mail, restricted, compromised, admins,
+                     **_audit_fields(resolution, log, accounts))
 
 
-def _evidence_with_audit(
-    resolution: ConnectorResolution,
-    now: datetime,
-    unavailable: list[str],
-    domains: AcceptedDomains | None,
-    mail: MailStats | None,
-    restricted: RestrictedEntities | None,
-    compromised: CompromisedSenders | None,
-    admins: AdminEvidence | None,
-    log: AuditLog | None,
-    accounts: list[DirectoryAccount],
-) -> Evidence:
+def _audit_fields(resolution: ConnectorResolution, log: AuditLog | None, accounts: list[DirectoryAccount]) -> dict[str, Any]:
+    """`Evidence`'s audit fields from the audit log (none when it could not be read)."""
     connector = resolution.connector
     assert connector is not None
     if log is None:
-        return _evidence(connector, now, unavailable, domains, mail, restricted, compromised, admins)
-    return _evidence(
-        connector, now, unavailable, domains, mail, restricted, compromised, admins,
-        changes=connector_records(log.connector_changes, connector.name, connector.guid, connector.direction),
-        changes_source=log.source, failed_audit_sources=log.failed_sources, sweep=_sweep(resolution, log, accounts),
-    )
+        return {}
+    return {
+        "changes": connector_records(log.connector_changes, connector.name, connector.guid, connector.direction),
+        "changes_source": log.source, "failed_audit_sources": log.failed_sources,
+        "sweep": _sweep(resolution, log, accounts),
+    }
 
 
 def _acting_admins(case: CaseInput, connector: ConnectorConfig, log: AuditLog, now: datetime) -> list[str]:
@@ -455,5 +445,5 @@ async def collect_beside_audit(case: CaseInput, resolution: ConnectorResolution,
     (domains, mail), (log, admin_evidence, accounts), restricted = await asyncio.gather(
         _mail_and_domains(case, connector, now, unavailable), admins(), _restricted(case, connector, unavailable))
     compromised = mail.compromised if mail else None
-    return _evidence_with_audit(resolution, now, unavailable, domains, mail, restricted, compromised,
-                                admin_evidence, log, accounts)
+    return _evidence(connector, now, unavailable, domains, mail, restricted, compromised, admin_evidence,
+                     **_audit_fields(resolution, log, accounts))
