@@ -55,6 +55,7 @@ from workflows.types import (
     ResolveConnectorInput,
     RestrictedEntities,
     RestrictedEntitiesInput,
+    SharedReadInput,
     SignInThresholds,
     TenantInput,
     split_list,
@@ -280,12 +281,14 @@ def domain_matches(domain: str, patterns: Iterable[str]) -> bool:
     return any(wanted == p or (p.startswith("*.") and wanted.endswith(p[1:])) for p in patterns)
 
 
-def shared_since(alert_raised: datetime | None, asked: datetime) -> datetime:
-    """The earliest start of a tenant-wide read that may serve a case: when its alert was raised
-    (docs/storms.md, "Tenant calls"). A case whose alert carries no time reads for itself."""
-    if alert_raised is None:
-        return asked
-    return alert_raised if alert_raised.tzinfo is not None else alert_raised.replace(tzinfo=UTC)
+def shared_since(request: SharedReadInput, asked: datetime | None = None) -> datetime:
+    """The earliest start of a tenant-wide read that may serve the request's case: when its alert
+    was raised (docs/storms.md, "Tenant calls"). A case whose alert carries no time reads for itself
+    (from `asked`, by default now)."""
+    raised = request.alert_raised
+    if raised is None:
+        return asked or utc_now()
+    return raised if raised.tzinfo is not None else raised.replace(tzinfo=UTC)
 
 
 def _step(names: Iterable[str], method: str, connectors: list[ConnectorConfig]) -> ConnectorResolution | None:
@@ -357,7 +360,7 @@ class EvidenceActivities:
         EmailEvents rows of the alert's messages. The first step that yields an existing connector
         decides (rule 9: names of connectors that no longer exist are dropped)."""
         asked = utc_now()
-        connectors = await self._connectors(request.tenant_id, shared_since(request.alert_raised, asked))
+        connectors = await self._connectors(request.tenant_id, shared_since(request, asked))
         resolved = _by_configuration(request, connectors)
         if resolved is None:
             # Refresh on miss: a list read before this case asked may predate the connector it is about.
@@ -563,7 +566,7 @@ class EvidenceActivities:
         clients = self._clients(request.tenant_id)
         domains = request.accepted_domains
         if domains is None:
-            since = shared_since(request.alert_raised, utc_now())
+            since = shared_since(request)
             domains = (await self._accepted_domains(clients, request.tenant_id, since)).domains
         now = request.now.astimezone(UTC)
         lookback_start = now - request.lookback
@@ -623,8 +626,7 @@ class EvidenceActivities:
                 senders=tuple(sorted({_fold(row.get("SenderAddress")) for row in senders} - {""})),
             )
 
-        blocked = await self._cache.get(
-            request.tenant_id, BLOCK_LISTS, shared_since(request.alert_raised, utc_now()), read)
+        blocked = await self._cache.get(request.tenant_id, BLOCK_LISTS, shared_since(request), read)
         return RestrictedEntities(
             blocked_connector=bool({_fold(request.connector_guid), _fold(request.connector_name)} & blocked.connectors),
             blocked_senders=list(blocked.senders),
@@ -633,8 +635,7 @@ class EvidenceActivities:
     @activity.defn(name="evidence.accepted-domains")
     async def accepted_domains(self, request: TenantInput) -> AcceptedDomains:
         """The tenant's accepted domains, from a read shared by the cases it serves (docs/storms.md)."""
-        return await self._accepted_domains(self._clients(request.tenant_id), request.tenant_id,
-                                            shared_since(request.alert_raised, utc_now()))
+        return await self._accepted_domains(self._clients(request.tenant_id), request.tenant_id, shared_since(request))
 
     async def _accepted_domains(self, clients: TenantClients, tenant_id: str, since: datetime) -> AcceptedDomains:
         async def read() -> AcceptedDomains:
@@ -652,7 +653,7 @@ class EvidenceActivities:
             return AdminEvidence(admins=[])
         clients = self._clients(request.tenant_id)
         known = {_fold(a.upn): (a.upn, a.object_id) for a in request.accounts}
-        since = shared_since(request.alert_raised, utc_now())
+        since = shared_since(request)
 
         async def identity(upn: str) -> tuple[str, str | None]:
             return known.get(_fold(upn)) or await self._identity(request.tenant_id, upn, since)
@@ -696,7 +697,7 @@ class EvidenceActivities:
         """Which audit actors are directory users (rule 10): an actor that is no UPN (a service
         such as `NT AUTHORITY\\SYSTEM (...)`, an application id) or that the directory does not
         know is never suspect."""
-        since = shared_since(request.alert_raised, utc_now())
+        since = shared_since(request)
 
         async def account(upn: str) -> DirectoryAccount:
             if "@" not in upn:

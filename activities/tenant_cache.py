@@ -72,14 +72,17 @@ class TenantCache:
         for key in keys:
             self._entries.pop((tenant_id, key), None)
 
+    def _fresh(self, entry: _Entry, now: datetime) -> bool:
+        """Still in flight, or answered within the ttl of its start."""
+        return not entry.read.done() or entry.started <= now < entry.started + self._ttl
+
     def _serves(self, entry: _Entry, since: datetime, now: datetime) -> bool:
-        fresh = not entry.read.done() or entry.started <= now < entry.started + self._ttl
-        return fresh and entry.started >= since
+        return self._fresh(entry, now) and entry.started >= since
 
     def _prune(self, now: datetime) -> None:
         """Drop the answers past their ttl, so facts nobody asks for again (an account's) do not pile up."""
         for tenant_key, entry in list(self._entries.items()):
-            if entry.read.done() and not entry.started <= now < entry.started + self._ttl:
+            if not self._fresh(entry, now):
                 del self._entries[tenant_key]
 
     def _forget_failed(self, tenant_id: str, key: str, read: asyncio.Future[Any]) -> None:
