@@ -41,14 +41,13 @@ from emulator.graph_batch import batch_routes
 from emulator.holds import Holds
 from emulator.hunting import HuntingEngine
 from emulator.principals import AppRegistration, principals_router
-from emulator.quotas import Throttling, family_of, fingerprint
+from emulator.quotas import HUNTING, Throttling, family_of, fingerprint
 from emulator.scenario import Quotas, Scenario
 from emulator.state import TenantState
 
 EXO_PAGE_SIZE = 1000
 """Objects per InvokeCommand answer (Exchange's page)."""
 BATCH_API = "graph:POST /$batch"
-HUNTING_API = "graph:POST /security/runHuntingQuery"
 EXO_PATH = re.compile(r"^/adminapi/beta/([^/]+)/InvokeCommand$", re.IGNORECASE)
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -90,7 +89,7 @@ def create_app(scenario: Scenario, client_id: str = "quell-emulator", client_sec
         detail: dict[str, Any] = {"method": request.method, "path": path, "query": query}
         if service == "graph":
             api = f"graph:{request.method} /{path.split('/', 2)[2]}"
-            if api_matches(HUNTING_API, api):
+            if api_matches(HUNTING, api):
                 detail["hunting_query"] = _hunting_query(body)
             if body:  # which request it was (an audit search, a batch): the same body, the same digest
                 detail["body_sha256"] = hashlib.sha256(body).hexdigest()[:16]

@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+from emulator.quotas import HUNTING
 from emulator.scenario import ExcludedAction, Expected
 from workflows.timestamps import parse_iso
 
 EXECUTED = ("done", "already_done")
-HUNTING = "graph:POST /security/runHuntingQuery"
 MAX_HUNTING_CALLS = 3
 """Advanced hunting calls a case makes before its verdict at most (Microsoft allows ~45 a minute
 per tenant; a retried query counts once)."""
