@@ -34,6 +34,7 @@ from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from activities import cases
@@ -65,6 +66,7 @@ CERT_DIR = STATE_DIR / "certs"
 EMULATOR_CLIENT_ID = "quell-emulator"
 EMULATOR_CLIENT_SECRET = "emulator-secret"
 ANSWER_EVERY = 0.1  # seconds between looks at the pending list
+TRANSIENT_RPC = (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE)
 
 
 @dataclass
@@ -382,14 +384,28 @@ async def tenant_stack(
             await pool.aclose()
 
 
+async def _register_namespace(client: Client, name: str, attempts: int = 3) -> None:
+    """Register a fresh namespace. A busy dev server can cancel the call (gRPC CANCELLED, seen
+    once in CI late in a suite); the name is new, so ALREADY_EXISTS on a retry means an earlier
+    attempt landed."""
+    request = RegisterNamespaceRequest(namespace=name, workflow_execution_retention_period=Duration(seconds=86400))
+    for attempt in range(1, attempts + 1):
+        try:
+            await client.workflow_service.register_namespace(request, timeout=timedelta(seconds=30))
+            return
+        except RPCError as failure:
+            if attempt > 1 and failure.status == RPCStatusCode.ALREADY_EXISTS:
+                return
+            if attempt == attempts or failure.status not in TRANSIENT_RPC:
+                raise
+
+
 @asynccontextmanager
 async def isolated_namespace(client: Client) -> AsyncIterator[Client]:
     """A namespace of its own for one scenario, so scenarios that share a tenant id, an alert
     or a connector IP never meet in one case, run after run or side by side."""
     name = f"scenario-{uuid.uuid4().hex[:12]}"
-    await client.workflow_service.register_namespace(
-        RegisterNamespaceRequest(namespace=name, workflow_execution_retention_period=Duration(seconds=86400))
-    )
+    await _register_namespace(client, name)
     await client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(namespace=name, search_attributes=sa.indexed_value_types())
     )
