@@ -56,7 +56,7 @@ def serve(scenario_path: Path | str, host: str = "127.0.0.1", port: int = 8443,
     config, ca_cert = _config(scenario, cert_dir, host, port, quotas=quotas)
     print(f"quell emulator: scenario {scenario.id}, tenant {scenario.tenant.id}")
     print(f"  https://{host}:{port}  (trust {ca_cert}: SSL_CERT_FILE / REQUESTS_CA_BUNDLE)")
-    uvicorn.Server(config).run()
+    _Server(config).run()
 
 
 class _Server(uvicorn.Server):

@@ -25,7 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from config.settings import Settings, TemporalSettings
 from emulator.expectations import judge
 from emulator.scenario import load_scenario
-from tests.conftest import PROJECT_SCENARIOS
+from tests.conftest import PROJECT_SCENARIOS, free_port
 from tests.connection.pki import Pki, make_pki
 from workers.scenarios import RunOptions, run_scenario
 from workers.temporal_connection import connect
@@ -37,11 +37,6 @@ API_KEY = "test-api-key-" + secrets.token_hex(8)
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx; .ci/run does)")
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _nginx_conf(directory: Path, ports: tuple[int, int], upstream: str, pki: Pki) -> str:
@@ -100,7 +95,7 @@ def _wait_until_listening(proxy: subprocess.Popen[bytes], port: int) -> None:
 
 @contextmanager
 def grpc_tls_proxy(directory: Path, upstream: str, pki: Pki) -> Iterator[Proxy]:
-    ports = (_free_port(), _free_port())
+    ports = (free_port(), free_port())
     conf = directory / "nginx.conf"
     conf.write_text(_nginx_conf(directory, ports, upstream, pki))
     proxy = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf)], stderr=subprocess.PIPE)

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from pathlib import Path
 
 import httpx
 
 from emulator.tls import ensure_certificates
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.conftest import free_port
 
 
 async def test_quell_intake_serves_https_with_the_configured_certificate(cert_dir: Path, tmp_path: Path):
     certs = ensure_certificates(cert_dir)
     config = tmp_path / "quell.toml"
     config.write_text(f'[intake]\nssl_certfile = "{certs.server_cert}"\nssl_keyfile = "{certs.server_key}"\n')
-    port = _free_port()
+    port = free_port()
     quell = Path(sys.executable).parent / "quell"
     process = await asyncio.create_subprocess_exec(
         str(quell), "intake", "--port", str(port), env={**os.environ, "QUELL_CONFIG": str(config)},

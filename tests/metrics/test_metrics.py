@@ -4,7 +4,6 @@ emulator; the scrape counts what the report says happened. Cards reach a local w
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from activities.clients import ClientPool
 from config.settings import CodecSettings, MetricsSettings, NotifySettings
 from emulator.scenario import load_scenario
 from emulator.server import serving_emulator
-from tests.conftest import PROJECT_SCENARIOS, eventually
+from tests.conftest import PROJECT_SCENARIOS, eventually, free_port
 from tests.metrics.prometheus import scrape
 from tests.notify.receiver import webhook_receiver
 from tests.notify.test_cards import ADAPTIVE_CARD, BLOCK_KIT
@@ -39,11 +38,6 @@ from workflows.types import CaseReport
 
 TOKEN = "tok-metrics"
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
