@@ -562,8 +562,17 @@ class EvidenceActivities:
         """The connector's mail in the lookback and the 168-hour baseline, and the tenant's
         compromised senders, from one hunting call; message trace corroborates. The accepted domains
         classify the mail's domains: the input's, else read here (and returned) through the tenant
-        cache, so the case need not wait for another activity to read them."""
+        cache, so the case need not wait for another activity to read them. With `request.resolve`
+        the connector is the one the alert names by configuration, from the tenant's shared
+        connector list (the resolution's read), and none named means nothing is read."""
         clients = self._clients(request.tenant_id)
+        name = request.connector_name
+        if request.resolve is not None:
+            connectors = await self._connectors(request.tenant_id, shared_since(request.resolve))
+            resolved = _by_configuration(request.resolve, connectors)
+            if resolved is None or resolved.connector is None:
+                return MailStats()
+            name = resolved.connector.name
         domains = request.accepted_domains
         if domains is None:
             since = shared_since(request)
@@ -573,7 +582,7 @@ class EvidenceActivities:
         baseline_start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=167)
         rows = await self._hunt(
             clients, "connector-mail",
-            connectorName=request.connector_name, since=min(lookback_start, baseline_start), until=now,
+            connectorName=name, since=min(lookback_start, baseline_start), until=now,
             lookbackStart=lookback_start, acceptedDomains=sorted({_fold(d) for d in domains}),
             partnerDomains=sorted({_fold(d) for d in request.partner_domains}),
             baselineStart=now - timedelta(days=30), baselineEnd=now - timedelta(days=1),
@@ -582,7 +591,7 @@ class EvidenceActivities:
         stats = summarise_mail(rows)
         trace = await self._filtered_as_spam(clients, stats.sender_ips, lookback_start, now)
         read = domains if request.accepted_domains is None else None
-        return stats.model_copy(update={"trace_filtered_as_spam": trace, "accepted_domains": read})
+        return stats.model_copy(update={"trace_filtered_as_spam": trace, "accepted_domains": read, "connector_name": name})
 
     async def _filtered_as_spam(
         self, clients: TenantClients, sender_ips: list[str], since: datetime, until: datetime

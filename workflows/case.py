@@ -186,18 +186,20 @@ class ConnectorCaseWorkflow:
         self._upsert_now(sa.TENANT.value_set(case.tenant_id))
         metrics.case_started(case.tenant_id)
         self._set_stage("resolving")
-        # The audit log reads every connector's changes: it need not wait for the resolution.
-        audit = evidence.start_audit_reads(case, workflow.now()) if parallel else None
+        # The audit log reads every connector's changes: it need not wait for the resolution; nor
+        # need the mail of a connector the alert names by configuration.
+        mail_early = parallel and workflow.patched(evidence.MAIL_BESIDE_RESOLUTION)
+        early = evidence.start_early_reads(case, workflow.now(), mail_early) if parallel else None
         resolution = await evidence.resolve_connector(case)
         collected: Evidence | None = None
         if resolution.connector is None:
-            self._verdict = await self._unresolved(case, resolution, v2, audit)
+            self._verdict = await self._unresolved(case, resolution, v2, early)
         else:
             self._connector = resolution.connector
             self._upsert_now(sa.CONNECTOR.value_set(self._connector_key(resolution.connector)))
             self._set_stage("collecting")
-            if audit is not None:
-                collected = await evidence.collect_beside_audit(case, resolution, audit)
+            if early is not None:
+                collected = await evidence.collect_beside_audit(case, resolution, early)
             elif v2:
                 collected = await evidence.collect(case, resolution, workflow.now())
             else:
@@ -233,16 +235,16 @@ class ConnectorCaseWorkflow:
         return self._report()
 
     async def _unresolved(
-        self, case: CaseInput, resolution: ConnectorResolution, v2: bool, audit: evidence.AuditReads | None
+        self, case: CaseInput, resolution: ConnectorResolution, v2: bool, early: evidence.EarlyReads | None
     ) -> Verdict:
         """No connector to grade; since version 2 the other and the deleted connectors are still swept
-        (from `audit`, the reads started with the resolution, when there are)."""
+        (from `early`, the reads started with the resolution, when there are)."""
         if not v2:
             return grading.connector_unresolved_verdict(resolution)
         self._set_stage("collecting")
-        if audit is not None:
-            now = audit.now
-            swept, unavailable, log = await evidence.sweep_beside_audit(resolution, audit)
+        if early is not None:
+            now = early.now
+            swept, unavailable, log = await evidence.sweep_beside_audit(resolution, early)
         else:
             now = workflow.now()
             swept, unavailable, log = await evidence.sweep_only(case, resolution, now)

@@ -8,11 +8,14 @@ that into `evidence_unavailable` → needs_review), never a silent gap that read
 Since version 2 (`collect`, `sweep_only`) one audit query per case reads every connector's
 changes and the admins' other operations; cases begun before replay `collect_evidence`.
 
-Since `parallel-evidence` (`start_audit_reads`) the audit query and then the directory lookup
+Since `parallel-evidence` (`start_early_reads`) the audit query and then the directory lookup
 run from the case's start, beside the connector's resolution (neither depends on which connector
 the alert names); once the connector is resolved its mail (which reads the accepted domains
 itself) and its restrictions are read, and the acting admins' sign-ins once the directory answered.
-At most three reads in a row: audit, directory, sign-ins (and resolution, mail).
+At most three reads in a row: audit, directory, sign-ins (and resolution, mail). Since
+`mail-beside-resolution` the mail read starts then too: the mail activity takes the connector the
+alert names by configuration itself (from the connector list the resolution reads, one read the
+tenant cache shares), and only a connector found another way waits for the resolution.
 
 Hunting calls (Microsoft allows ~45 a minute per tenant): each evidence activity makes at most
 one, and a case at most three (docs/storms.md): `resolve_connector` when resolution needs
@@ -84,9 +87,14 @@ CloudAppEvents answered it (no `admin_sign_ins` activity): at most three hunting
 Cases begun before replay the old commands."""
 PARALLEL_EVIDENCE = "parallel-evidence"
 """Patch id. From it on the audit query and the directory lookup start with the connector's
-resolution (`start_audit_reads`), and `mail_stats` reads the accepted domains itself: no
+resolution (`start_early_reads`), and `mail_stats` reads the accepted domains itself: no
 `accepted_domains` activity for the mail to wait for. Implies FEWER_TENANT_CALLS. Cases begun
 before replay the old commands."""
+MAIL_BESIDE_RESOLUTION = "mail-beside-resolution"
+"""Patch id. From it on the mail read also starts with the resolution (`start_early_reads`): the
+activity reads the mail of the connector the alert names by configuration (`MailStatsInput.resolve`),
+or nothing when the configuration names none, and then the mail is read once the resolution
+answers. Implies PARALLEL_EVIDENCE. Cases begun before replay the old commands."""
 
 
 async def _source(name: str, unavailable: list[str], call: Awaitable[T]) -> T | None:
@@ -100,9 +108,8 @@ async def _source(name: str, unavailable: list[str], call: Awaitable[T]) -> T | 
         return None
 
 
-async def resolve_connector(case: CaseInput) -> ConnectorResolution:
-    now = workflow.now()
-    request = ResolveConnectorInput(
+def _resolve_input(case: CaseInput, now: datetime) -> ResolveConnectorInput:
+    return ResolveConnectorInput(
         tenant_id=case.tenant_id,
         ip_addresses=list(case.alert.ip_addresses),
         message_ids=[m.network_message_id for m in case.alert.messages],
@@ -112,10 +119,13 @@ async def resolve_connector(case: CaseInput) -> ConnectorResolution:
         until=now,
         alert_raised=case.alert.created,
     )
+
+
+async def resolve_connector(case: CaseInput) -> ConnectorResolution:
     try:
         return await workflow.execute_activity_method(
             EvidenceActivities.resolve_connector,
-            request,
+            _resolve_input(case, workflow.now()),
             start_to_close_timeout=HUNTING_TIMEOUT,
             retry_policy=retries.TENANT,
             summary=f"resolve connector for alert {case.alert.alert_id}"[:200],
@@ -378,43 +388,71 @@ async def _connector_admins(
 
 
 @dataclass
-class AuditReads:
-    """The audit log and the directory's answer for its connector actors, read from the case's
-    start beside the connector's resolution (PARALLEL_EVIDENCE)."""
+class EarlyReads:
+    """The reads a case starts with its connector's resolution (PARALLEL_EVIDENCE): the audit log and
+    the directory's answer for its connector actors, and (MAIL_BESIDE_RESOLUTION) the mail of the
+    connector the alert names by configuration."""
 
     now: datetime
     """The time every source of the case reads up to."""
     unavailable: list[str]
     """The case's sources that could not be read; the ones read after resolution join them."""
-    reads: asyncio.Task[tuple[AuditLog | None, list[DirectoryAccount]]]
+    audit: asyncio.Task[tuple[AuditLog | None, list[DirectoryAccount]]]
+    mail: asyncio.Task[MailStats | None] | None = None
+    """None: not started before the resolution. Its result None: the activity failed."""
 
 
-def start_audit_reads(case: CaseInput, now: datetime) -> AuditReads:
+def start_early_reads(case: CaseInput, now: datetime, mail: bool = False) -> EarlyReads:
     """Start the audit query (the CloudAppEvents fallback also reads the connector actors' sign-ins),
-    then the directory lookup of its connector actors."""
+    then the directory lookup of its connector actors; with `mail`, the mail read too."""
     unavailable: list[str] = []
 
-    async def read() -> tuple[AuditLog | None, list[DirectoryAccount]]:
+    async def audit() -> tuple[AuditLog | None, list[DirectoryAccount]]:
         log = await _audit_log(case, now, unavailable, sign_ins=True)
         return (None, []) if log is None else (log, await _directory(case, log, now))
 
-    return AuditReads(now, unavailable, asyncio.ensure_future(read()))
+    async def mail_ahead() -> MailStats | None:
+        try:
+            return await _mail_activity(case, now, "", "mail through the connector the alert's configuration names",
+                                        _resolve_input(case, now))
+        except ActivityError as failure:
+            workflow.logger.warning("mail read beside the resolution failed", extra={"error": str(failure.cause)[:200]})
+            return None
+
+    return EarlyReads(now, unavailable, asyncio.ensure_future(audit()),
+                      asyncio.ensure_future(mail_ahead()) if mail else None)
+
+
+def _mail_activity(
+    case: CaseInput, now: datetime, connector_name: str, summary: str, resolve: ResolveConnectorInput | None = None
+) -> Awaitable[MailStats]:
+    return workflow.execute_activity_method(
+        EvidenceActivities.mail_stats,
+        MailStatsInput(
+            tenant_id=case.tenant_id, connector_name=connector_name, now=now, lookback=case.thresholds.lookback,
+            partner_domains=list(case.organization.partner_domains),
+            compromised_per_hour=case.thresholds.compromised_sender_per_hour, alert_raised=case.alert.created,
+            resolve=resolve,
+        ),
+        start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT, summary=summary[:200],
+    )
 
 
 async def _mail_and_domains(
-    case: CaseInput, connector: ConnectorConfig, now: datetime, unavailable: list[str]
+    case: CaseInput, connector: ConnectorConfig, early: EarlyReads
 ) -> tuple[AcceptedDomains | None, MailStats | None]:
-    """The connector's mail, which reads the accepted domains it classifies by itself."""
-    mail = await _source("mail_stats", unavailable, workflow.execute_activity_method(
-        EvidenceActivities.mail_stats,
-        MailStatsInput(
-            tenant_id=case.tenant_id, connector_name=connector.name, now=now, lookback=case.thresholds.lookback,
-            partner_domains=list(case.organization.partner_domains),
-            compromised_per_hour=case.thresholds.compromised_sender_per_hour, alert_raised=case.alert.created,
-        ),
-        start_to_close_timeout=HUNTING_TIMEOUT, retry_policy=retries.TENANT,
-        summary=f"mail through {connector.name}, and the accepted domains"[:200],
-    ))
+    """The connector's mail, which reads the accepted domains it classifies by itself: the read
+    started with the resolution when it was for this connector, else a read now."""
+    unavailable = early.unavailable
+    ahead = await early.mail if early.mail is not None else None
+    if early.mail is not None and ahead is None:  # the read beside the resolution failed after its retries
+        unavailable.append("mail_stats")
+        mail = None
+    elif ahead is not None and ahead.connector_name == connector.name:
+        mail = ahead
+    else:  # not started, or the configuration named no connector (it was found another way)
+        mail = await _source("mail_stats", unavailable, _mail_activity(
+            case, early.now, connector.name, f"mail through {connector.name}, and the accepted domains"))
     if mail is None:
         unavailable += ["accepted_domains", "compromised_senders"]  # the same activity answers them
         return None, None
@@ -422,28 +460,32 @@ async def _mail_and_domains(
 
 
 async def sweep_beside_audit(
-    resolution: ConnectorResolution, audit: AuditReads
+    resolution: ConnectorResolution, early: EarlyReads
 ) -> tuple[Sweep | None, list[str], AuditLog | None]:
-    """`sweep_only` from the audit reads the case started with its resolution."""
-    log, accounts = await audit.reads
-    return (None if log is None else _sweep(resolution, log, accounts)), audit.unavailable, log
+    """`sweep_only` from the reads the case started with its resolution (a mail read among them
+    found no connector, or one the resolution did not settle on: its answer is not evidence)."""
+    log, accounts = await early.audit
+    if early.mail is not None:
+        await early.mail
+    return (None if log is None else _sweep(resolution, log, accounts)), early.unavailable, log
 
 
-async def collect_beside_audit(case: CaseInput, resolution: ConnectorResolution, audit: AuditReads) -> Evidence:
-    """`collect` with the audit reads the case started with its resolution: the connector's mail and
-    restrictions once resolved, the acting admins' sign-ins once the directory answered."""
+async def collect_beside_audit(case: CaseInput, resolution: ConnectorResolution, early: EarlyReads) -> Evidence:
+    """`collect` with the reads the case started with its resolution: the connector's mail (unless
+    it started then) and restrictions once resolved, the acting admins' sign-ins once the directory
+    answered."""
     connector = resolution.connector
     assert connector is not None
-    now, unavailable = audit.now, audit.unavailable
+    now, unavailable = early.now, early.unavailable
 
     async def admins() -> tuple[AuditLog | None, AdminEvidence | None, list[DirectoryAccount]]:
-        log, accounts = await audit.reads
+        log, accounts = await early.audit
         if log is None:
             return None, None, []
         return log, await _connector_admins(case, connector, log, accounts, now, unavailable), accounts
 
     (domains, mail), (log, admin_evidence, accounts), restricted = await asyncio.gather(
-        _mail_and_domains(case, connector, now, unavailable), admins(), _restricted(case, connector, unavailable))
+        _mail_and_domains(case, connector, early), admins(), _restricted(case, connector, unavailable))
     compromised = mail.compromised if mail else None
     return _evidence(connector, now, unavailable, domains, mail, restricted, compromised, admin_evidence,
                      **_audit_fields(resolution, log, accounts))

@@ -408,6 +408,8 @@ class MailStats(Result):
     accepted_domains: list[str] | None = None
     """The tenant's accepted domains the activity read itself to classify the mail's domains
     (None when the input carried them)."""
+    connector_name: str | None = None
+    """The connector whose mail this is (None: no mail was read, or a result written before it said)."""
 
 
 class FailureBurst(Result):
@@ -540,6 +542,11 @@ class MailStatsInput(SharedReadInput):
     compromised_per_hour: int = Thresholds().compromised_sender_per_hour
     """An internal account sending more external messages than this in an hour is a compromised
     sender (the same query reads them; inputs written before carry none)."""
+    resolve: ResolveConnectorInput | None = None
+    """Set when the case has not resolved its connector yet (patch `mail-beside-resolution`): the
+    mail is that of the connector the alert names by configuration (the resolution's first steps,
+    on the tenant's shared connector list), and when the configuration names none nothing is read
+    (`MailStats.connector_name` None). `connector_name` is then empty."""
 
 
 class RestrictedEntitiesInput(SharedReadInput):

@@ -50,10 +50,10 @@ FP = Path(__file__).parents[2] / "emulator" / "scenarios" / "fp-scanner-relay-no
 
 async def collected(case: CaseInput) -> Evidence:
     """What the case workflow collects for the resolved connector."""
-    audit = evidence.start_audit_reads(case, workflow.now())
+    early = evidence.start_early_reads(case, workflow.now(), mail=True)
     resolution = await evidence.resolve_connector(case)
     assert resolution.connector is not None, resolution.reason
-    return await evidence.collect_beside_audit(case, resolution, audit)
+    return await evidence.collect_beside_audit(case, resolution, early)
 
 
 @workflow.defn(name="test-evidence-probe")

@@ -64,7 +64,8 @@ async def test_an_unreachable_tenant_ends_in_needs_review_and_nothing_changes(ti
 
     failed = await failed_attempts(handle)
     evidence = {kind for kind in failed if kind.startswith("evidence.")}
-    assert evidence == {"evidence.resolve-connector", "evidence.audit-log"}  # unresolved: the sweep's audit read
+    # Unresolved: the reads that start with the resolution (the sweep's audit read, the mail read).
+    assert evidence == {"evidence.resolve-connector", "evidence.audit-log", "evidence.mail-stats"}
     assert all(failed[kind][0] == retries.TENANT.maximum_attempts for kind in failed)
     assert all("connect" in message.casefold() for _, message in failed.values()), failed
     # All of it inside the outage: the case could not have seen the tenant come back. Each refused

@@ -1,7 +1,8 @@
-"""The order a case reads its evidence in (patch `parallel-evidence`), read from its history as an
-operator would in the Temporal UI: the audit query starts with the connector's resolution, the
-connector's mail waits for nothing but the resolution, the sign-ins for the resolution and the
-directory. Real activities against the emulator; the time-skipping server skips the waiting.
+"""The order a case reads its evidence in (patches `parallel-evidence`, `mail-beside-resolution`),
+read from its history as an operator would in the Temporal UI: the audit query and the mail of the
+connector the alert's configuration names start with the connector's resolution, the restrictions
+wait for nothing but the resolution, the sign-ins for the resolution and the directory. Real
+activities against the emulator; the time-skipping server skips the waiting.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from temporalio.api.history.v1 import HistoryEvent
 
 from activities import cases
 from activities.alert_parsing import parse_alerts
+from emulator.expectations import HUNTING
 from emulator.scenario import Scenario, load_scenario
 from workers.scenarios import RunOptions, tenant_stack
 from workflows.types import CaseReport
 from tests.conftest import PROJECT_SCENARIOS
 
 HYBRID = PROJECT_SCENARIOS / "tp-hijacked-hybrid-connector.yaml"
+TWO_CONNECTORS = PROJECT_SCENARIOS / "nr-alert-ip-matches-two-connectors.yaml"
 CONNECTORS_DOWN = [{"api": "exo:Get-InboundConnector", "status": 500}, {"api": "exo:Get-OutboundConnector", "status": 500}]
 CLOSED = (EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED)
 
@@ -29,14 +32,24 @@ def with_faults(faults: list[dict[str, Any]]) -> Scenario:
     return load_scenario(yaml.safe_dump({**data, "faults": faults}, sort_keys=False))
 
 
-async def run_case(time_skipping, cert_dir, scenario: Scenario) -> tuple[CaseReport, list[HistoryEvent]]:
-    """The case closed (its approvals expire unanswered) and its history."""
+async def run_case(time_skipping, cert_dir, scenario: Scenario) -> tuple[CaseReport, list[HistoryEvent], list[dict[str, Any]]]:
+    """The case closed (its approvals expire unanswered), its history and the tenant's call log."""
     client = time_skipping.client
     async with tenant_stack(client, scenario, RunOptions(), {}, cert_dir) as stack:
         [alert] = parse_alerts(scenario.alert, scenario.tenant.id)
         handle = await cases.open_case(client, cases.case_input(stack.settings, alert), stack.settings.temporal.task_queue)
         report = await handle.result()
-    return report, [event async for event in handle.fetch_history_events()]
+        calls = list(stack.emulator.state.calls)
+    return report, [event async for event in handle.fetch_history_events()], calls
+
+
+def connector_reads(calls: list[dict[str, Any]]) -> int:
+    return sum(c["api"] == "exo:Get-InboundConnector" for c in calls)
+
+
+def mail_queries(calls: list[dict[str, Any]]) -> int:
+    """Hunting calls of the connector-mail query (the only one with a connectorName parameter)."""
+    return sum("connectorName" in (c.get("hunting_query") or "") for c in calls if c["api"] == HUNTING)
 
 
 class Reads:
@@ -46,10 +59,12 @@ class Reads:
         self.scheduled: dict[str, HistoryEvent] = {}
         self.closed: dict[str, HistoryEvent] = {}
         kinds: dict[int, str] = {}
+        self._kinds: list[str] = []
         for event in events:
             if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 kinds[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
                 self.scheduled[kinds[event.event_id]] = event
+                self._kinds.append(kinds[event.event_id])
             elif event.event_type in CLOSED:
                 attributes = (event.activity_task_completed_event_attributes
                               if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
@@ -66,23 +81,31 @@ class Reads:
         """The first workflow task completed after the activity closed: the one its result woke."""
         return min(task for task in self._tasks if task > self.closed[kind].event_id)
 
+    def count(self, kind: str) -> int:
+        """How many times the activity was scheduled."""
+        return self._kinds.count(kind)
+
     def evidence(self) -> set[str]:
         return {kind for kind in self.scheduled if kind.startswith("evidence.")}
 
 
-async def test_a_resolved_case_reads_its_mail_as_soon_as_the_connector_is_known(time_skipping, cert_dir) -> None:
-    report, events = await run_case(time_skipping, cert_dir, load_scenario(HYBRID))
+async def test_the_mail_of_the_connector_the_alert_configures_is_read_beside_the_resolution(time_skipping, cert_dir) -> None:
+    report, events, calls = await run_case(time_skipping, cert_dir, load_scenario(HYBRID))
     reads = Reads(events)
 
     assert report.verdict == "true_positive"
     assert reads.evidence() == {"evidence.resolve-connector", "evidence.audit-log", "evidence.directory-accounts",
                                 "evidence.mail-stats", "evidence.restricted-entities", "evidence.admin-sign-ins"}
-    # The audit query starts with the resolution: it reads every connector's changes.
-    assert reads.scheduled_by("evidence.audit-log") == reads.scheduled_by("evidence.resolve-connector")
-    # The mail (which reads the accepted domains itself) and the restrictions wait for the resolution alone.
-    after_resolution = reads.first_task_after("evidence.resolve-connector")
-    assert reads.scheduled_by("evidence.mail-stats") == after_resolution
-    assert reads.scheduled_by("evidence.restricted-entities") == after_resolution
+    # The audit query and the mail (which reads the accepted domains itself) start with the
+    # resolution: one reads every connector's changes, the other takes the connector the alert's
+    # IP configures from the connector list the resolution reads.
+    first = reads.scheduled_by("evidence.resolve-connector")
+    assert reads.scheduled_by("evidence.audit-log") == first
+    assert reads.scheduled_by("evidence.mail-stats") == first
+    assert reads.count("evidence.mail-stats") == 1 and mail_queries(calls) == 1
+    assert connector_reads(calls) == 1, "the resolution and the mail share one read of the connector list"
+    # The restrictions wait for the resolution alone.
+    assert reads.scheduled_by("evidence.restricted-entities") == reads.first_task_after("evidence.resolve-connector")
     # The directory waits for the audit log alone; the sign-ins for the directory (its accounts) too.
     assert reads.scheduled_by("evidence.directory-accounts") == reads.first_task_after("evidence.audit-log")
     assert reads.scheduled_by("evidence.admin-sign-ins") > reads.closed["evidence.directory-accounts"].event_id
@@ -91,8 +114,19 @@ async def test_a_resolved_case_reads_its_mail_as_soon_as_the_connector_is_known(
         kind for kind, event in reads.scheduled.items() if not event.user_metadata.HasField("summary")]
 
 
+async def test_a_mail_read_beside_a_resolution_that_settles_on_no_connector_reads_no_mail(time_skipping, cert_dir) -> None:
+    report, events, calls = await run_case(time_skipping, cert_dir, load_scenario(TWO_CONNECTORS))
+    reads = Reads(events)
+
+    assert report.connector is None
+    assert reads.scheduled_by("evidence.mail-stats") == reads.scheduled_by("evidence.resolve-connector")
+    assert reads.closed["evidence.mail-stats"].event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+    assert reads.count("evidence.mail-stats") == 1 and mail_queries(calls) == 0
+    assert connector_reads(calls) == 1
+
+
 async def test_a_case_whose_connector_cannot_be_resolved_still_sweeps_and_changes_nothing(time_skipping, cert_dir) -> None:
-    report, events = await run_case(time_skipping, cert_dir, with_faults(CONNECTORS_DOWN))
+    report, events, calls = await run_case(time_skipping, cert_dir, with_faults(CONNECTORS_DOWN))
     reads = Reads(events)
 
     assert report.verdict == "needs_review"
@@ -100,9 +134,13 @@ async def test_a_case_whose_connector_cannot_be_resolved_still_sweeps_and_change
     assert report.connector is None
     # Nothing destructive is planned: only the alert write-backs.
     assert {r.action.kind for r in report.actions} == {"comment_alert", "classify_alert"}
-    # The audit query started with the resolution and answered (the sweep reads it); nothing waited
-    # for a connector that is not known.
+    # The audit query started with the resolution and answered (the sweep reads it); the mail read
+    # that started with it failed as it did, without a mail query; nothing waited for a connector
+    # that is not known.
     assert reads.closed["evidence.resolve-connector"].event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
     assert reads.scheduled_by("evidence.audit-log") == reads.scheduled_by("evidence.resolve-connector")
     assert reads.closed["evidence.audit-log"].event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
-    assert reads.evidence() == {"evidence.resolve-connector", "evidence.audit-log", "evidence.directory-accounts"}
+    assert reads.closed["evidence.mail-stats"].event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+    assert mail_queries(calls) == 0
+    assert reads.evidence() == {"evidence.resolve-connector", "evidence.audit-log", "evidence.directory-accounts",
+                                "evidence.mail-stats"}
