@@ -125,6 +125,22 @@ async def test_a_mail_read_beside_a_resolution_that_settles_on_no_connector_read
     assert connector_reads(calls) == 1
 
 
+async def test_the_mail_of_a_connector_found_through_telemetry_is_read_once_the_resolution_answers(
+    time_skipping, cert_dir
+) -> None:
+    data = yaml.safe_load(HYBRID.read_text())
+    # The connector no longer lists the alert's IP; its mail in EmailEvents still came from it.
+    data["tenant"]["inbound_connectors"][0]["SenderIPAddresses"] = ["203.0.113.77"]
+    report, events, calls = await run_case(time_skipping, cert_dir, load_scenario(yaml.safe_dump(data, sort_keys=False)))
+    reads = Reads(events)
+
+    assert report.connector == "Contoso Hybrid"
+    assert reads.count("evidence.mail-stats") == 2  # the early read found no configured connector
+    assert reads.scheduled_by("evidence.mail-stats") == reads.first_task_after("evidence.resolve-connector")
+    assert mail_queries(calls) == 1
+    assert "evidence_unavailable" not in {f.id for f in report.findings}
+
+
 async def test_a_case_whose_connector_cannot_be_resolved_still_sweeps_and_changes_nothing(time_skipping, cert_dir) -> None:
     report, events, calls = await run_case(time_skipping, cert_dir, with_faults(CONNECTORS_DOWN))
     reads = Reads(events)
