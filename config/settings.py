@@ -342,11 +342,12 @@ class WorkerSettings(Section):
     """What one `quell worker` process runs at once. The defaults are sized for a storm
     (docs/storms.md): few workflow tasks at a time, because Python runs one at a time (more slots
     only make each task wait longer for the interpreter; measured in 80-case bursts: with 100 slots
-    22 tasks ran longer than 5 s of their 10 s timeout, with 4 none); activities wait on HTTP, so
-    many run at once, but not so many that one tenant's throttling answers most of them."""
+    22 tasks ran longer than 5 s of their 10 s timeout, with 4 none); activities wait on HTTP and
+    for their quota turns (asleep, they cost a coroutine), so many run at once: with 50 slots, 50
+    concurrent cases under Microsoft's quotas left reads waiting up to 15 s for a slot."""
 
     max_concurrent_workflow_tasks: int = Field(default=4, ge=1)
-    max_concurrent_activities: int = Field(default=50, ge=1)
+    max_concurrent_activities: int = Field(default=200, ge=1)
     workflow_task_pollers: int = Field(default=4, ge=2)
     """Concurrent workflow task polls (at least 2: one for the sticky queue of cached cases)."""
     activity_task_pollers: int = Field(default=5, ge=1)

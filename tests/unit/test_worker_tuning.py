@@ -32,7 +32,7 @@ async def test_the_resource_tuner_replaces_the_fixed_counts(client) -> None:
 
 def test_defaults_are_sized_for_a_storm_and_nonsense_is_refused() -> None:
     worker = Settings().worker
-    assert (worker.max_concurrent_workflow_tasks, worker.max_concurrent_activities) == (4, 50)
+    assert (worker.max_concurrent_workflow_tasks, worker.max_concurrent_activities) == (4, 200)
     for wrong in ({"max_concurrent_activities": 0}, {"workflow_task_pollers": 1},
                   {"resource_tuner": {"target_cpu_usage": 1.5}}, {"max_concurent_activities": 5}):
         with pytest.raises(ValidationError):
