@@ -27,6 +27,7 @@ from workers.scenarios import STATE_DIR, isolated_namespace, trust_emulator_ca
 CERT_DIR = STATE_DIR / "bench-certs"
 LOG_DIR = STATE_DIR / "bench-logs"
 START_TIMEOUT = 60.0
+STOP_GRACE = 10.0
 QUELL = str(Path(sys.executable).parent / "quell")
 
 
@@ -66,8 +67,15 @@ async def until_polling(client: Client, task_queue: str, worker: subprocess.Pope
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL (said on stderr) for a process still running after `STOP_GRACE`: the
+    bench has read what it needs, and a stop that lingers would count in the next part's seconds."""
     process.terminate()
-    process.wait()
+    try:
+        process.wait(STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        print(f"  (quell {process.args[1]} still running {STOP_GRACE:.0f} s after SIGTERM: killed)", file=sys.stderr)
+        process.kill()
+        process.wait()
 
 
 @dataclass(frozen=True)
