@@ -412,12 +412,10 @@ def start_early_reads(case: CaseInput, now: datetime, mail: bool = False) -> Ear
         return (None, []) if log is None else (log, await _directory(case, log, now))
 
     async def mail_ahead() -> MailStats | None:
-        try:
-            return await _mail_activity(case, now, "", "mail through the connector the alert's configuration names",
-                                        _resolve_input(case, now))
-        except ActivityError as failure:
-            workflow.logger.warning("mail read beside the resolution failed", extra={"error": str(failure.cause)[:200]})
-            return None
+        # A list of its own: the mail is a source of the case's evidence only once a connector is
+        # resolved, and `_mail_and_domains` names it unavailable then.
+        return await _source("mail_stats", [], _mail_activity(
+            case, now, "", "mail through the connector the alert's configuration names", _resolve_input(case, now)))
 
     return EarlyReads(now, unavailable, asyncio.ensure_future(audit()),
                       asyncio.ensure_future(mail_ahead()) if mail else None)
