@@ -384,7 +384,7 @@ async def tenant_stack(
             await pool.aclose()
 
 
-async def _register_namespace(client: Client, name: str, attempts: int = 3) -> None:
+async def register_namespace(client: Client, name: str, attempts: int = 3) -> None:
     """Register a fresh namespace. A busy dev server can cancel the call (gRPC CANCELLED, seen
     once in CI late in a suite); the name is new, so ALREADY_EXISTS on a retry means an earlier
     attempt landed."""
@@ -405,7 +405,7 @@ async def isolated_namespace(client: Client) -> AsyncIterator[Client]:
     """A namespace of its own for one scenario, so scenarios that share a tenant id, an alert
     or a connector IP never meet in one case, run after run or side by side."""
     name = f"scenario-{uuid.uuid4().hex[:12]}"
-    await _register_namespace(client, name)
+    await register_namespace(client, name)
     await client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(namespace=name, search_attributes=sa.indexed_value_types())
     )

@@ -13,14 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from google.protobuf.duration_pb2 import Duration
-from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 
 from emulator.principals import GRAPH
 from emulator.scenario import load_scenario
 from emulator.server import running_emulator
 from tests.conftest import PROJECT_SCENARIOS
-from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
+from workers.scenarios import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, register_namespace
 
 ROOT = Path(__file__).parents[2]
 QUELL = str(Path(sys.executable).parent / "quell")
@@ -132,8 +130,7 @@ def test_without_application_read_all_doctor_judges_by_the_tokens_and_says_what_
 
 async def test_a_namespace_without_quells_search_attributes_fails_with_the_commands(tmp_path, dev_server, cert_dir):
     namespace = f"doctor-{uuid.uuid4().hex[:8]}"
-    await dev_server.client.workflow_service.register_namespace(
-        RegisterNamespaceRequest(namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400)))
+    await register_namespace(dev_server.client, namespace)
     ran = doctor(config(tmp_path, dev_server, ("t", "https://127.0.0.1:1"), namespace=namespace), "--json")
     assert ran.returncode == 1 and ran.stdout, ran.stderr
     names = by_name(json.loads(ran.stdout))
