@@ -57,6 +57,7 @@ from activities.clients import (
     TenantClients,
     graph_failure,
 )
+from activities.pacing import heartbeating
 from activities.tenant_cache import BLOCK_LISTS, CONNECTORS, TenantCache
 from workflows.audit import is_empty
 from workflows.types import (
@@ -386,17 +387,22 @@ class RemediationActivities:
         outcomes = {o.alert_id: o for o in _earlier_outcomes(info)}
         retry: list[ApplicationError] = []
         todo = [a for a in dict.fromkeys(inp.alert_ids) if a not in outcomes]
-        for first in range(0, len(todo), BATCH_LIMIT):
-            answers = await _write_alerts(http, run, inp.action.tenant_id, change, todo[first:first + BATCH_LIMIT])
-            for alert_id, answer in answers.items():
-                if isinstance(answer, ActionOutcome):
-                    outcomes[alert_id] = AlertOutcome(alert_id=alert_id, **answer.model_dump())
-                elif answer.non_retryable or _last_attempt(info):
-                    outcomes[alert_id] = AlertOutcome(alert_id=alert_id, status="failed", verified=False,
-                                                      detail=f"alert {alert_id}: {answer.message}"[:500])
-                else:
-                    retry.append(answer)
-            activity.heartbeat(AlertWriteBackResult(outcomes=list(outcomes.values())))
+
+        def settled() -> AlertWriteBackResult:
+            return AlertWriteBackResult(outcomes=list(outcomes.values()))
+
+        async with heartbeating(settled):  # its turns may be minutes away in a storm
+            for first in range(0, len(todo), BATCH_LIMIT):
+                answers = await _write_alerts(http, run, inp.action.tenant_id, change, todo[first:first + BATCH_LIMIT])
+                for alert_id, answer in answers.items():
+                    if isinstance(answer, ActionOutcome):
+                        outcomes[alert_id] = AlertOutcome(alert_id=alert_id, **answer.model_dump())
+                    elif answer.non_retryable or _last_attempt(info):
+                        outcomes[alert_id] = AlertOutcome(alert_id=alert_id, status="failed", verified=False,
+                                                          detail=f"alert {alert_id}: {answer.message}"[:500])
+                    else:
+                        retry.append(answer)
+                activity.heartbeat(settled())
         if retry:
             delays = [e.next_retry_delay for e in retry if e.next_retry_delay is not None]
             raise ApplicationError(f"{len(retry)} of {len(inp.alert_ids)} alerts to try again: {retry[0].message}"[:500],
