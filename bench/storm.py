@@ -36,10 +36,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from bench import storm_tenants
+from bench.floor import floor_runs
 from bench.processes import Emulator, Quell, emulator_process, quell_processes
 from config.settings import ApprovalSettings, IntakeSettings, Settings, SourceGrant, TemporalSettings
 from emulator.scenario import load_scenario
-from workers.scenarios import emulator_tenant
+from workers.scenarios import emulator_tenant, isolated_namespace
 from workflows import search_attributes as sa
 from workflows.types import CaseReport
 
@@ -212,6 +213,13 @@ async def run_batches(client: Client, settings: Settings, emulators: list[Emulat
     return Run(name, figures, calls, per_case, seconds)
 
 
+async def floor(client: Client, seconds: float) -> list[CaseFigures]:
+    """Temporal's own share of the one-at-a-time ratio (bench/floor.py), reads of `seconds`."""
+    async with isolated_namespace(client) as own:
+        ids = await floor_runs(own, seconds, ONE_AT_A_TIME)
+        return [await case_figures(own.get_workflow_handle(i)) for i in ids]
+
+
 def alert_of(index: int, number: int, alert_id: str) -> Delivery:
     return index, storm_tenants.alert(index, number, alert_id, datetime.now(timezone.utc))
 
@@ -230,6 +238,7 @@ async def bench_storm(client: Client) -> None:
         one = await run_batches(client, settings, emulators, "one at a time", [
             [alert_of(index, number, f"one-{index}-{number}")] for index, number in connectors[:ONE_AT_A_TIME]
         ], SHORT_EXPIRY)
+        floored = await floor(client, percentile([c.slowest_evidence for c in one.cases if c.slowest_evidence], 0.5))
         concurrent = await run_batches(client, settings, emulators, f"{CONCURRENT} concurrent", [
             [alert_of(index, number, f"many-{index}-{number}") for index, number in connectors[:CONCURRENT]]
         ], SHORT_EXPIRY)
@@ -238,13 +247,13 @@ async def bench_storm(client: Client) -> None:
             alert_of(index, number, f"storm-{index}-{number}-{k}")
             for k in range(STORM_ALERTS // len(stormed)) for index, number in stormed
         ]], STORM_EXPIRY)
-    report(one, concurrent, storm, len(stormed))
+    report(one, concurrent, storm, len(stormed), floored)
 
 
 # --------------------------------------------------------------------------- the table
 
 
-def report(one: Run, concurrent: Run, storm: Run, storm_connectors: int) -> None:
+def report(one: Run, concurrent: Run, storm: Run, storm_connectors: int, floored: list[CaseFigures]) -> None:
     runs = [one, concurrent, storm]
 
     def row(label: str, values: list[str]) -> None:
@@ -256,8 +265,8 @@ def report(one: Run, concurrent: Run, storm: Run, storm_connectors: int) -> None
     def quantiles(values: list[float], unit: str = "") -> str:
         return f"{percentile(values, 0.5):.2f} / {percentile(values, 0.95):.2f}{unit}"
 
-    def ratios(run: Run) -> list[float]:
-        return [c.to_verdict / c.slowest_evidence for c in run.cases if c.to_verdict and c.slowest_evidence]
+    def ratios(cases: list[CaseFigures]) -> list[float]:
+        return [c.to_verdict / c.slowest_evidence for c in cases if c.to_verdict and c.slowest_evidence]
 
     print(f"storm ({STORM_ALERTS} alerts over {storm_connectors} connectors of {TENANTS} tenants through the intake, "
           f"{POSTERS} deliveries at a time; Microsoft quotas {storm_tenants.QUOTAS}):")
@@ -269,7 +278,8 @@ def report(one: Run, concurrent: Run, storm: Run, storm_connectors: int) -> None
     row("time to verdict p50 / p95 (s)", [quantiles([c.to_verdict for c in r.cases if c.to_verdict]) for r in runs])
     row("slowest evidence activity p50 / p95 (s)",
         [quantiles([c.slowest_evidence for c in r.cases if c.slowest_evidence]) for r in runs])
-    row("time to verdict / slowest evidence p50 / p95", [quantiles(ratios(r)) for r in runs])
+    row("time to verdict / slowest evidence p50 / p95", [quantiles(ratios(r.cases)) for r in runs])
+    row("  the same, Temporal alone (bench/floor.py)", [quantiles(ratios(floored)), "", ""])
     row("hunting calls per case", [per_case(r, sum(c["api"] == HUNTING for t in r.calls for c in t)) for r in runs])
     row("tenant calls per case", [per_case(r, sum(len(t) for t in r.calls)) for r in runs])
     row("429s seen", [str(sum(c["status"] == 429 for t in r.calls for c in t)) for r in runs])
@@ -279,7 +289,7 @@ def report(one: Run, concurrent: Run, storm: Run, storm_connectors: int) -> None
                                       "", ""])
     row("seconds (first alert posted to the last case closed)", [f"{r.seconds:.0f}" for r in runs])
     verdicts = Counter(c.report.verdict for r in runs for c in r.cases if c.report)
-    alone, crowded = ratios(one), ratios(concurrent)
+    alone, crowded = ratios(one.cases), ratios(concurrent.cases)
     print(f"  time to verdict / slowest evidence, {concurrent.name} against one at a time (p50): "
           f"{percentile(crowded, 0.5) / percentile(alone, 0.5):.2f}   verdicts: "
           + ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items())))
