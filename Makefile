@@ -25,7 +25,7 @@ scenarios: $(STAMP)
 # Bytecode first, as a pip install compiles it: the workflow sandbox re-imports the case's module
 # for every case, and without a .pyc (PYTHONDONTWRITEBYTECODE) it compiles that source every time.
 bench: $(STAMP)
-	$(BIN)/python -m compileall -q workflows activities config workers
+	$(BIN)/python -m compileall -q workflows activities config workers bench
 	$(BIN)/python -m bench.run
 
 clean:
