@@ -1253,3 +1253,9 @@ class PacerState(Frozen):
 
     next_turn: dict[ApiFamily, datetime] = {}
     reserved: dict[str, list[datetime]] = {}
+
+
+# `CaseInput.carried` names `CarriedCase`, defined further down: build CaseInput's schema now that
+# it is, once. Left incomplete, every decode of a case's input (the first workflow task of every
+# case) built CaseInput's schema again, as the payload converter's TypeAdapter does not complete it.
+CaseInput.model_rebuild()
