@@ -223,21 +223,23 @@ class TenantClients:
     graph: GraphServiceClient
     graph_http: GraphHttp
     exo: ExoClient
-    sdk_http: httpx.AsyncClient | None = None
-    """The SDK's own httpx client: closed here too, or its idle TLS connections outlive the pool."""
+    sdk_connections: httpx.AsyncHTTPTransport
+    """The connections under the Graph SDK's client, closed here: closing that client does not close
+    them, as msgraph-core's middleware transport (`AsyncGraphTransport`) wraps this transport and has
+    no `aclose` of its own. Left open, they kept `quell emulator` from stopping after a bench part."""
 
     async def aclose(self) -> None:
         await self.exo.aclose()
         await self.graph_http.aclose()
-        if self.sdk_http is not None:
-            await self.sdk_http.aclose()
+        await self.sdk_connections.aclose()
         await self.credential.close()
 
 
 def build_clients(tenant: TenantSettings, pacer: Pacer) -> TenantClients:
     credential = build_credential(tenant)
+    connections = httpx.AsyncHTTPTransport()
     http = GraphClientFactory.create_with_default_middleware(
-        client=httpx.AsyncClient(timeout=TIMEOUT, event_hooks=pacer.event_hooks()),
+        client=httpx.AsyncClient(timeout=TIMEOUT, event_hooks=pacer.event_hooks(), transport=connections),
         options={RetryHandlerOption.get_key(): RetryHandlerOption(should_retry=False)},
     )
     auth = AzureIdentityAuthenticationProvider(
@@ -251,7 +253,7 @@ def build_clients(tenant: TenantSettings, pacer: Pacer) -> TenantClients:
         graph=GraphServiceClient(request_adapter=adapter),
         graph_http=GraphHttp(tenant.graph_base_url, credential, pacer),
         exo=ExoClient(tenant.exo_base_url, tenant.tenant_id, credential, pacer),
-        sdk_http=http,
+        sdk_connections=connections,
     )
 
 
