@@ -8,9 +8,9 @@ and sleep until it. The turns of every call that waits in this process go to the
 no pacer running starts it. A turn further away than the attempt can wait (its start-to-close timeout,
 less the request's own timeout) raises `QuotaWait`, which `RetryAtTurn` turns into a retryable
 error whose `next_retry_delay` is the turn; an activity with a heartbeat timeout waits at most half
-of it, unless it keeps heartbeating meanwhile (`heartbeating`). After a 429 or 503 with Retry-After: report it, so that
-no worker calls that family again before the tenant said it may. Outside an activity (the doctor, a
-test calling a client directly) nothing is paced.
+of it, unless it keeps heartbeating meanwhile (`heartbeating`). After a 429 or 503 with
+Retry-After: report it, so that no worker calls that family again before the tenant said it may.
+Outside an activity (the doctor, a test calling a client directly) nothing is paced.
 """
 
 from __future__ import annotations
