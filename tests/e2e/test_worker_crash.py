@@ -14,6 +14,7 @@ import subprocess
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle
@@ -49,6 +50,17 @@ def start_worker(settings, client: Client, log: Path) -> subprocess.Popen:
     settings.temporal.namespace = client.namespace
     settings.log_level = "WARNING"
     return start_quell("worker", settings, log)
+
+
+async def result_on_a_new_worker(settings, client: Client, handle: WorkflowHandle, log: Path) -> Any:
+    """Start another `quell worker` and wait (90 s at most) for the workflow's result."""
+    worker = start_worker(settings, client, log)
+    try:
+        async with asyncio.timeout(90):
+            return await handle.result()
+    finally:
+        worker.terminate()
+        worker.wait()
 
 
 def crash_settings(scenario: Scenario, emulator: EmulatorHandle, analysts: Analysts):
@@ -113,13 +125,7 @@ async def test_sigkill_during_an_approved_action_runs_each_action_once(client, c
             first.wait()
         assert first.returncode == -9
 
-        second = start_worker(settings, client, tmp_path / "second.log")
-        try:
-            async with asyncio.timeout(90):
-                report = await handle.result()
-        finally:
-            second.terminate()
-            second.wait()
+        report = await result_on_a_new_worker(settings, client, handle, tmp_path / "second.log")
 
         assert report.case_status == "completed"
         executed = [r for r in report.actions if r.status in ("done", "already_done")]

@@ -9,7 +9,6 @@ timeout of seconds (a case's is minutes), so Temporal notices the kill quickly.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import uuid
 from collections import Counter
@@ -37,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from tests.conftest import PROJECT_SCENARIOS, eventually
     from tests.e2e.storm import UNLIMITED
-    from tests.e2e.test_worker_crash import crash_settings, start_worker
+    from tests.e2e.test_worker_crash import crash_settings, result_on_a_new_worker, start_worker
 
 HEARTBEAT = timedelta(seconds=4)
 """Without `heartbeating`, an attempt waits at most half of this (2 s) for a turn."""
@@ -120,13 +119,7 @@ async def test_sigkill_while_write_backs_wait_for_their_turns_writes_each_alert_
             # Within that attempt, the first write waited for its turn longer than half the heartbeat timeout.
             assert min(called_at(emulator, PATCH)) - min(called_at(emulator, READ)) > HEARTBEAT / 2 + timedelta(seconds=1)
 
-            second = start_worker(settings, client, tmp_path / "second.log")
-            try:
-                async with asyncio.timeout(90):
-                    result = await handle.result()
-            finally:
-                second.terminate()
-                second.wait()
+            result = await result_on_a_new_worker(settings, client, handle, tmp_path / "second.log")
 
         assert [o.alert_id for o in result.outcomes] == ids
         assert {o.status for o in result.outcomes} == {"done"} and all(o.verified for o in result.outcomes)
