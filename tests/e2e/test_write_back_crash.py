@@ -41,10 +41,11 @@ with workflow.unsafe.imports_passed_through():
 HEARTBEAT = timedelta(seconds=4)
 """Without `heartbeating`, an attempt waits at most half of this (2 s) for a turn."""
 SECURITY = FamilyQuota(per_minute=300, burst=20)
-"""A Graph JSON batch of 20 requests goes at once, the next one 4 s later: every read and write of
-a batch after the first waits twice what an attempt without `heartbeating` would."""
+"""The first Graph JSON batch of 20 requests goes at once; each later one (a batch's write, its
+read again, the next batch's read) waits 4 s for its tokens, twice what an attempt without
+`heartbeating` would wait."""
 ALERTS = 40
-"""Two batches of 20: the kill lands after the first is settled, before the second is written."""
+"""Two batches of 20: the kill lands once the first is settled, so the retry has the second to do."""
 
 READ, PATCH = "graph:GET /security/alerts_v2/{id}", "graph:PATCH /security/alerts_v2/{id}"
 """A JSON batch's requests, as the emulator logs them one by one."""
