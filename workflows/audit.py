@@ -111,22 +111,33 @@ def direction_of(change: AuditEntry) -> Direction:
 def connector_records(
     records: Iterable[ConnectorChange], name: str, guid: str, direction: Direction
 ) -> list[ConnectorChange]:
-    """The records of this connector, oldest first.
+    """The records of this connector, oldest first (`ConnectorHistory.of`)."""
+    return ConnectorHistory(records).of(name, guid, direction)
 
-    A record names its connector by ObjectId, Identity or the Name parameter. Walking from the
-    newest record back, every name a matching record used joins the connector's aliases, so the
-    records from before a rename (Identity = old name, Name = new name) still match.
-    """
-    aliases = {fold(name), fold(guid)} - {""}
-    kept: list[ConnectorChange] = []
-    for record in sorted(records, key=lambda r: r.at, reverse=True):
-        if not connector_verb(record) or direction_of(record) != direction:
-            continue
-        called = names(record)
-        if called & aliases:
-            aliases |= called
-            kept.append(record)
-    return sorted(kept, key=lambda r: r.at)
+
+class ConnectorHistory:
+    """Connector records, newest first, each with its direction and the names it calls its
+    connector by, worked out once: the sweep asks for every connector of the tenant, and `names`
+    is the costly part (in the workflow sandbox every `isinstance` is a Python call)."""
+
+    def __init__(self, records: Iterable[ConnectorChange]) -> None:
+        self._entries = [(record, direction_of(record), names(record))
+                         for record in sorted(records, key=lambda r: r.at, reverse=True) if connector_verb(record)]
+
+    def of(self, name: str, guid: str, direction: Direction) -> list[ConnectorChange]:
+        """The records of this connector, oldest first.
+
+        A record names its connector by ObjectId, Identity or the Name parameter. Walking from the
+        newest record back, every name a matching record used joins the connector's aliases, so the
+        records from before a rename (Identity = old name, Name = new name) still match.
+        """
+        aliases = {fold(name), fold(guid)} - {""}
+        kept: list[ConnectorChange] = []
+        for record, towards, called in self._entries:
+            if towards == direction and called & aliases:
+                aliases |= called
+                kept.append(record)
+        return sorted(kept, key=lambda r: r.at)
 
 
 # --------------------------------------------------------------------------- the admins' footprint

@@ -83,10 +83,11 @@ def sweep(
     findings: list[Finding] = []
     others: list[OtherConnector] = []
     acted: list[tuple[str, FindingId]] = []
+    connector_history = audit.ConnectorHistory(swept.records)
     for connector in swept.connectors:
         if alerted is not None and fold(connector.guid) == fold(alerted.guid):
             continue
-        records = audit.connector_records(swept.records, connector.name, connector.guid, connector.direction)
+        records = connector_history.of(connector.name, connector.guid, connector.direction)
         history = review(records, connector, organization, lookback_start, now)
         suspicious = [r for r in history.changes if behind(r.change, r.ticket)]
         if suspicious:

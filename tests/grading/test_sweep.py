@@ -101,6 +101,26 @@ def test_another_connector_changed_by_a_non_admin_is_suspicious_and_its_actor_su
     assert v.kind == graded(evidence()).kind, "the sweep never moves the verdict"
 
 
+def test_each_connector_keeps_its_own_records_across_renames_and_directions():
+    """Many connectors, one audit history: a connector's records include those under its old name,
+    and a same-named connector of the other direction, or another connector, never takes them."""
+    relays = [ConnectorConfig(guid=f"relay-{n}", name=f"Relay {n}", direction="inbound", enabled=True)
+              for n in range(30)]
+    twin = ConnectorConfig(guid="relay-3-out", name="Relay 3", direction="outbound", enabled=True)
+    before = connector_change(5, "Set-InboundConnector", "Old Relay 3", "sneaky@contoso.com", SmartHosts="a.evil.example")
+    renamed = connector_change(4, "Set-InboundConnector", "Old Relay 3", EXADMIN, Name="Relay 3")
+    after = connector_change(3, "Set-InboundConnector", "Relay 3", "sneaky@contoso.com", SenderIPAddresses="192.0.2.1")
+    elsewhere = [connector_change(2, "Set-InboundConnector", f"Relay {n}", EXADMIN, Comment="checked")
+                 for n in range(30) if n != 3]
+    v = graded(evidence([before, renamed, after, *elsewhere], connectors=[HYBRID, *relays, twin]))
+
+    [other] = v.others
+    assert other.connector.name == "Relay 3" and other.connector.direction == "inbound"
+    assert other.records == [before, renamed, after]
+    [finding] = found(v, "other_connector_suspicious")
+    assert finding.evidence["connector"] == "Relay 3"
+
+
 def test_an_approved_change_or_an_admin_change_to_another_connector_is_not_suspicious():
     approved = connector_change(25, "Set-InboundConnector", "Partner Relay", EXADMIN, SenderIPAddresses="192.0.2.9")
     by_admin = connector_change(3, "Set-OutboundConnector", "Outbound to Fabrikam", EXADMIN, TlsDomain="fabrikam.com")
