@@ -7,6 +7,7 @@ Pure: the evidence activities use it to pick records, grading to read them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from workflows.types import AuditEntry, ConnectorChange, Direction
@@ -124,8 +125,8 @@ class ConnectorHistory:
         self._entries = [(record, direction_of(record), names(record))
                          for record in sorted(records, key=lambda r: r.at, reverse=True) if connector_verb(record)]
 
-    def of(self, name: str, guid: str, direction: Direction) -> list[ConnectorChange]:
-        """The records of this connector, oldest first.
+    def of(self, name: str, guid: str, direction: Direction, before: datetime | None = None) -> list[ConnectorChange]:
+        """The records of this connector (of those from before `before`, when given), oldest first.
 
         A record names its connector by ObjectId, Identity or the Name parameter. Walking from the
         newest record back, every name a matching record used joins the connector's aliases, so the
@@ -134,6 +135,8 @@ class ConnectorHistory:
         aliases = {fold(name), fold(guid)} - {""}
         kept: list[ConnectorChange] = []
         for record, towards, called in self._entries:
+            if before is not None and record.at >= before:
+                continue
             if towards == direction and called & aliases:
                 aliases |= called
                 kept.append(record)

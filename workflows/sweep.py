@@ -97,7 +97,7 @@ def sweep(
 
     for removal in _removals(swept.records, lookback_start, now):
         if behind(removal, approval_for(removal, (), organization)):
-            findings.append(_deleted(removal, swept.records, directory))
+            findings.append(_deleted(removal, connector_history, directory))
             acted.append((removal.actor, "connector_deleted"))
 
     everyone = _with_actors(suspects, acted, directory)
@@ -144,10 +144,10 @@ def _removals(records: Iterable[ConnectorChange], lookback_start: datetime, now:
     return [r for r in records if audit.connector_verb(r) == "remove" and lookback_start <= r.at <= now]
 
 
-def _deleted(removal: ConnectorChange, records: list[ConnectorChange], directory: Directory) -> Finding:
+def _deleted(removal: ConnectorChange, connector_history: audit.ConnectorHistory, directory: Directory) -> Finding:
     name = str(removal.object_id or audit.parameter(removal, "Identity") or "").strip()
     direction = audit.direction_of(removal)
-    earlier = [r for r in audit.connector_records((r for r in records if r.at < removal.at), name, "", direction)
+    earlier = [r for r in connector_history.of(name, "", direction, before=removal.at)
                if audit.connector_verb(r) in ("new", "set")]
     last_known: dict[str, Any] = {}
     for record in earlier:

@@ -160,6 +160,16 @@ def test_a_deleted_connector_is_reported_with_its_last_known_properties():
     assert "connector_deleted" in next(s for s in v.suspects if s.upn == HELPDESK).because
 
 
+def test_a_deleted_connector_recreated_under_its_name_is_known_by_what_came_before_the_deletion():
+    records = [
+        connector_change(900, "Set-InboundConnector", "Legacy Relay", EXADMIN, SenderIPAddresses="203.0.113.8"),
+        connector_change(4, "Remove-InboundConnector", "Legacy Relay", Confirm="False"),
+        connector_change(3, "New-InboundConnector", "Legacy Relay", Name="Legacy Relay", SenderIPAddresses="198.51.100.9"),
+    ]
+    [deleted] = found(graded(evidence(records)), "connector_deleted")
+    assert deleted.evidence["last_known"] == {"SenderIPAddresses": ["203.0.113.8"]}
+
+
 def test_a_deletion_by_a_connector_admin_who_is_not_suspect_is_not_reported():
     removal = connector_change(4, "Remove-OutboundConnector", "Old Outbound", EXADMIN)
     assert not found(graded(evidence([removal])), "connector_deleted")
